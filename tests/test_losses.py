@@ -1,0 +1,108 @@
+"""Gradient identities of DESIGN §1 on a real (tiny) transformers model."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from trainers.losses import LOSSES, m_theta, minor_coefficient, sequence_logps
+
+BETA = 0.3
+
+
+@pytest.fixture(scope="module")
+def model() -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64)
+    # float64 weights; LlamaRMSNorm still computes in float32, hence the tolerances below
+    return LlamaForCausalLM(config).to(torch.float64)
+
+
+def _batch(prompt_len: int, answer_len: int, pad: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One sequence of random tokens; labels cover the answer only; `pad` right-padding positions."""
+    g = torch.Generator().manual_seed(prompt_len * 100 + answer_len)
+    n = prompt_len + answer_len
+    ids = torch.randint(1, 40, (1, n + pad), generator=g)
+    labels = torch.full_like(ids, -100)
+    labels[0, prompt_len:n] = ids[0, prompt_len:n]
+    mask = torch.zeros_like(ids)
+    mask[0, :n] = 1
+    return ids, labels, mask
+
+
+def _grad(model, method: str, ids, labels, mask, r: float) -> tuple[torch.Tensor, float]:
+    """Flattened gradient of one sample's loss, with lp_ref set so that lp - lp_ref = r."""
+    model.zero_grad()
+    lp = sequence_logps(model(input_ids=ids, attention_mask=mask).logits, labels)
+    n_tokens = (labels[:, 1:] != -100).sum(-1).to(lp.dtype)
+    ref = lp.detach() - r
+    LOSSES[method](lp, ref, n_tokens, BETA).mean().backward()
+    return torch.cat([p.grad.flatten() for p in model.parameters()]).clone(), float(n_tokens)
+
+
+def _assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    """Equal up to float32 rounding (relative to the gradient's scale), which RMSNorm introduces."""
+    scale = float(expected.abs().max())
+    assert scale > 0
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6 * scale)
+
+
+def test_sequence_logps_matches_token_loop(model):
+    ids, labels, mask = _batch(5, 4, pad=3)
+    logits = model(input_ids=ids, attention_mask=mask).logits
+    expected = sum(
+        torch.log_softmax(logits[0, t - 1], -1)[ids[0, t]] for t in range(5, 9)
+    )
+    assert torch.allclose(sequence_logps(logits, labels)[0], expected)
+
+
+@pytest.mark.parametrize("answer_len", [1, 3, 7])
+def test_minor_sft_gradient_equals_sft_at_r0(model, answer_len):
+    batch = _batch(6, answer_len)
+    g_sft, _ = _grad(model, "sft", *batch, r=0.0)
+    g_minor, _ = _grad(model, "minor_sft", *batch, r=0.0)
+    _assert_close(g_minor, g_sft)
+
+
+@pytest.mark.parametrize("answer_len", [1, 3, 7])
+def test_dpo_sft_gradient_is_beta_m_over_2_times_sft_at_r0(model, answer_len):
+    batch = _batch(6, answer_len)
+    g_sft, m = _grad(model, "sft", *batch, r=0.0)
+    g_dpo, _ = _grad(model, "dpo_sft", *batch, r=0.0)
+    assert m == answer_len
+    _assert_close(g_dpo, (BETA * m / 2) * g_sft)
+
+
+@pytest.mark.parametrize("r", [-2.0, 1.0, 5.0, 20.0])
+def test_minor_sft_gradient_is_sft_scaled_by_dynamic_coefficient(model, r):
+    batch = _batch(4, 5)
+    g_sft, _ = _grad(model, "sft", *batch, r=0.0)
+    g_minor, _ = _grad(model, "minor_sft", *batch, r=r)
+    coef = 2 / (1 + math.exp(BETA * r))
+    _assert_close(g_minor, coef * g_sft)
+
+
+def test_minor_coefficient_is_one_at_r0_and_falls_as_r_rises():
+    r = torch.tensor([-1.0, 0.0, 0.5, 2.0, 10.0, 50.0])
+    coef = minor_coefficient(r, torch.zeros_like(r), beta=0.5)
+    assert coef[1] == pytest.approx(1.0)
+    assert torch.all(coef[1:].diff() < 0)
+    assert coef[0] > 1 and coef[2] < 1 and coef[-1] < 1e-9
+
+
+def test_losses_are_finite_at_extreme_ratios():
+    lp = torch.tensor([-1e4, -3.0, 0.0])
+    ref = torch.tensor([0.0, -3.0, -1e4])
+    n = torch.tensor([4.0, 4.0, 4.0])
+    for name, fn in LOSSES.items():
+        assert torch.isfinite(fn(lp, ref, n, 0.5)).all(), name
+
+
+def test_m_theta_is_ratio_per_answer_token():
+    lp = torch.tensor([-2.0, -10.0])
+    ref = torch.tensor([-6.0, -10.0])
+    assert m_theta(lp, ref, torch.tensor([2.0, 5.0])).tolist() == [2.0, 0.0]
