@@ -1,0 +1,22 @@
+"""Analysis of sftsweep sweeps: reads run directories (DESIGN §3) and writes tables, plots and a report.
+
+This package reads run directories only — never W&B, never trainer internals — so that a sweep can be
+analysed anywhere its files are, and hand-made run directories are enough to test it.
+"""
+
+from __future__ import annotations
+
+METHOD_NAMES: dict[str, str] = {"sft": "SFT", "dpo_sft": "SFT using DPO", "minor_sft": "MinorSFT"}
+"""Display names of the paper's methods; other registered losses are shown by their conf name."""
+
+METHOD_ORDER: tuple[str, ...] = ("sft", "dpo_sft", "minor_sft")
+
+
+def method_name(method: str) -> str:
+    """Display name of a method conf name (unknown methods keep their own name)."""
+    return METHOD_NAMES.get(method, method)
+
+
+def method_sort_key(method: str) -> tuple[int, str]:
+    """Paper methods first in the paper's order, then any other registered loss alphabetically."""
+    return (METHOD_ORDER.index(method), "") if method in METHOD_ORDER else (len(METHOD_ORDER), method)

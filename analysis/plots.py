@@ -1,0 +1,289 @@
+"""The report's figures, as PNG bytes (matplotlib's object API with the Agg canvas: no display, no pyplot
+global state, safe in a headless sweep process).
+
+Per setting: mθ against step (train and eval, one panel per method, one line per lr), accuracy against lr
+(log axis, threshold marked), and final mθ against accuracy. At each lr the lines use the β that the
+tables use (the best one), so figures and tables never disagree.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")  # before anything imports pyplot; harmless if already set
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib import colormaps  # noqa: E402
+from matplotlib.colors import LogNorm, Normalize  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from analysis import method_name, method_sort_key  # noqa: E402
+from analysis.rundirs import Sweep  # noqa: E402
+from analysis.tables import find_peak, fmt_beta, fmt_lr  # noqa: E402
+
+METHOD_COLORS = {"sft": "tab:blue", "dpo_sft": "tab:orange", "minor_sft": "tab:green"}
+OTHER_COLORS = ["tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray"]
+BETA_MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
+DPI = 110
+
+
+@dataclass
+class Plot:
+    name: str  # file stem, e.g. "accuracy_vs_lr_world"
+    title: str
+    caption: str
+    png: bytes
+
+
+def slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text).strip("_") or "all"
+
+
+def method_color(method: str, methods: list[str]) -> str:
+    if method in METHOD_COLORS:
+        return METHOD_COLORS[method]
+    others = [m for m in methods if m not in METHOD_COLORS]
+    return OTHER_COLORS[others.index(method) % len(OTHER_COLORS)] if method in others else "black"
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _lr_norm(lrs: list[float]):
+    lo, hi = min(lrs), max(lrs)
+    return LogNorm(lo, hi) if hi > lo else Normalize(lo * 0.5, hi * 1.5)
+
+
+def _chosen_runs(
+    sweep: Sweep, setting: str, method: str, curve: pd.DataFrame
+) -> list[tuple[float, float, list[str], str]]:
+    """(lr, β, runs, status) per lr: the curve's β when some seed finished ok, else the lowest β run there
+    (so diverged learning rates still show their mθ until they blew up)."""
+    runs = sweep.runs[(sweep.runs["setting"] == setting) & (sweep.runs["method"] == method)]
+    out = []
+    for r in curve.itertuples():
+        at = runs[runs["lr"] == r.lr]
+        beta = r.beta if r.status == "ok" else at["beta"].sort_values(na_position="first").iloc[0]
+        sel = at[(at["beta"] == beta) | (at["beta"].isna() & (isinstance(beta, float) and math.isnan(beta)))]
+        out.append((r.lr, beta, list(sel["run"]), r.status))
+    return out
+
+
+def m_theta_curves(sweep: Sweep, setting: str, crv: dict) -> Plot:
+    """mθ against step: train (metrics.jsonl) and eval (eval.jsonl) rows, one column per method."""
+    methods = sorted((m for s, m in crv if s == setting), key=method_sort_key)
+    all_lrs = sorted({lr for m in methods for lr in crv[(setting, m)]["lr"]})
+    norm, cmap = _lr_norm(all_lrs), colormaps["viridis"]
+    fig = Figure(figsize=(4.6 * len(methods), 7.0), layout="constrained")
+    axes = fig.subplots(2, len(methods), squeeze=False, sharex="col")
+    for j, method in enumerate(methods):
+        for i, (frame, kind) in enumerate(((sweep.metrics, "train"), (sweep.evals, "eval"))):
+            ax = axes[i][j]
+            drawn = 0
+            for lr, beta, runs, status in _chosen_runs(sweep, setting, method, crv[(setting, method)]):
+                if "m_theta" not in frame.columns:
+                    break
+                d = frame[frame["run"].isin(runs)].dropna(subset=["m_theta"])
+                if d.empty:
+                    continue
+                mean = d.groupby("step")["m_theta"].mean()
+                label = f"lr {fmt_lr(lr)}" + (f" β={fmt_beta(beta)}" if not math.isnan(beta) else "")
+                if status != "ok":
+                    label += f" ({status})"
+                ax.plot(
+                    mean.index,
+                    mean.values,
+                    color=cmap(norm(lr)),
+                    lw=1.6,
+                    ls="-" if status == "ok" else "--",
+                    marker="." if len(mean) < 30 else None,
+                    label=label,
+                )
+                drawn += 1
+            if drawn:
+                ax.legend(fontsize=7, loc="best")
+            else:
+                ax.text(
+                    0.5,
+                    0.5,
+                    f"no {kind} mθ logged",
+                    ha="center",
+                    va="center",
+                    transform=ax.transAxes,
+                    color="gray",
+                )
+            ax.axhline(0, color="gray", lw=0.6)
+            ax.set_title(f"{method_name(method)} — {kind}", fontsize=10)
+            ax.set_ylabel(f"mθ ({kind})" if j == 0 else "")
+            ax.grid(alpha=0.3)
+            if i == 1:
+                ax.set_xlabel("step")
+    fig.suptitle(f"{setting}: deviation mθ = (log πθ − log πref)/m against step", fontsize=11)
+    return Plot(
+        f"m_theta_vs_step_{slug(setting)}",
+        f"mθ against step — {setting}",
+        "One panel per method, one line per learning rate (the best β at that lr, mean over seeds); "
+        "dashed lines are learning rates where no seed finished ok. Top: training batches "
+        "(metrics.jsonl); bottom: held-out eval (eval.jsonl, step 0 = base model).",
+        _png(fig),
+    )
+
+
+def accuracy_vs_lr(sweep: Sweep, setting: str, crv: dict, pts: pd.DataFrame) -> Plot:
+    """Accuracy against lr (log axis): all methods' best-β curves, then one panel per method with each β."""
+    methods = sorted((m for s, m in crv if s == setting), key=method_sort_key)
+    sp = pts[pts["setting"] == setting]
+    base = sp["base_accuracy"].mean()
+    fig = Figure(figsize=(4.4 * (len(methods) + 1), 4.2), layout="constrained")
+    axes = fig.subplots(1, len(methods) + 1, squeeze=False, sharey=True)[0]
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.grid(alpha=0.3, which="both")
+        if math.isfinite(base):
+            ax.axhline(base, color="gray", ls=":", lw=1.2, label=f"base {base:.3f}")
+        ax.set_xlabel("learning rate")
+    axes[0].set_ylabel("accuracy (held-out)")
+    axes[0].set_title("best β at each lr", fontsize=10)
+    for j, method in enumerate(methods, start=1):
+        color = method_color(method, methods)
+        curve = crv[(setting, method)]
+        ok = curve[curve["status"] == "ok"]
+        mp = sp[sp["method"] == method]
+        sd = [
+            mp.loc[
+                (mp["lr"] == r.lr) & ((mp["beta"] == r.beta) | (mp["beta"].isna() & math.isnan(r.beta))),
+                "accuracy_sd",
+            ].iloc[0]
+            for r in ok.itertuples()
+        ]
+        axes[0].errorbar(
+            ok["lr"],
+            ok["accuracy"],
+            yerr=np.nan_to_num(np.asarray(sd, dtype=float)),
+            color=color,
+            marker="o",
+            capsize=3,
+            label=method_name(method),
+        )
+        bad = curve[curve["status"] != "ok"]
+        ax = axes[j]
+        for k, (beta, g) in enumerate(mp.groupby("beta", dropna=False, sort=True)):
+            g = g[g["n_ok"] > 0].sort_values("lr")
+            lab = method_name(method) if math.isnan(beta) else f"β={beta:g}"
+            ax.plot(
+                g["lr"],
+                g["accuracy"],
+                color=color,
+                marker=BETA_MARKERS[k % len(BETA_MARKERS)],
+                alpha=1.0 - 0.25 * min(k, 3),
+                lw=1.4,
+                label=lab,
+            )
+        for a in (axes[0], ax):
+            if len(bad):
+                a.scatter(
+                    bad["lr"],
+                    np.zeros(len(bad)),
+                    marker="x",
+                    color="red",
+                    s=50,
+                    zorder=5,
+                    label="diverged/failed" if a is ax else None,
+                )
+        peak = find_peak(curve)
+        title = method_name(method)
+        if peak is not None:
+            for a in (axes[0], ax):
+                a.scatter(
+                    [peak.lr], [peak.accuracy], marker="*", s=220, color=color, edgecolor="black", zorder=6
+                )
+            ax.axvline(peak.lr, color=color, ls="--", lw=1, label=f"threshold lr {fmt_lr(peak.lr)}")
+            if peak.bracket:
+                title += " — not bracketed"
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=7, loc="best")
+    axes[0].legend(fontsize=7, loc="best")
+    fig.suptitle(
+        f"{setting}: accuracy against learning rate (★ = threshold: peak of the best-β curve)", fontsize=11
+    )
+    return Plot(
+        f"accuracy_vs_lr_{slug(setting)}",
+        f"Accuracy against learning rate — {setting}",
+        "Left: each method at its best β per lr (mean over seeds, bars = seed s.d.). Then one panel "
+        "per method with every β. ★ marks the threshold lr; red × marks learning rates where no seed "
+        "finished ok; the dotted line is the base model.",
+        _png(fig),
+    )
+
+
+def m_theta_vs_accuracy(sweep: Sweep, setting: str, crv: dict, pts: pd.DataFrame) -> Plot:
+    """Final eval mθ against accuracy, every ok run, lines joining a (method, β) across learning rates."""
+    methods = sorted((m for s, m in crv if s == setting), key=method_sort_key)
+    sp = pts[(pts["setting"] == setting) & (pts["n_ok"] > 0)]
+    runs = sweep.runs[(sweep.runs["setting"] == setting) & (sweep.runs["status"] == "ok")]
+    fig = Figure(figsize=(7.5, 5.2), layout="constrained")
+    ax = fig.subplots()
+    for method in methods:
+        color = method_color(method, methods)
+        for k, (beta, g) in enumerate(sp[sp["method"] == method].groupby("beta", dropna=False, sort=True)):
+            g = g.sort_values("lr")
+            lab = method_name(method) + ("" if math.isnan(beta) else f" β={beta:g}")
+            mk = BETA_MARKERS[k % len(BETA_MARKERS)]
+            ax.plot(g["m_theta"], g["accuracy"], color=color, marker=mk, lw=1, alpha=0.85, label=lab)
+            r = runs[
+                (runs["method"] == method)
+                & ((runs["beta"] == beta) | (runs["beta"].isna() & math.isnan(beta)))
+            ]
+            ax.scatter(r["m_theta"], r["accuracy"], color=color, marker=mk, s=12, alpha=0.35)
+            for row in g.itertuples():
+                ax.annotate(
+                    fmt_lr(row.lr),
+                    (row.m_theta, row.accuracy),
+                    fontsize=6,
+                    alpha=0.7,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
+        peak = find_peak(crv[(setting, method)])
+        if peak is not None:
+            mt = sp[
+                (sp["method"] == method)
+                & (sp["lr"] == peak.lr)
+                & ((sp["beta"] == peak.beta) | (sp["beta"].isna() & math.isnan(peak.beta)))
+            ]["m_theta"]
+            if len(mt):
+                ax.scatter(mt, [peak.accuracy], marker="*", s=260, color=color, edgecolor="black", zorder=5)
+    base = pts.loc[pts["setting"] == setting, "base_accuracy"].mean()
+    if math.isfinite(base):
+        ax.scatter([0], [base], marker="P", s=90, color="black", label=f"base ({base:.3f})", zorder=5)
+    ax.set_xlabel("final mθ on the eval set (deviation from the base model, nats/token)")
+    ax.set_ylabel("accuracy (held-out)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    ax.set_title(f"{setting}: final mθ against accuracy (★ = best configuration)", fontsize=11)
+    return Plot(
+        f"m_theta_vs_accuracy_{slug(setting)}",
+        f"Final mθ against accuracy — {setting}",
+        "Each line is one method and β across learning rates (labels: lr), means over seeds; faint dots "
+        "are single runs; ★ is each method's best configuration. Further right = further from the base "
+        "model.",
+        _png(fig),
+    )
+
+
+def all_plots(sweep: Sweep, crv: dict, pts: pd.DataFrame) -> list[Plot]:
+    """Every figure of the report, per setting."""
+    plots = []
+    for setting in sorted({s for s, _ in crv}):
+        plots.append(accuracy_vs_lr(sweep, setting, crv, pts))
+        plots.append(m_theta_curves(sweep, setting, crv))
+        plots.append(m_theta_vs_accuracy(sweep, setting, crv, pts))
+    return plots

@@ -1,0 +1,259 @@
+"""`python -m analysis.report SWEEP_DIR [--out DIR] [--no-wandb]`: the sweep's report.
+
+Writes SWEEP_DIR/report/: a CSV and a Markdown file per table, PNG figures, report.md (all tables) and
+report.html (one self-contained page, figures inlined), then logs a W&B summary run (offline unless
+WANDB_MODE says otherwise). Prints where the report is and the learning-rate threshold table. Exits
+non-zero with one line when the directory holds no finished run; corrupt files are listed and skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import html
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis import tables as T
+from analysis.atomic import write_bytes, write_text
+from analysis.claims import claims_table
+from analysis.plots import Plot, all_plots, slug
+from analysis.render import html_page, png_img, to_html_table, to_markdown
+from analysis.rundirs import Sweep, load_sweep
+
+
+class NoFinishedRuns(Exception):
+    """The sweep directory has nothing to report on."""
+
+
+@dataclass
+class Report:
+    out_dir: Path
+    html: Path
+    threshold: pd.DataFrame
+    files: list[Path] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+
+
+EXPLAIN = {
+    "claims": "The paper's findings (DESIGN §5), one per row. <b>holds</b> / <b>does not hold</b> / "
+    "<b>not measured</b> (the sweep cannot decide it: a method missing, or a threshold not bracketed "
+    "by the grid), always with the numbers behind the verdict.",
+    "threshold": "For each method: at every learning rate take the best β (by mean accuracy over seeds); the "
+    "threshold is the lr where that curve peaks (ties → the lower lr, reported in the note). "
+    "The interval is a 95% t interval over seeds, or a bootstrap over questions with one seed. "
+    '<i>drop</i> = peak − accuracy at the next higher lr ("diverged" when no seed finished '
+    "there). A peak on an edge of the grid is flagged: the threshold is not bracketed.",
+    "best": "Each method's best configuration (the peak above) with its final deviation mθ "
+    "(mean per-token log-ratio to the base model) on the eval set and on the last training batch.",
+    "paired": "Best configurations compared on the same questions (predictions.jsonl; mean over seeds per "
+    "question). Δ = first − second accuracy; 95% interval and two-sided p from a paired bootstrap "
+    "over questions (10,000 resamples, seeded).",
+    "grid": "Mean accuracy over seeds that finished ok. Cells say <i>diverged</i> / <i>failed</i> when "
+    "no seed finished, and how many seeds did not when some did. The first row is the base model.",
+    "runs": "Every finished run (result.json).",
+}
+
+
+def _notes(sweep: Sweep, pts: pd.DataFrame) -> list[str]:
+    """Observations a reader needs before trusting the tables."""
+    notes = []
+    for setting, sp in pts.groupby("setting"):
+        d = sp[(sp["method"] == "dpo_sft") & (sp["n_ok"] > 0)].set_index(["lr", "beta"])["accuracy"]
+        m = sp[(sp["method"] == "minor_sft") & (sp["n_ok"] > 0)].set_index(["lr", "beta"])["accuracy"]
+        shared = d.index.intersection(m.index)
+        if len(shared) >= 2 and np.allclose(d.loc[shared], m.loc[shared], rtol=0, atol=1e-12):
+            notes.append(
+                f"{setting}: MinorSFT and SFT using DPO have identical accuracy at all {len(shared)} shared "
+                "(lr, β) points. Expected when every answer has the same number of tokens (e.g. single-token "
+                "answers): MinorSFT's loss is then DPO's times the constant 2/(β·m), which Adam cancels. Use "
+                "answers of varying length to compare the two losses."
+            )
+        bases = sweep.runs.loc[sweep.runs["setting"] == setting, "base_accuracy"].dropna().unique()
+        if len(bases) > 1:
+            notes.append(
+                f"{setting}: runs report different base accuracies ({', '.join(f'{b:.3f}' for b in bases)}); "
+                "the mean is shown — were they evaluated on the same questions?"
+            )
+    return notes
+
+
+def build_report(sweep_dir: Path | str, out_dir: Path | str | None = None, use_wandb: bool = True) -> Report:
+    """Read the sweep, write every table, figure and the HTML page; raise NoFinishedRuns when empty."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise NoFinishedRuns(f"{sweep_dir}: no such directory")
+    sweep = load_sweep(sweep_dir)
+    if sweep.runs.empty:
+        bits = []
+        if sweep.incomplete:
+            bits.append(f"{len(sweep.incomplete)} unfinished run dir(s)")
+        if sweep.problems:
+            bits.append(f"{len(sweep.problems)} corrupt file(s): {sweep.problems[0]}")
+        raise NoFinishedRuns(
+            f"{sweep_dir}: no finished run (no valid result.json)"
+            + (f"; found {', '.join(bits)}" if bits else "")
+        )
+    out = Path(out_dir) if out_dir else sweep_dir / "report"
+    rep = Report(out_dir=out, html=out / "report.html", threshold=pd.DataFrame())
+
+    pts = T.points(sweep)
+    crv = T.curves(sweep, pts)
+    grids = T.accuracy_grids(sweep, pts)
+    threshold = T.threshold_table(sweep, pts)
+    best = T.best_configs(sweep, pts)
+    paired = T.paired_table(sweep, best)
+    claims = claims_table(sweep, pts, best, paired)
+    runs = T.run_table(sweep)
+    rep.threshold = threshold
+
+    incomplete = (
+        f"Incomplete sweep: {len(sweep.incomplete)} run(s) have not finished; these tables are partial."
+        if sweep.incomplete
+        else None
+    )
+    named: list[tuple[str, str, pd.DataFrame, str]] = [  # (file stem, title, frame, explain key)
+        ("claims", "The paper's claims", claims, "claims"),
+        ("threshold", "Learning-rate threshold per method", threshold, "threshold"),
+        ("best_config", "Best configuration per method", best, "best"),
+        ("paired", "Paired comparison of best configurations", paired, "paired"),
+    ]
+    for setting, g in grids.items():
+        named.append((f"accuracy_grid_{slug(setting)}", f"Accuracy grid — {setting}", g, "grid"))
+    named.append(("runs", "All finished runs", runs, "runs"))
+
+    md_parts = [f"# Sweep report: {sweep_dir}\n"]
+    if incomplete:
+        md_parts.append(f"> **{incomplete}**\n")
+    for stem, title, df, _ in named:
+        rep.files.append(write_text(out / f"{stem}.csv", _csv(df)))
+        md = to_markdown(df, title + (" (incomplete)" if incomplete else ""), incomplete)
+        rep.files.append(write_text(out / f"{stem}.md", md))
+        md_parts.append(md)
+
+    plots = all_plots(sweep, crv, pts)
+    for p in plots:
+        rep.files.append(write_bytes(out / f"{p.name}.png", p.png))
+    notes = _notes(sweep, pts)
+    if notes:
+        md_parts.append("## Notes\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
+    if sweep.problems:
+        md_parts.append("## Skipped files\n\n" + "\n".join(f"- `{p}`" for p in sweep.problems) + "\n")
+    rep.files.append(write_text(out / "report.md", "\n".join(md_parts)))
+    rep.files.append(write_text(rep.html, _html(sweep, named, plots, notes, incomplete)))
+
+    if use_wandb:
+        from analysis.wandb_summary import group_of, log_summary
+
+        group = group_of(sweep.runs, fallback=sweep_dir.resolve().name)
+        summary = {
+            f"{r.setting}/{r.method}/threshold_lr": r.threshold_lr
+            for r in threshold.itertuples()
+            if pd.notna(r.threshold_lr)
+        }
+        summary.update({f"{r.setting}/{r.method}/best_accuracy": r.accuracy for r in best.itertuples()})
+        rep.messages.append(log_summary(out, group, {stem: df for stem, _, df, _ in named}, plots, summary))
+    rep.messages[:0] = [f"skipped: {p}" for p in sweep.problems]
+    return rep
+
+
+def _csv(df: pd.DataFrame) -> str:
+    df = df.copy()
+    for c in df.columns:
+        if df[c].map(lambda v: isinstance(v, list)).any():
+            df[c] = df[c].map(lambda v: "; ".join(map(str, v)) if isinstance(v, list) else v)
+    return df.to_csv(index=False, float_format="%.6g")
+
+
+def _html(sweep: Sweep, named, plots: list[Plot], notes: list[str], incomplete: str | None) -> str:
+    r = sweep.runs
+    counts = r["status"].value_counts()
+    summary = (
+        f"{len(r)} finished runs: {counts.get('ok', 0)} ok, {counts.get('diverged', 0)} diverged, "
+        f"{counts.get('failed', 0)} failed; {len(sweep.incomplete)} unfinished. "
+        f"Settings: {', '.join(sorted(r['setting'].unique()))}. "
+        f"Methods: {', '.join(sorted(r['method_name'].unique()))}."
+    )
+    parts = [f"<p>{html.escape(summary)}</p>"]
+    if incomplete:
+        items = "".join(f"<li>{html.escape(p)}</li>" for p in sweep.incomplete[:50])
+        more = f"<li>… and {len(sweep.incomplete) - 50} more</li>" if len(sweep.incomplete) > 50 else ""
+        parts.append(f'<div class="banner"><b>{html.escape(incomplete)}</b><ul>{items}{more}</ul></div>')
+    if sweep.problems:
+        items = "".join(f"<li>{html.escape(p)}</li>" for p in sweep.problems)
+        parts.append(
+            f'<div class="problems"><b>Skipped files</b> (corrupt or invalid):<ul>{items}</ul></div>'
+        )
+    if notes:
+        parts.append(
+            '<div class="banner"><b>Notes</b><ul>'
+            + "".join(f"<li style='font-family:inherit'>{html.escape(n)}</li>" for n in notes)
+            + "</ul></div>"
+        )
+    nav = [
+        '<a href="#claims">claims</a>',
+        '<a href="#threshold">threshold</a>',
+        '<a href="#plots">plots</a>',
+        '<a href="#accuracy-grids">grids</a>',
+        '<a href="#runs">runs</a>',
+    ]
+    parts.insert(0, "<nav>" + "".join(nav) + "</nav>")
+    suffix = " (incomplete)" if incomplete else ""
+    sections = {stem: (title, df, key) for stem, title, df, key in named}
+    order_top = ["claims", "threshold", "best_config", "paired"]
+    for stem in order_top:
+        title, df, key = sections[stem]
+        parts.append(
+            f'<h2 id="{stem}">{html.escape(title + suffix)}</h2><p class="explain">{EXPLAIN[key]}</p>'
+            f"{to_html_table(df)}"
+        )
+    parts.append('<h2 id="plots">Figures</h2>')
+    for p in plots:
+        parts.append(
+            f"<h3>{html.escape(p.title)}</h3><p class='explain'>{html.escape(p.caption)}</p>"
+            f"{png_img(p.png, p.title)}"
+        )
+    parts.append(
+        f'<h2 id="accuracy-grids">Accuracy grids{suffix}</h2><p class="explain">{EXPLAIN["grid"]}</p>'
+    )
+    for stem, (title, df, _) in sections.items():
+        if stem.startswith("accuracy_grid_"):
+            parts.append(f"<h3>{html.escape(title)}</h3>{to_html_table(df)}")
+    title, df, key = sections["runs"]
+    parts.append(
+        f'<h2 id="runs">{html.escape(title)}</h2><p class="explain">{EXPLAIN[key]}</p>{to_html_table(df)}'
+    )
+    parts.append(
+        "<p class='meta'>Every table is also in this directory as CSV and Markdown; figures as PNG.</p>"
+    )
+    meta = (
+        f"Sweep <code>{html.escape(str(sweep.root))}</code> · generated "
+        f"{dt.datetime.now().strftime('%Y-%m-%d %H:%M')} by <code>python -m analysis.report</code>"
+    )
+    return html_page("sftsweep report" + suffix, meta, "\n".join(parts))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.splitlines()[0])
+    ap.add_argument("sweep_dir", type=Path, help="directory holding the sweep's run directories (any depth)")
+    ap.add_argument("--out", type=Path, default=None, help="report directory (default: SWEEP_DIR/report)")
+    ap.add_argument("--no-wandb", action="store_true", help="do not log the W&B summary run")
+    args = ap.parse_args(argv)
+    try:
+        rep = build_report(args.sweep_dir, args.out, use_wandb=not args.no_wandb)
+    except NoFinishedRuns as e:
+        print(f"analysis.report: {e}", file=sys.stderr)
+        return 2
+    for m in rep.messages:
+        print(m, file=sys.stderr)
+    print(f"report: {rep.html}")
+    print(to_markdown(rep.threshold, "Learning-rate threshold per method"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

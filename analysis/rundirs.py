@@ -1,0 +1,270 @@
+"""Find and load run directories (DESIGN §3) into pandas DataFrames.
+
+A sweep directory holds run directories at any depth. A run is finished when its `result.json` exists
+(written last, atomically, by the trainer); a directory with `.hydra/config.yaml` and no result.json is
+an unfinished run and makes the sweep incomplete. Corrupt or truncated files are reported by path and
+skipped — one bad file must never take the report down with it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis import method_name
+
+STATUSES = ("ok", "diverged", "failed")
+SKIP_DIRS = {".hydra", "wandb", "report", "__pycache__", ".git"}
+"""Directories never searched for runs: Hydra's own files, W&B's, and the report this package writes."""
+
+RUN_COLUMNS = [
+    "run",
+    "setting",
+    "method",
+    "method_name",
+    "lr",
+    "beta",
+    "seed",
+    "dataset",
+    "model",
+    "group",
+    "status",
+    "error",
+    "accuracy",
+    "m_theta",
+    "train_m_theta",
+    "base_accuracy",
+    "eval_n",
+    "steps",
+    "train_tokens",
+    "wall_s",
+    "tokens_per_s",
+    "path",
+]
+NUMERIC_FIELDS = (
+    "accuracy",
+    "m_theta",
+    "train_m_theta",
+    "base_accuracy",
+    "eval_n",
+    "steps",
+    "train_tokens",
+    "wall_s",
+    "tokens_per_s",
+)
+
+
+@dataclass
+class Sweep:
+    """Everything the analysis needs from one sweep directory, already validated."""
+
+    root: Path
+    runs: pd.DataFrame
+    """One row per finished run (valid result.json), columns RUN_COLUMNS; `run` is relative to root."""
+    metrics: pd.DataFrame
+    """metrics.jsonl of every finished run, long format, with a `run` column."""
+    evals: pd.DataFrame
+    """eval.jsonl of every finished run, long format, with a `run` column."""
+    incomplete: list[str] = field(default_factory=list)
+    """Run directories (relative) without result.json: unfinished or killed jobs."""
+    problems: list[str] = field(default_factory=list)
+    """One line per corrupt or invalid file, 'path: what is wrong'; those files were skipped."""
+    _predictions: dict[str, pd.Series] = field(default_factory=dict, repr=False)
+
+    @property
+    def is_complete(self) -> bool:
+        return not self.incomplete
+
+    def predictions(self, run: str) -> pd.Series | None:
+        """Per-question correctness (float 0/1, indexed by question id) of a run's final eval, or None.
+
+        Loaded lazily: only the best configurations need them, and real sweeps have thousands of lines
+        per run.
+        """
+        if run not in self._predictions:
+            path = self.root / run / "predictions.jsonl"
+            if not path.exists():
+                return None
+            records, problems = read_jsonl(path)
+            self.problems.extend(problems)
+            ids, correct = [], []
+            for i, rec in enumerate(records):
+                if "id" not in rec or not isinstance(rec.get("correct"), (bool, int, float)):
+                    self.problems.append(f"{path}: record {i + 1} lacks 'id' or a boolean 'correct'; skipped")
+                    continue
+                ids.append(str(rec["id"]))
+                correct.append(float(bool(rec["correct"])))
+            s = pd.Series(correct, index=pd.Index(ids, name="id"), name=run, dtype=float)
+            if s.index.has_duplicates:
+                self.problems.append(f"{path}: duplicate question ids; the first of each is used")
+                s = s[~s.index.duplicated()]
+            self._predictions[run] = s
+        return self._predictions[run]
+
+
+def find_run_dirs(root: Path) -> tuple[list[Path], list[Path]]:
+    """Return (finished, unfinished) run directories under root, sorted.
+
+    Finished: has result.json. Unfinished: has .hydra/config.yaml but no result.json and no run below
+    it (a Hydra app run with hydra.run.dir=SWEEP_DIR leaves a .hydra at the sweep root, which is not a
+    run).
+    """
+    finished: list[Path] = []
+    hydra_only: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
+        here = Path(dirpath)
+        if "result.json" in filenames:
+            finished.append(here)
+        elif (here / ".hydra" / "config.yaml").is_file():
+            hydra_only.append(here)
+    runs = finished + hydra_only
+    unfinished = [d for d in hydra_only if not any(r != d and d in r.parents for r in runs)]
+    return sorted(finished), sorted(unfinished)
+
+
+def read_jsonl(path: Path) -> tuple[list[dict], list[str]]:
+    """Read a JSON-lines file, skipping (and reporting) lines that do not parse — e.g. a truncated tail."""
+    records: list[dict] = []
+    problems: list[str] = []
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        return [], [f"{path}: cannot read ({e.strerror or e})"]
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            problems.append(f"{path}:{lineno}: not valid JSON ({e.msg}); line skipped")
+            continue
+        if not isinstance(rec, dict):
+            problems.append(f"{path}:{lineno}: not a JSON object; line skipped")
+            continue
+        records.append(rec)
+    return records, problems
+
+
+def _number(value: object) -> float:
+    """float(value) for JSON numbers (and numeric strings), NaN for null/absent; raises on anything else."""
+    if value is None:
+        return math.nan
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {value!r}")
+    return float(value)  # type: ignore[arg-type]
+
+
+def parse_result(path: Path) -> dict:
+    """Validate one result.json and return its row; raises ValueError with a one-line reason."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not valid JSON ({e.msg} at line {e.lineno}); truncated or corrupt") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    missing = [k for k in ("method", "lr", "status") if k not in data]
+    if missing:
+        raise ValueError(f"missing required field(s) {', '.join(missing)}")
+    if not isinstance(data["method"], str) or not data["method"]:
+        raise ValueError(f"'method' must be a non-empty string, got {data['method']!r}")
+    status = data["status"]
+    if status not in STATUSES:
+        raise ValueError(f"'status' must be one of {', '.join(STATUSES)}, got {status!r}")
+    row: dict = {"method": data["method"], "status": status}
+    try:
+        row["lr"] = _number(data["lr"])
+        row["beta"] = _number(data.get("beta"))
+        for k in NUMERIC_FIELDS:
+            row[k] = _number(data.get(k))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"a numeric field is not a number ({e})") from None
+    if not (math.isfinite(row["lr"]) and row["lr"] > 0):
+        raise ValueError(f"'lr' must be a positive number, got {data['lr']!r}")
+    if status == "ok":
+        acc = row["accuracy"]
+        if not (math.isfinite(acc) and 0.0 <= acc <= 1.0):
+            raise ValueError(
+                f"status ok but 'accuracy' is {data.get('accuracy')!r} (need a number in [0, 1])"
+            )
+    else:
+        row["accuracy"] = math.nan  # the contract: accuracy is null unless ok
+    seed = data.get("seed", 0)
+    row["seed"] = int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else 0
+    for k in ("dataset", "model", "group"):
+        v = data.get(k)
+        row[k] = str(v) if v not in (None, "") else "unknown"
+    row["error"] = data.get("error")
+    return row
+
+
+def load_sweep(root: Path | str) -> Sweep:
+    """Load every run directory under root; invalid files are listed in Sweep.problems and skipped."""
+    root = Path(root)
+    finished, unfinished = find_run_dirs(root)
+    rows: list[dict] = []
+    problems: list[str] = []
+    metrics_frames: list[pd.DataFrame] = []
+    eval_frames: list[pd.DataFrame] = []
+    for d in finished:
+        rel = d.relative_to(root).as_posix() or "."
+        try:
+            row = parse_result(d / "result.json")
+        except ValueError as e:
+            problems.append(f"{d / 'result.json'}: {e}; run skipped")
+            continue
+        row["run"], row["path"] = rel, str(d)
+        rows.append(row)
+        for name, frames in (("metrics.jsonl", metrics_frames), ("eval.jsonl", eval_frames)):
+            p = d / name
+            if not p.exists():
+                continue
+            records, bad = read_jsonl(p)
+            problems.extend(bad)
+            records = [r for r in records if "step" in r]
+            if records:
+                frames.append(pd.DataFrame(records).assign(run=rel))
+    runs = pd.DataFrame(rows, columns=[c for c in RUN_COLUMNS if c not in ("setting", "method_name")])
+    runs["method_name"] = runs["method"].map(method_name)
+    runs["setting"] = _settings(runs)
+    runs = runs[RUN_COLUMNS]
+    return Sweep(
+        root=root,
+        runs=runs,
+        metrics=_long(metrics_frames),
+        evals=_long(eval_frames),
+        incomplete=[d.relative_to(root).as_posix() or "." for d in unfinished],
+        problems=problems,
+    )
+
+
+def _settings(runs: pd.DataFrame) -> pd.Series:
+    """The unit of comparison: the dataset, plus the model when one sweep holds several models."""
+    if runs.empty:
+        return pd.Series([], dtype=object)
+    if runs["model"].nunique() > 1:
+        return runs["dataset"] + " · " + runs["model"]
+    return runs["dataset"].astype(object)
+
+
+def _long(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate per-run JSONL frames; numeric columns coerced (non-numbers become NaN)."""
+    frames = list(frames)
+    if not frames:
+        return pd.DataFrame(columns=["run", "step"])
+    df = pd.concat(frames, ignore_index=True)
+    for c in df.columns:
+        if c != "run":
+            df[c] = pd.to_numeric(df[c], errors="coerce")
+    df = df.dropna(subset=["step"])
+    df = df.replace([np.inf, -np.inf], np.nan)
+    return df

@@ -1,0 +1,195 @@
+"""Write run directories by hand, exactly as the trainer does (DESIGN §3).
+
+The analysis must be testable before any sweep exists, and a report must be previewable without
+training anything: `write_run` writes the five contract files from given numbers, and
+`python -m analysis.synthetic OUT_DIR` writes a small, plausible demo sweep (interior optima, one
+diverged point) to try the report on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from analysis.atomic import write_text
+
+
+def _jsonl(records: list[dict]) -> str:
+    return "".join(json.dumps(r) + "\n" for r in records)
+
+
+def write_run(
+    run_dir: Path,
+    *,
+    method: str,
+    lr: float,
+    beta: float | None = None,
+    seed: int = 0,
+    status: str = "ok",
+    accuracy: float | None = None,
+    correct: list[bool] | np.ndarray | None = None,
+    n_questions: int = 200,
+    base_accuracy: float = 0.25,
+    m_theta: float = 0.5,
+    train_m_theta: float | None = None,
+    dataset: str = "world",
+    model: str = "tiny-llama",
+    group: str = "test",
+    steps: int = 20,
+    subjects: list[str] | None = None,
+    error: str | None = None,
+) -> Path:
+    """Write one run directory with all contract files; returns it.
+
+    Correctness per question: `correct` when given (its mean is the accuracy), else round(accuracy·n)
+    questions chosen by a permutation seeded from (lr, β, seed), so different configurations get
+    different (pairable) prediction sets. Non-ok runs get no accuracy and no predictions.
+    """
+    run_dir = Path(run_dir)
+    ok = status == "ok"
+    if ok and correct is None:
+        if accuracy is None:
+            raise ValueError("an ok run needs accuracy or correct")
+        rng = np.random.default_rng(zlib.crc32(repr((method, float(lr), beta, seed)).encode()))
+        correct = np.zeros(n_questions, dtype=bool)
+        correct[rng.permutation(n_questions)[: round(accuracy * n_questions)]] = True
+    if correct is not None:
+        correct = np.asarray(correct, dtype=bool)
+        n_questions = correct.size
+        accuracy = float(correct.mean())
+    train_m_theta = m_theta * 1.2 if train_m_theta is None else train_m_theta
+    write_text(
+        run_dir / ".hydra" / "config.yaml",
+        f"method:\n  name: {method}\n  beta: {beta if beta is not None else 'null'}\n"
+        f"train:\n  lr: {lr}\n  seed: {seed}\ndata:\n  name: {dataset}\n",
+    )
+    n_log = max(2, steps // 5)
+    log_steps = np.linspace(1, steps, n_log).round().astype(int)
+    metrics = []
+    for i, st in enumerate(log_steps):
+        frac = (i + 1) / n_log
+        mt = train_m_theta * frac if not (status == "diverged" and i == n_log - 1) else float("nan")
+        metrics.append(
+            {
+                "step": int(st),
+                "loss": 2.0 * (1 - 0.5 * frac),
+                "m_theta": mt,
+                "lr": lr,
+                "grad_norm": 1.0,
+                "tokens_per_s": 1000.0,
+            }
+        )
+    write_text(run_dir / "metrics.jsonl", _jsonl(metrics))
+    evals = [{"step": 0, "accuracy": base_accuracy, "m_theta": 0.0, "n": n_questions}]
+    if ok:
+        evals.append(
+            {
+                "step": steps // 2,
+                "accuracy": (base_accuracy + accuracy) / 2,
+                "m_theta": m_theta / 2,
+                "n": n_questions,
+            }
+        )
+        evals.append({"step": steps, "accuracy": accuracy, "m_theta": m_theta, "n": n_questions})
+    write_text(run_dir / "eval.jsonl", _jsonl(evals))
+    if ok:
+        preds = []
+        for i, c in enumerate(correct):
+            rec = {"id": f"q{i:05d}", "gold": "A", "pred": "A" if c else "B", "correct": bool(c)}
+            if subjects:
+                rec["subject"] = subjects[i % len(subjects)]
+            preds.append(rec)
+        write_text(run_dir / "predictions.jsonl", _jsonl(preds))
+    result = {
+        "method": method,
+        "lr": lr,
+        "beta": beta,
+        "seed": seed,
+        "dataset": dataset,
+        "model": model,
+        "group": group,
+        "status": status,
+        "error": error
+        if error is not None
+        else (None if ok else f"{status}: non-finite loss at step {steps}"),
+        "accuracy": accuracy if ok else None,
+        "m_theta": m_theta if ok else None,
+        "train_m_theta": train_m_theta,
+        "base_accuracy": base_accuracy,
+        "eval_n": n_questions,
+        "steps": steps,
+        "train_tokens": steps * 2048,
+        "wall_s": 10.0,
+        "tokens_per_s": 2048.0,
+    }
+    write_text(run_dir / "result.json", json.dumps(result, indent=2))
+    return run_dir
+
+
+def run_name(method: str, lr: float, beta: float | None, seed: int) -> str:
+    b = "none" if beta is None else f"{beta:g}"
+    return f"method={method}/lr={lr:g}/beta={b}/seed={seed}"
+
+
+def demo_sweep(root: Path, n_questions: int = 400, group: str = "demo") -> Path:
+    """A small sweep in the shape of the embedded world's: SFT peaks at 1e-3, MinorSFT higher at 3e-3,
+    every method falls at the top of the grid, SFT diverges at 1e-2, mθ lowest for the DPO-derived losses."""
+    lrs = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
+    plan = {  # method: {beta: accuracies along lrs}
+        "sft": {None: [0.30, 0.48, 0.62, 0.40, None]},
+        "dpo_sft": {0.1: [0.28, 0.45, 0.64, 0.50, 0.22], 0.5: [0.26, 0.38, 0.44, 0.42, 0.30]},
+        "minor_sft": {0.1: [0.27, 0.44, 0.63, 0.70, 0.35], 0.5: [0.25, 0.35, 0.45, 0.47, 0.33]},
+    }
+    m_scale = {"sft": 1.0, "dpo_sft": 0.45, "minor_sft": 0.55}
+    for method, betas in plan.items():
+        for beta, accs in betas.items():
+            for lr, acc in zip(lrs, accs, strict=True):
+                for seed in (0, 1):
+                    path = root / run_name(method, lr, beta, seed)
+                    mt = m_scale[method] * 40 * math.sqrt(lr) * (1 - (beta or 0))
+                    if acc is None:
+                        write_run(
+                            path,
+                            method=method,
+                            lr=lr,
+                            beta=beta,
+                            seed=seed,
+                            status="diverged",
+                            n_questions=n_questions,
+                            base_accuracy=0.13,
+                            group=group,
+                            m_theta=mt,
+                        )
+                    else:
+                        a = min(1.0, max(0.0, acc + (0.02 if seed else -0.02)))
+                        write_run(
+                            path,
+                            method=method,
+                            lr=lr,
+                            beta=beta,
+                            seed=seed,
+                            accuracy=a,
+                            n_questions=n_questions,
+                            base_accuracy=0.13,
+                            group=group,
+                            m_theta=mt,
+                            steps=150,
+                        )
+    return root
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Write a small synthetic demo sweep (to preview the report).")
+    ap.add_argument("out_dir", type=Path)
+    args = ap.parse_args(argv)
+    demo_sweep(args.out_dir)
+    print(f"demo sweep written to {args.out_dir}; now: python -m analysis.report {args.out_dir}")
+
+
+if __name__ == "__main__":
+    main()
