@@ -1,0 +1,62 @@
+# sftsweep: `make sweep` runs the main job, `make test` the test suite. Both set up .venv first.
+SHELL := /bin/bash
+PYTHON_SYS ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Leave empty to keep an importable torch (a cluster's CUDA build) or else install the CPU build
+# pinned here; set it to install a specific build, e.g. TORCH_SPEC="torch==2.13.0".
+TORCH_SPEC ?=
+TORCH_DEFAULT := torch==2.13.0
+STAMP := $(VENV)/.installed
+
+EXPERIMENT ?= default
+LAUNCHER ?= local
+ARGS ?=
+# the sweep directory; rerunning the same command resumes it (finished grid points are skipped)
+SWEEP_DIR ?= outputs/sweeps/$(EXPERIMENT)
+SWEEP ?= $(SWEEP_DIR)
+REPORT_ARGS ?=
+
+.PHONY: install sweep train test lint report report-check world clean-outputs
+
+install: $(STAMP)
+
+# torch goes in first: a loose torch range asked for by another package would pull CUDA wheels.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@if [ -n "$(TORCH_SPEC)" ]; then $(PY) -m pip install -q "$(TORCH_SPEC)"; \
+	 elif ! $(PY) -c "import torch" 2>/dev/null; then $(PY) -m pip install -q "$(TORCH_DEFAULT)"; fi
+	@$(PY) -m pip install -q -e ".[dev]"
+	@touch $(STAMP)
+	@echo "environment ready: $(VENV)"
+
+## the embedded base model and data (built on first use by every command; this only prebuilds it)
+world: $(STAMP)
+	$(PY) -m trainers.embedded_world
+
+## one training job: make train ARGS="method=minor_sft train.lr=2e-4 method.beta=0.1"
+train: $(STAMP)
+	$(PY) -m trainers.train $(ARGS)
+
+## the main job: the experiment's grid through the chosen launcher, then the report.
+## Exit status: 0 all ok or diverged, 1 some jobs failed (report still written), 2 bad input (nothing ran).
+sweep: $(STAMP)
+	@status=0; $(PY) -m trainers.train -m experiment=$(EXPERIMENT) launcher=$(LAUNCHER) \
+	  hydra.sweep.dir=$(abspath $(SWEEP_DIR)) $(ARGS) || status=$$?; \
+	if [ $$status -le 1 ]; then $(PY) -m analysis.report $(SWEEP_DIR) $(REPORT_ARGS) || status=$$?; fi; \
+	exit $$status
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(PY) -m ruff check trainers sweep analysis tests
+
+## tables, figures and report.html for SWEEP (also a W&B summary run, offline by default)
+report: $(STAMP)
+	$(PY) -m analysis.report $(SWEEP) $(REPORT_ARGS)
+
+## render SWEEP's report.html in headless Chromium and save a screenshot
+report-check: $(STAMP)
+	$(PY) -m analysis.browser_check $(SWEEP)/report/report.html --screenshot $(SWEEP)/report/screenshot.png

@@ -1,0 +1,130 @@
+"""The embedded world must be a drop-in for a real checkpoint plus real MC datasets, built once and reproducibly."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from trainers.embedded_world import (
+    CSV_COLUMNS,
+    WORLD_VERSION,
+    EmbeddedWorld,
+    WorldConfig,
+    ensure_embedded_world,
+)
+
+# Small enough to build in a few seconds; every code path of the real build still runs.
+SMALL = WorldConfig(
+    n_entities=24,
+    n_train_entities=12,
+    n_attributes=4,
+    n_train_questions=40,
+    n_eval_questions=30,
+    pretrain_steps=12,
+    batch_size=8,
+    log_every=5,
+)
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _prompt(row: dict[str, str]) -> str:
+    """The pipeline's prompt, restated here independently of the module under test."""
+    return f"Question : A . {row['A']} B . {row['B']} C . {row['C']} D . {row['D']} . {row['question']}"
+
+
+def _answer(row: dict[str, str]) -> str:
+    return f"{row['answer']} . {row['explanation']}" if row["explanation"] else row["answer"]
+
+
+def _entity(question: str) -> str:
+    """Names are the only capitalised words of a question besides a leading "The"."""
+    (name,) = [w for w in question.split() if w[0].isupper() and w != "The"]
+    return name
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> EmbeddedWorld:
+    return ensure_embedded_world(tmp_path_factory.mktemp("w") / "embedded", SMALL)
+
+
+def test_csvs_have_the_real_datasets_shape(world: EmbeddedWorld) -> None:
+    for path, n in ((world.train_csv, SMALL.n_train_questions), (world.eval_csv, SMALL.n_eval_questions)):
+        with path.open(encoding="utf-8", newline="") as f:
+            assert tuple(next(csv.reader(f))) == CSV_COLUMNS
+        rows = _rows(path)
+        assert len(rows) == n
+        assert len({r["id"] for r in rows}) == n
+        assert {r["answer"] for r in rows} <= set("ABCD")
+        assert all(r[r["answer"]] for r in rows)  # the gold letter names a real option
+
+
+def test_answers_vary_in_length(world: EmbeddedWorld) -> None:
+    """Single-length answers make minor_sft and dpo_sft coincide (DESIGN 4)."""
+    lengths = {len(_answer(r).split()) for r in _rows(world.train_csv)}
+    assert len(lengths) >= 3 and min(lengths) == 1
+
+
+def test_train_and_eval_entities_are_disjoint(world: EmbeddedWorld) -> None:
+    train = {_entity(r["question"]) for r in _rows(world.train_csv)}
+    held_out = {_entity(r["question"]) for r in _rows(world.eval_csv)}
+    assert train and held_out and not train & held_out
+
+
+def test_checkpoint_loads_like_a_real_one_and_covers_every_word(world: EmbeddedWorld) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    assert (world.model_dir / "model.safetensors").is_file()
+    tokenizer = AutoTokenizer.from_pretrained(world.model_dir)
+    model = AutoModelForCausalLM.from_pretrained(world.model_dir)
+    assert tokenizer.pad_token_id is not None and tokenizer.eos_token_id is not None
+    assert tokenizer.chat_template is None
+    assert all(len(tokenizer(x, add_special_tokens=False)["input_ids"]) == 1 for x in "ABCD")
+    rows = _rows(world.train_csv) + _rows(world.eval_csv)
+    texts = [_prompt(r) for r in rows] + [_answer(r) for r in rows]
+    for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+        assert tokenizer.unk_token_id not in ids
+    ids = torch.tensor([tokenizer(texts[0], add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+    assert logits.shape == (1, ids.shape[1], len(tokenizer))
+    assert torch.isfinite(logits).all()
+
+
+def test_manifest_records_version_config_and_stats(world: EmbeddedWorld) -> None:
+    manifest = json.loads((world.root / "world.json").read_text(encoding="utf-8"))
+    assert manifest["version"] == WORLD_VERSION
+    assert manifest["config"]["n_entities"] == SMALL.n_entities
+    stats = manifest["stats"]
+    assert 0.0 <= stats["fact_recall"] <= 1.0 and stats["n_params"] > 0 and stats["build_seconds"] > 0
+
+
+def test_second_call_reuses_the_world(world: EmbeddedWorld) -> None:
+    before = (world.root / "world.json").stat().st_mtime_ns
+    assert ensure_embedded_world(world.root, SMALL) == world
+    assert (world.root / "world.json").stat().st_mtime_ns == before
+
+
+def test_rebuild_elsewhere_is_byte_identical(world: EmbeddedWorld, tmp_path: Path) -> None:
+    other = ensure_embedded_world(tmp_path / "again", SMALL)
+    assert other.train_csv.read_bytes() == world.train_csv.read_bytes()
+    assert other.eval_csv.read_bytes() == world.eval_csv.read_bytes()
+    assert (other.model_dir / "tokenizer.json").read_bytes() == (world.model_dir / "tokenizer.json").read_bytes()
+
+
+def test_changed_config_rebuilds_in_place(tmp_path: Path) -> None:
+    """A stale world (other config) is replaced whole, never mixed with the new one."""
+    root = tmp_path / "embedded"
+    ensure_embedded_world(root, SMALL)
+    changed = WorldConfig(**{**SMALL.__dict__, "seed": 1})
+    ensure_embedded_world(root, changed)
+    manifest = json.loads((root / "world.json").read_text(encoding="utf-8"))
+    assert manifest["config"]["seed"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == ["embedded"]

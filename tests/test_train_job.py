@@ -1,0 +1,129 @@
+"""One training job end to end on the tiny embedded world: run directory, cache, W&B, failures."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from wandb_records import offline_history
+
+from trainers import losses
+from trainers.run_dir import read_jsonl
+from trainers.train import run_job
+
+RESULT_KEYS = {"method", "lr", "beta", "seed", "dataset", "model", "status", "error", "accuracy", "m_theta",
+               "steps", "train_tokens", "wall_s", "tokens_per_s", "base_accuracy", "eval_n", "group"}
+
+
+def test_job_writes_the_run_directory(job_cfg, tiny_world):
+    cfg = job_cfg("method=minor_sft", "method.beta=0.1", "train.lr=1e-3")
+    result = run_job(cfg)
+    run_dir = Path(cfg.run_dir)
+
+    assert RESULT_KEYS <= set(result)
+    assert json.loads((run_dir / "result.json").read_text()) == json.loads(json.dumps(result))
+    assert result["status"] == "ok" and result["steps"] == 6 and result["train_tokens"] > 0
+    n_eval = sum(1 for _ in open(tiny_world.eval_csv)) - 1
+    assert result["eval_n"] == n_eval
+
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == [1, 2, 4, 6]
+    assert {"loss", "m_theta", "lr", "grad_norm", "tokens_per_s"} <= set(metrics[-1])
+    # before the first update the policy is the reference: m_theta is 0 up to float noise
+    assert abs(metrics[0]["m_theta"]) < 1e-5
+    assert metrics[0]["minor_coef"] == pytest.approx(1.0, abs=1e-5)
+
+    evals = read_jsonl(run_dir / "eval.jsonl")
+    assert [e["step"] for e in evals] == [0, 3, 6]
+    assert evals[0]["accuracy"] == result["base_accuracy"] and evals[0]["m_theta"] == 0.0
+    assert evals[-1]["accuracy"] == result["accuracy"] and evals[-1]["m_theta"] == result["m_theta"]
+
+    predictions = read_jsonl(run_dir / "predictions.jsonl")
+    assert len(predictions) == n_eval
+    assert sum(p["correct"] for p in predictions) / n_eval == pytest.approx(result["accuracy"])
+    assert all(p["pred"] in "ABCD" and p["gold"] in "ABCD" for p in predictions)
+
+
+def test_reference_pass_runs_once_per_key(job_cfg, tmp_path):
+    cache = tmp_path / "shared-cache"
+    first = run_job(job_cfg("method=minor_sft", run="a", cache=cache))
+    second = run_job(job_cfg("method=dpo_sft", "train.lr=3e-4", run="b", cache=cache))
+    assert (first["tokenize_pass"], first["reference_pass"], first["base_eval"]) == ("computed",) * 3
+    assert (second["tokenize_pass"], second["reference_pass"], second["base_eval"]) == ("cached",) * 3
+    assert second["base_accuracy"] == first["base_accuracy"]
+    # other data (a different sample of the training split) is another key
+    third = run_job(job_cfg("method=minor_sft", "data.n_train=40", run="c", cache=cache))
+    assert (third["tokenize_pass"], third["reference_pass"], third["base_eval"]) == ("computed", "computed", "cached")
+    assert len(list((cache / "scores").glob("reference-*.safetensors"))) == 2
+
+
+def test_sft_without_m_theta_tracking_makes_no_reference_pass(job_cfg):
+    cfg = job_cfg("method=sft", "train.track_m_theta=false")
+    result = run_job(cfg)
+    assert result["reference_pass"] == "none" and result["status"] == "ok"
+    assert all("m_theta" not in m for m in read_jsonl(Path(cfg.run_dir) / "metrics.jsonl"))
+
+
+def test_dpo_and_minor_losses_are_logged_with_their_coefficient(job_cfg):
+    cfg = job_cfg("method=dpo_sft", "method.beta=0.5")
+    result = run_job(cfg)
+    metrics = read_jsonl(Path(cfg.run_dir) / "metrics.jsonl")
+    assert result["status"] == "ok"
+    assert all(0 < m["minor_coef"] <= 2 for m in metrics)
+
+
+def test_non_finite_loss_stops_the_job_as_diverged(job_cfg):
+    cfg = job_cfg("method=sft", "train.lr=1e12", "train.max_grad_norm=0", "train.warmup_ratio=0")
+    result = run_job(cfg)
+    assert result["status"] == "diverged"
+    assert "non-finite loss" in result["error"]
+    assert result["accuracy"] is None and result["steps"] < 6
+    saved = json.loads((Path(cfg.run_dir) / "result.json").read_text())
+    assert saved["status"] == "diverged"
+
+
+def test_unexpected_error_is_recorded_as_failed(job_cfg, monkeypatch):
+    def broken(*args):
+        raise RuntimeError("loss exploded in a way nobody expected")
+
+    monkeypatch.setitem(losses.LOSSES, "sft", broken)
+    cfg = job_cfg("method=sft")
+    with pytest.raises(RuntimeError):
+        run_job(cfg)
+    saved = json.loads((Path(cfg.run_dir) / "result.json").read_text())
+    assert saved["status"] == "failed" and "nobody expected" in saved["error"]
+
+
+def test_wandb_offline_run_holds_the_metrics(job_cfg, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = job_cfg("logger=wandb", "method=minor_sft", "train.lr=1e-3", "experiment_name=wb-test")
+    run_job(cfg)
+    run_files = list(Path(cfg.run_dir).glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(run_files) == 1
+    meta, rows = offline_history(run_files[0])
+    assert meta == {"name": "minor_sft-lr0.001-b0.1-s0", "group": "wb-test", "job_type": "minor_sft",
+                    "tags": ["minor_sft", "embedded", "embedded-llama"]}
+    train_rows = [r for r in rows if "train/loss" in r]
+    eval_rows = [r for r in rows if "eval/accuracy" in r]
+    assert len(train_rows) == 4 and len(eval_rows) == 2
+    logged = read_jsonl(Path(cfg.run_dir) / "metrics.jsonl")
+    assert [r["train/loss"] for r in train_rows] == pytest.approx([m["loss"] for m in logged])
+    assert all(math.isfinite(r["train/m_theta"]) for r in train_rows)
+
+
+def test_cli_prints_base_and_final_accuracy(tiny_world, tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "trainers.train", "method=sft", "logger=none", "model.embedded=false",
+         f"paths.embedded_dir={tiny_world.root}", f"paths.cache_dir={tmp_path / 'cache'}",
+         f"paths.output_dir={tmp_path / 'out'}", "train.max_steps=4", "train.global_batch_size=8",
+         "train.per_device_batch_size=8", "train.eval_steps=0", "train.num_threads=1"],
+        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "base accuracy" in out.stdout and "final accuracy" in out.stdout
+    results = list((tmp_path / "out").rglob("result.json"))
+    assert len(results) == 1 and results[0].parent.name == "lr0.001_betaNone_seed0"

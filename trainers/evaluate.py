@@ -1,0 +1,83 @@
+"""Multiple-choice evaluation: one forward pass per question gives both its answer and its log-prob.
+
+The input is prompt + gold answer. Under causal attention the logits at the last prompt
+position do not see the answer, so the option letters' logits there are the model's choice,
+while the answer positions of the same pass give lp, hence m_theta on the eval set for free.
+The reference pass over a set is the same computation on the initial model.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from trainers.batching import collate
+from trainers.losses import sequence_logps
+from trainers.mcq_data import OPTION_LETTERS
+from trainers.prompts import Sample
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Scores:
+    """Per-sample answer log-probs and predicted option index."""
+
+    logps: torch.Tensor  # [N] float32
+    preds: torch.Tensor  # [N] long, index into OPTION_LETTERS
+
+    def accuracy(self, samples: Sequence[Sample]) -> float:
+        gold = torch.tensor([s.gold for s in samples])
+        return float((self.preds == gold).float().mean())
+
+
+@torch.no_grad()
+def score_samples(
+    model: torch.nn.Module,
+    samples: Sequence[Sample],
+    letter_ids: Sequence[int],
+    pad_id: int,
+    batch_size: int,
+    progress: str | None = None,
+) -> Scores:
+    """Score every sample in eval mode; the model's train/eval mode is restored afterwards.
+
+    Samples are batched in length order so that padding stays small, then put back in order.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    order = sorted(range(len(samples)), key=lambda i: len(samples[i].input_ids))
+    logps = torch.empty(len(samples), dtype=torch.float32)
+    preds = torch.empty(len(samples), dtype=torch.long)
+    letters = torch.tensor(list(letter_ids), device=device)
+    n_batches = math.ceil(len(order) / batch_size)
+    for b in range(n_batches):
+        idx = order[b * batch_size : (b + 1) * batch_size]
+        batch = collate([samples[i] for i in idx], pad_id)
+        input_ids = batch["input_ids"].to(device)
+        logits = model(input_ids=input_ids, attention_mask=batch["attention_mask"].to(device)).logits
+        logps[idx] = sequence_logps(logits, batch["labels"].to(device)).float().cpu()
+        rows = torch.arange(len(idx), device=device)
+        answer_logits = logits[rows, batch["answer_pos"].to(device)][:, letters]
+        preds[idx] = answer_logits.argmax(dim=-1).cpu()
+        if progress and (b + 1) % max(1, n_batches // 4) == 0:
+            log.info("%s: %d/%d", progress, min((b + 1) * batch_size, len(order)), len(order))
+    if was_training:
+        model.train()
+    return Scores(logps=logps, preds=preds)
+
+
+def prediction_rows(samples: Sequence[Sample], preds: torch.Tensor) -> list[dict]:
+    """predictions.jsonl rows: one per question, for paired comparisons between runs."""
+    rows = []
+    for s, p in zip(samples, preds.tolist(), strict=True):
+        row = {"id": s.id, "gold": OPTION_LETTERS[s.gold], "pred": OPTION_LETTERS[p], "correct": p == s.gold}
+        if s.subject:
+            row["subject"] = s.subject
+        rows.append(row)
+    return rows

@@ -1,0 +1,213 @@
+"""Everything a job needs before its first step, cached so that a grid does it once.
+
+    embedded world (if used) → tokenizer → tokenized data (cached) → model
+    → base-model scores on the eval set (cached) → reference log-probs of the train set (cached)
+
+The sweep calls `prepare` once per (model, data) before it launches; every job then calls it
+again and only reads the caches. Keys cover whatever changes the numbers (see reference.py), so a
+changed model, tokenizer, data file or template never reuses a stale entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from filelock import FileLock
+from omegaconf import DictConfig, OmegaConf
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from trainers.evaluate import Scores, score_samples
+from trainers.losses import REFERENCE_METHODS
+from trainers.mcq_data import McqItem, drop_overlap, load_mcq, sample_items, split_train_eval
+from trainers.prompts import PromptFormat, Sample, encode_items, letter_token_ids
+from trainers.reference import cached_scores, model_fingerprint, scores_key
+from trainers.run_dir import atomic_write_text
+from trainers.validate import ConfigError, validate_paths
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    """A job's inputs; the `*_pass` fields say whether this call computed or reused each cache."""
+
+    tokenizer: PreTrainedTokenizerBase
+    pad_id: int
+    letter_ids: list[int]
+    train_samples: list[Sample]
+    eval_samples: list[Sample]
+    model: torch.nn.Module
+    base: Scores
+    ref_logps: list[float]
+    tokenize_pass: str  # "computed" | "cached"
+    base_pass: str  # "computed" | "cached"
+    reference_pass: str  # "computed" | "cached" | "none"
+
+    @property
+    def base_accuracy(self) -> float:
+        return self.base.accuracy(self.eval_samples)
+
+
+def needs_reference(cfg: DictConfig) -> bool:
+    """The loss reads reference log-probs, or m_theta is tracked (it needs them for every method)."""
+    return cfg.method.name in REFERENCE_METHODS or bool(cfg.train.track_m_theta)
+
+
+def load_items(data: DictConfig) -> tuple[list[McqItem], list[McqItem]]:
+    """Train and eval items per the data config: two splits, or one split cut in two without overlap."""
+    train_items, report = load_mcq(data.path, data.train_split, data.get("subjects"))
+    for line in report.lines():
+        log.warning(line)
+    if data.get("eval_split"):
+        eval_items, eval_report = load_mcq(data.path, data.eval_split, data.get("subjects"))
+        for line in eval_report.lines():
+            log.warning(line)
+        eval_items = sample_items(eval_items, data.n_eval, data.sample_seed, field="data.n_eval")
+        train_items, n_dropped = drop_overlap(train_items, eval_items)
+        if n_dropped:
+            log.warning("dropped %d train questions that also appear in the eval split", n_dropped)
+        return sample_items(train_items, data.n_train, data.sample_seed, field="data.n_train"), eval_items
+    if data.get("n_eval") is None:
+        raise ConfigError("data.n_eval is null but data.eval_split is not set: give one of them")
+    return split_train_eval(train_items, data.n_train, data.n_eval, data.sample_seed)
+
+
+def prompt_format(data: DictConfig) -> PromptFormat:
+    return PromptFormat(
+        prompt_template=data.prompt_template,
+        answer_template=data.answer_template,
+        system_prompt=data.get("system_prompt"),
+        max_length=data.max_length,
+        use_chat_template=data.get("use_chat_template", True),
+    )
+
+
+def _data_files_stamp(path: str) -> list[list[Any]]:
+    """(name, size, mtime) of the data files: an edited file changes the tokenized-data key."""
+    root = Path(path)
+    if not root.exists():
+        return [[str(path)]]
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    return [[str(p.relative_to(root) if p != root else p.name), p.stat().st_size, p.stat().st_mtime_ns]
+            for p in files if p.suffix in {".csv", ".jsonl"}]
+
+
+def _samples_to_json(samples: list[Sample]) -> list[list[Any]]:
+    return [[s.id, s.subject, s.input_ids, s.prompt_len, s.gold] for s in samples]
+
+
+def _samples_from_json(rows: list[list[Any]]) -> list[Sample]:
+    return [Sample(*row) for row in rows]
+
+
+def tokenized_data(
+    cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, fingerprint: str
+) -> tuple[list[Sample], list[Sample], bool]:
+    """(train samples, eval samples, computed): tokenized once per (tokenizer, data, template)."""
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    payload = json.dumps({"model": fingerprint, "data": data, "files": _data_files_stamp(cfg.data.path)},
+                         sort_keys=True)
+    path = Path(cfg.paths.cache_dir) / "tokenized" / f"{hashlib.sha256(payload.encode()).hexdigest()[:32]}.json"
+
+    def load() -> tuple[list[Sample], list[Sample]]:
+        cached = json.loads(path.read_text())
+        for line in cached["report"]:
+            log.warning(line)
+        return _samples_from_json(cached["train"]), _samples_from_json(cached["eval"])
+
+    if path.exists():
+        return (*load(), False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.lock"):
+        if path.exists():
+            return (*load(), False)
+        handler, trainers_log = _CollectWarnings(), logging.getLogger("trainers")
+        trainers_log.addHandler(handler)
+        try:
+            train_items, eval_items = load_items(cfg.data)
+            fmt = prompt_format(cfg.data)
+            train_samples = encode_items(train_items, fmt, tokenizer)
+            eval_samples = encode_items(eval_items, fmt, tokenizer)
+        finally:
+            trainers_log.removeHandler(handler)
+        atomic_write_text(path, json.dumps({
+            "report": handler.lines, "train": _samples_to_json(train_samples), "eval": _samples_to_json(eval_samples),
+        }))
+    return train_samples, eval_samples, True
+
+
+class _CollectWarnings(logging.Handler):
+    """Keeps the data-loading warnings so that a cached load can repeat them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def load_model(cfg: DictConfig) -> torch.nn.Module:
+    log.info("Instantiating model <%s> (%s, %s)", cfg.model.name, cfg.model.dtype, cfg.model.attn_implementation)
+    return AutoModelForCausalLM.from_pretrained(
+        cfg.model.path,
+        dtype=getattr(torch, cfg.model.dtype),
+        attn_implementation=cfg.model.attn_implementation,
+        trust_remote_code=cfg.model.trust_remote_code,
+    )
+
+
+def prepare(cfg: DictConfig, device: torch.device | str = "cpu", reference: bool | None = None) -> Prepared:
+    """Build or load every cached input of the job `cfg` (reference pass if `reference`, default: if needed)."""
+    if cfg.model.get("embedded"):
+        from trainers.embedded_world import ensure_embedded_world
+
+        log.info("Preparing the embedded world <%s>", cfg.paths.embedded_dir)
+        ensure_embedded_world(Path(cfg.paths.embedded_dir))
+    validate_paths(cfg)
+    cache_dir = Path(cfg.paths.cache_dir)
+
+    log.info("Instantiating tokenizer <%s>", cfg.model.path)
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    letters = letter_token_ids(tokenizer)
+    fingerprint = model_fingerprint(Path(cfg.model.path), cache_dir / "fingerprints.json")
+    log.info("Loading data <%s> from %s", cfg.data.name, cfg.data.path)
+    train_samples, eval_samples, tokenized = tokenized_data(cfg, tokenizer, fingerprint)
+    log.info("Data: %d train and %d eval questions (tokenized: %s)", len(train_samples), len(eval_samples),
+             "computed" if tokenized else "cached")
+
+    model = load_model(cfg).to(device)
+
+    def scores(kind: str, samples: list[Sample]) -> tuple[Scores, bool]:
+        key = scores_key(kind, fingerprint, cfg.model.dtype, cfg.model.attn_implementation, samples)
+        return cached_scores(
+            cache_dir / "scores", key,
+            lambda: score_samples(model, samples, letters, pad_id, cfg.train.eval_batch_size, progress=kind),
+        )
+
+    base, base_computed = scores("base_eval", eval_samples)
+    log.info("Base model accuracy: %.4f on %d questions (%s)", base.accuracy(eval_samples), len(eval_samples),
+             "computed" if base_computed else "cached")
+    if needs_reference(cfg) if reference is None else reference:
+        ref, ref_computed = scores("reference", train_samples)
+        ref_logps, reference_pass = ref.logps.tolist(), "computed" if ref_computed else "cached"
+    else:
+        ref_logps, reference_pass = [0.0] * len(train_samples), "none"
+    return Prepared(
+        tokenizer=tokenizer, pad_id=pad_id, letter_ids=letters, train_samples=train_samples,
+        eval_samples=eval_samples, model=model, base=base, ref_logps=ref_logps,
+        tokenize_pass="computed" if tokenized else "cached",
+        base_pass="computed" if base_computed else "cached", reference_pass=reference_pass,
+    )
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))

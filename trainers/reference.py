@@ -1,0 +1,99 @@
+"""Reference log-probs and base-model scores: computed once per key, shared by every job.
+
+The key covers everything that changes the numbers (DESIGN §3): the model's files (weights,
+config, tokenizer), the dtype and attention kernel, and the exact token ids of every sample,
+which in turn cover the data, its sampling, the prompt template and the max length. A changed
+model or dataset therefore can never reuse a stale cache. Entries are written atomically under
+a file lock, so two jobs that start together compute an entry once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+from safetensors.torch import load_file, save_file
+
+from trainers.evaluate import Scores
+from trainers.prompts import Sample
+from trainers.run_dir import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1 << 24
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def model_fingerprint(model_dir: Path, memo_path: Path) -> str:
+    """Hash of every file of a checkpoint directory.
+
+    Hashing 15 GB of 7B weights takes minutes, so each file's hash is remembered in `memo_path`
+    under its (path, size, mtime): a checkpoint is hashed once per machine, not once per job.
+    """
+    memo: dict[str, str] = json.loads(memo_path.read_text()) if memo_path.exists() else {}
+    parts, changed = [], False
+    for path in sorted(p for p in Path(model_dir).iterdir() if p.is_file() and not p.name.startswith(".")):
+        stat = path.stat()
+        memo_key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+        if memo_key not in memo:
+            memo[memo_key] = _sha256_file(path)
+            changed = True
+        parts.append(f"{path.name}:{memo[memo_key]}")
+    if changed:
+        memo_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(memo_path, json.dumps(memo, indent=1))
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def samples_digest(samples: Sequence[Sample]) -> str:
+    """Hash of the exact token ids, prompt lengths and gold letters of a set of samples."""
+    digest = hashlib.sha256()
+    for s in samples:
+        digest.update(json.dumps([s.id, s.prompt_len, s.gold, s.input_ids]).encode())
+    return digest.hexdigest()
+
+
+def scores_key(kind: str, fingerprint: str, dtype: str, attn_implementation: str, samples: Sequence[Sample]) -> str:
+    """Cache key of one scoring pass (kind: "reference" over train samples, "base_eval" over eval)."""
+    payload = json.dumps(
+        {"kind": kind, "model": fingerprint, "dtype": dtype, "attn": attn_implementation,
+         "samples": samples_digest(samples), "n": len(samples)},
+        sort_keys=True,
+    )
+    return f"{kind}-{hashlib.sha256(payload.encode()).hexdigest()[:32]}"
+
+
+def cached_scores(cache_dir: Path, key: str, compute: Callable[[], Scores]) -> tuple[Scores, bool]:
+    """Scores for `key`, computing them only when no job has yet; returns (scores, computed)."""
+    path = Path(cache_dir) / f"{key}.safetensors"
+    if path.exists():
+        return _load(path), False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.lock"):
+        if path.exists():
+            return _load(path), False
+        log.info("Computing %s (cached at %s)", key.split("-")[0], path)
+        scores = compute()
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        save_file({"logps": scores.logps.contiguous(), "preds": scores.preds.contiguous()}, str(tmp))
+        os.replace(tmp, path)
+    return scores, True
+
+
+def _load(path: Path) -> Scores:
+    tensors = load_file(str(path))
+    return Scores(logps=tensors["logps"].to(torch.float32), preds=tensors["preds"].to(torch.long))
+

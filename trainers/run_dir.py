@@ -1,0 +1,121 @@
+"""The run directory contract (DESIGN §3): what one job writes, and how.
+
+    metrics.jsonl      one line per logging step
+    eval.jsonl         one line per evaluation (step 0 = the base model)
+    predictions.jsonl  final evaluation, one line per question
+    result.json        written last and atomically
+
+A reader (the sweep's resume logic, analysis/) can trust any result.json it finds: it is
+either absent or complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+METRICS = "metrics.jsonl"
+EVAL = "eval.jsonl"
+PREDICTIONS = "predictions.jsonl"
+RESULT = "result.json"
+
+
+def _jsonable(value: Any) -> Any:
+    """Non-finite floats become null: JSON has no NaN, and a diverged loss must still be written."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary sibling, fsync, then rename over the target."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, obj: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps({k: _jsonable(v) for k, v in obj.items()}, indent=2) + "\n")
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Write a whole JSONL file atomically (used for predictions)."""
+    atomic_write_text(path, "".join(json.dumps({k: _jsonable(v) for k, v in r.items()}) + "\n" for r in rows))
+
+
+def append_jsonl(path: Path, row: dict[str, Any]) -> None:
+    """Append one line; a line is written whole with one write call, so a crash loses at most it."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps({k: _jsonable(v) for k, v in row.items()}) + "\n")
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSONL file; a truncated last line (a killed job) is skipped."""
+    rows = []
+    if not Path(path).exists():
+        return rows
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def reset_logs(run_dir: Path, keep_until_step: int | None) -> None:
+    """Prepare the step logs for a (re)run: drop them, or keep the lines up to a resumed checkpoint's step."""
+    for name in (METRICS, EVAL):
+        path = Path(run_dir) / name
+        if keep_until_step is None:
+            path.unlink(missing_ok=True)
+            continue
+        rows = [r for r in read_jsonl(path) if r.get("step", 0) <= keep_until_step]
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+    for name in (PREDICTIONS, RESULT):
+        (Path(run_dir) / name).unlink(missing_ok=True)
+
+
+def read_result(run_dir: Path) -> dict[str, Any] | None:
+    """The job's result.json, or None if absent or unreadable."""
+    path = Path(run_dir) / RESULT
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+# Keys that do not change a job's numbers: where it writes, how it logs, how many CPU threads
+# it uses, the whole grid it belongs to. A rerun that differs only in these reuses an ok result.
+_UNHASHED = ("hydra", "run_dir", "paths", "logger", "grid", "prepare_only", "launcher")
+_UNHASHED_TRAIN = ("num_threads", "progress_bar", "resume")
+
+
+def config_hash(cfg: Any) -> str:
+    """Hash of a job's resolved config minus the keys above: equal hash, same experiment."""
+    from omegaconf import OmegaConf
+
+    container = OmegaConf.to_container(cfg, resolve=False)
+    container.pop("hydra", None)
+    container["run_dir"] = ""
+    resolved = OmegaConf.to_container(OmegaConf.create(container), resolve=True)
+    for key in _UNHASHED:
+        resolved.pop(key, None)
+    for key in _UNHASHED_TRAIN:
+        resolved.get("train", {}).pop(key, None)
+    return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def is_done(run_dir: Path, expected_hash: str) -> bool:
+    """A job is done when its result.json says "ok" for the same config."""
+    result = read_result(run_dir)
+    return bool(result) and result.get("status") == "ok" and result.get("config_hash") == expected_hash

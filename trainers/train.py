@@ -1,0 +1,236 @@
+"""One training job = one (method, lr, β, seed) point, read top to bottom:
+
+config → embedded world (if used) → tokenizer and data → model → base-model scores and
+reference log-probs (cached, shared by every job) → Trainer with the method's loss → final
+evaluation → run directory (DESIGN §3).
+
+    python -m trainers.train method=minor_sft train.lr=2e-4 method.beta=0.1
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+from transformers import TrainingArguments, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from trainers.batching import TrainCollator
+from trainers.callbacks import RunDirCallback
+from trainers.loss_trainer import DivergedError, LossTrainer
+from trainers.mcq_data import DataError
+from trainers.prepare import prepare, world_size
+from trainers.run_dir import (
+    EVAL,
+    PREDICTIONS,
+    RESULT,
+    append_jsonl,
+    atomic_write_json,
+    config_hash,
+    read_jsonl,
+    reset_logs,
+    write_jsonl,
+)
+from trainers.tracking import finish_wandb, run_name, start_wandb
+from trainers.validate import ConfigError, validate_config
+
+log = logging.getLogger("trainers.train")
+
+
+
+def training_arguments(cfg: DictConfig, run_dir: Path, report_to: list[str]) -> TrainingArguments:
+    """The HF arguments for this job; gradient accumulation is derived from the global batch size."""
+    t = cfg.train
+    return TrainingArguments(
+        output_dir=str(run_dir / "checkpoints"),
+        run_name=run_name(cfg),
+        seed=cfg.seed,
+        learning_rate=t.lr,
+        per_device_train_batch_size=t.per_device_batch_size,
+        per_device_eval_batch_size=t.eval_batch_size,
+        gradient_accumulation_steps=t.global_batch_size // (t.per_device_batch_size * world_size()),
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        warmup_steps=t.warmup_ratio,
+        lr_scheduler_type=t.lr_scheduler,
+        optim=t.optim,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        bf16=t.bf16,
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        logging_nan_inf_filter=False,
+        eval_strategy="steps" if t.eval_steps else "no",
+        eval_steps=t.eval_steps or None,
+        save_strategy="steps" if t.save_steps else "no",
+        save_steps=t.save_steps or None,
+        save_total_limit=t.save_total_limit,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        disable_tqdm=not t.progress_bar,
+        include_num_input_tokens_seen="non_padding",
+        report_to=report_to,
+    )
+
+
+def training_device() -> torch.device:
+    """The device the Trainer will use (this process's GPU under torchrun/accelerate, else CPU)."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Run one job, write its run directory, and return the result (also in result.json)."""
+    started = time.perf_counter()
+    run_dir = Path(cfg.run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    validate_config(cfg, world_size=world_size())
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    set_seed(cfg.seed)
+
+    prepared = prepare(cfg, device=training_device())
+    model, eval_samples, train_samples = prepared.model, prepared.eval_samples, prepared.train_samples
+    base_accuracy = prepared.base_accuracy
+    if cfg.model.get("gradient_checkpointing"):
+        model.gradient_checkpointing_enable()
+    args = training_arguments(cfg, run_dir, [] if cfg.logger.name == "none" else ["wandb"])
+
+    resume_from = get_last_checkpoint(args.output_dir) if cfg.train.resume and Path(args.output_dir).is_dir() else None
+    resumed_step = int(Path(resume_from).name.split("-")[-1]) if resume_from else None
+    reset_logs(run_dir, resumed_step)
+    if not resume_from:
+        append_jsonl(run_dir / EVAL, {"step": 0, "accuracy": base_accuracy, "m_theta": 0.0, "n": len(eval_samples)})
+
+    trainer = LossTrainer(
+        model=model,
+        args=args,
+        train_dataset=list(zip(train_samples, prepared.ref_logps, strict=True)),
+        eval_dataset=eval_samples,
+        data_collator=TrainCollator(prepared.pad_id),
+        processing_class=prepared.tokenizer,
+        callbacks=[RunDirCallback(run_dir)],
+        method=cfg.method.name,
+        beta=cfg.method.get("beta"),
+        eval_samples=eval_samples,
+        eval_ref_logps=prepared.base.logps,
+        letter_ids=prepared.letter_ids,
+        pad_id=prepared.pad_id,
+        track_m_theta=bool(cfg.train.track_m_theta),
+    )
+    status, error = "ok", None
+    wandb_run = start_wandb(cfg, run_dir)
+    train_started = time.perf_counter()
+    try:
+        log.info("Training <%s> (max_steps=%s)", run_name(cfg), cfg.train.max_steps)
+        trainer.train(resume_from_checkpoint=resume_from)
+        train_s = time.perf_counter() - train_started
+        if trainer.last_eval is None or trainer.last_eval["step"] != trainer.state.global_step:
+            trainer.evaluate()
+    except DivergedError as exc:
+        status, error = "diverged", str(exc)
+        train_s = time.perf_counter() - train_started
+        log.warning("Diverged: %s", exc)
+    finally:
+        finish_wandb(wandb_run, exit_code=0 if status == "ok" else 1)
+
+    metrics_log = read_jsonl(run_dir / "metrics.jsonl")
+    final = trainer.last_eval if status == "ok" else None
+    if final is not None:
+        write_jsonl(run_dir / PREDICTIONS, final["predictions"])
+    wall_s = time.perf_counter() - started
+    train_tokens = int(trainer.state.num_input_tokens_seen)
+    result = {
+        "method": cfg.method.name,
+        "lr": float(cfg.train.lr),
+        "beta": cfg.method.get("beta"),
+        "seed": int(cfg.seed),
+        "dataset": cfg.data.name,
+        "model": cfg.model.name,
+        "group": cfg.experiment_name,
+        "run_name": run_name(cfg),
+        "config_hash": config_hash(cfg),
+        "status": status,
+        "error": error,
+        "accuracy": final["metrics"]["eval_accuracy"] if final else None,
+        "m_theta": final["metrics"]["eval_m_theta"] if final else None,
+        "train_m_theta": next((r["m_theta"] for r in reversed(metrics_log) if r.get("m_theta") is not None), None),
+        "base_accuracy": base_accuracy,
+        "eval_n": len(eval_samples),
+        "train_n": len(train_samples),
+        "steps": int(trainer.state.global_step),
+        "train_tokens": train_tokens,
+        "wall_s": wall_s,
+        "tokens_per_s": train_tokens / max(train_s, 1e-9),
+        "tokenize_pass": prepared.tokenize_pass,
+        "reference_pass": prepared.reference_pass,
+        "base_eval": prepared.base_pass,
+    }
+    atomic_write_json(run_dir / RESULT, result)
+    log.info("Result: %s accuracy=%s (base %.4f) m_theta=%s -> %s",
+             status, result["accuracy"], base_accuracy, result["m_theta"], run_dir / RESULT)
+    return result
+
+
+def run_job(cfg: DictConfig) -> dict[str, Any]:
+    """`train` with failures recorded: an unexpected error leaves result.json with status "failed".
+
+    Input errors (ConfigError, DataError) are raised as they are: they are the user's to fix,
+    and no run has started.
+    """
+    try:
+        return train(cfg)
+    except (ConfigError, DataError):
+        raise
+    except Exception as exc:
+        log.exception("Job failed")
+        result = {
+            "method": cfg.method.name, "lr": float(cfg.train.lr), "beta": cfg.method.get("beta"),
+            "seed": int(cfg.seed), "dataset": cfg.data.name, "model": cfg.model.name,
+            "group": cfg.experiment_name, "run_name": run_name(cfg), "status": "failed",
+            "error": f"{type(exc).__name__}: {exc}".splitlines()[0], "accuracy": None, "m_theta": None,
+        }
+        atomic_write_json(Path(cfg.run_dir) / RESULT, result)
+        raise
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; returns the final eval accuracy (the objective of an Optuna search).
+
+    In a multirun (sweep) an input error is raised for the sweeper to report; on its own the
+    job prints it in one line and exits with status 2.
+    """
+    if cfg.get("prepare_only"):
+        validate_config(cfg, world_size=world_size())
+        prepare(cfg, reference=True)
+        return None
+    try:
+        result = run_job(cfg)
+    except (ConfigError, DataError) as exc:
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    accuracy = "n/a" if result["accuracy"] is None else f"{result['accuracy']:.4f}"
+    print(
+        f"{result['run_name']}: {result['status']}, base accuracy {result['base_accuracy']:.4f}, "
+        f"final accuracy {accuracy}, eval m_theta {result['m_theta']}, {result['wall_s']:.1f} s -> {cfg.run_dir}",
+        flush=True,
+    )
+    return result["accuracy"]
+
+
+if __name__ == "__main__":
+    main()
