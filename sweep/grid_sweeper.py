@@ -1,0 +1,171 @@
+"""A Hydra sweeper for method grids: validate all → skip done → prepare once → launch → summarize.
+
+Selected by `hydra/sweeper=grid` (experiment files do it), it hands the grid to whatever Hydra
+launcher is configured (basic in-process, joblib, submitit local or SLURM), so there is no queue
+of our own: it only decides which jobs to launch and reports on them.
+
+    python -m trainers.train -m experiment=default hydra/launcher=submitit_slurm
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+from sweep.grid import GridError, GridPoint, expand_grid
+from sweep.progress import ProgressMonitor, statuses
+from trainers.run_dir import atomic_write_json, config_hash, is_done
+from trainers.validate import ConfigError, validate_config, validate_paths
+
+log = logging.getLogger(__name__)
+
+SUMMARY = "sweep_summary.json"
+PREPARE_SUBDIR = "_prepare"
+
+
+def _fail(message: str, code: int = 2) -> None:
+    """One line on stderr, then exit: nothing has been launched, nothing computed is touched."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(code)
+
+
+def _identity(job_cfg: DictConfig) -> tuple[Path, str]:
+    """(run directory, config hash) of a composed job config, as the job itself will see them."""
+    HydraConfig.instance().set_config(job_cfg)  # its paths read ${hydra:runtime.cwd}
+    return Path(job_cfg.hydra.sweep.dir) / job_cfg.hydra.sweep.subdir, config_hash(job_cfg)
+
+
+class GridSweeper(Sweeper):
+    def __init__(self, poll_interval_s: float = 5.0, prepare: bool = True):
+        self.poll_interval_s = poll_interval_s
+        self.prepare = prepare
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+        self.launcher = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.hydra_context = config, hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    def sweep(self, arguments: list[str]) -> list[JobReturn]:
+        assert self.config is not None and self.hydra_context is not None and self.launcher is not None
+        cfg = self.config
+        sweep_dir = Path(cfg.hydra.sweep.dir)
+        fixed = self._fixed_overrides(arguments)
+        try:
+            grid = cfg.get("grid")
+            points = expand_grid(OmegaConf.to_container(grid, resolve=True) if grid is not None else {})
+        except GridError as exc:
+            _fail(str(exc))
+        jobs = [fixed + point.overrides() for point in points]
+        job_cfgs = self._validate(points, jobs)
+        identities = [_identity(c) for c in job_cfgs]
+        run_dirs = [run_dir for run_dir, _ in identities]
+        pending = [i for i, (run_dir, digest) in enumerate(identities) if not is_done(run_dir, digest)]
+
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, sweep_dir / "multirun.yaml")
+        print(f"[sweep] {cfg.experiment_name}: {len(points)} grid points, {len(points) - len(pending)} already done, "
+              f"{len(pending)} to run -> {sweep_dir}", flush=True)
+        returns: list[JobReturn] = []
+        if pending:
+            if self.prepare:
+                self._prepare([jobs[i] for i in pending], [job_cfgs[i] for i in pending])
+            with ProgressMonitor([run_dirs[i] for i in pending], total=len(points),
+                                 already_done=len(points) - len(pending), interval_s=self.poll_interval_s):
+                returns = list(self.launcher.launch([jobs[i] for i in pending], initial_job_idx=0))
+        self._summarize(sweep_dir, points, run_dirs, dict(zip(pending, returns, strict=False)))
+        return returns
+
+    def _fixed_overrides(self, arguments: list[str]) -> list[str]:
+        """The user's overrides, applied to every job; sweeps over them belong in the grid."""
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        fixed = []
+        for override in parser.parse_overrides(arguments):
+            if override.is_sweep_override():
+                _fail(f"{override.input_line}: the grid sweeper takes its lists from the experiment's grid "
+                      f"(grid.methods.<method>.lr / .beta, grid.seeds); set them there or as grid.* overrides")
+            fixed.append(override.input_line)
+        return fixed
+
+    def _validate(self, points: list[GridPoint], jobs: list[list[str]]) -> list[DictConfig]:
+        """Compose and check every job's config before anything launches; report every bad point."""
+        loader = self.hydra_context.config_loader
+        job_cfgs, errors = [], []
+        for point, overrides in zip(points, jobs, strict=True):
+            try:
+                job_cfg = loader.load_sweep_config(master_config=self.config, sweep_overrides=overrides)
+                validate_config(job_cfg)
+                if not job_cfg.model.get("embedded"):
+                    validate_paths(job_cfg)
+            except ConfigError as exc:
+                errors.append(f"{point.label()}: {exc}")
+                continue
+            except Exception as exc:  # a composition error names the override at fault
+                errors.append(f"{point.label()}: {str(exc).splitlines()[0]}")
+                continue
+            job_cfgs.append(job_cfg)
+        if errors:
+            for line in errors[:-1]:
+                print(f"error: {line}", file=sys.stderr)
+            _fail(errors[-1] + (f" ({len(errors)} grid points are invalid)" if len(errors) > 1 else ""))
+        return job_cfgs
+
+    def _prepare(self, jobs: list[list[str]], job_cfgs: list[DictConfig]) -> None:
+        """One prepare job per (model, data): tokenized data, base scores and reference log-probs cached.
+
+        It runs through the configured launcher, so on SLURM it runs on a compute node.
+        """
+        groups: dict[str, int] = {}
+        for i, c in enumerate(job_cfgs):
+            key = json.dumps([OmegaConf.to_container(c.model, resolve=True), OmegaConf.to_container(c.data, resolve=True),
+                              str(c.paths.cache_dir)], sort_keys=True, default=str)
+            groups.setdefault(key, i)
+        for n, i in enumerate(groups.values()):
+            started = time.time()
+            print(f"[sweep] preparing {job_cfgs[i].model.name} × {job_cfgs[i].data.name} "
+                  f"(tokenized data, base accuracy, reference log-probs; cached)", flush=True)
+            overrides = jobs[i] + ["prepare_only=true", f"hydra.sweep.subdir={PREPARE_SUBDIR}/{n}"]
+            (ret,) = self.launcher.launch([overrides], initial_job_idx=len(jobs) + n)
+            if ret.status != JobStatus.COMPLETED:
+                exc = ret._return_value
+                _fail(f"prepare failed before any job launched: {str(exc).splitlines()[0] if exc else 'unknown'}")
+            print(f"[sweep] prepared in {time.time() - started:.0f}s", flush=True)
+
+    def _summarize(self, sweep_dir: Path, points: list[GridPoint], run_dirs: list[Path],
+                   returns: dict[int, JobReturn]) -> None:
+        """Final counts, failures by name, sweep_summary.json; exit 1 if any point failed or is missing."""
+        status = statuses(run_dirs)
+        counts = Counter(status)
+        rows: list[dict[str, Any]] = []
+        for i, (point, run_dir, s) in enumerate(zip(points, run_dirs, status, strict=True)):
+            row = {"method": point.method, "lr": point.lr, "beta": point.beta, "seed": point.seed,
+                   "status": s, "run_dir": str(run_dir)}
+            if s == "missing" and i in returns and returns[i].status == JobStatus.FAILED:
+                row["error"] = str(returns[i]._return_value).splitlines()[0]
+            rows.append(row)
+        atomic_write_json(sweep_dir / SUMMARY, {"experiment": self.config.experiment_name, "counts": dict(counts),
+                                                "points": rows})
+        print(f"[sweep] finished: {counts['ok']} ok, {counts['diverged']} diverged, {counts['failed']} failed, "
+              f"{counts['missing']} missing of {len(points)} -> {sweep_dir}", flush=True)
+        for row in rows:
+            if row["status"] in ("failed", "missing"):
+                print(f"[sweep]   {row['status']}: {row['method']} lr={row['lr']:g} beta={row['beta']} "
+                      f"seed={row['seed']} {row.get('error', '')} ({row['run_dir']})", flush=True)
+        if counts["failed"] or counts["missing"]:
+            raise SystemExit(1)
