@@ -133,8 +133,8 @@ class GridSweeper(Sweeper):
         """
         groups: dict[str, int] = {}
         for i, c in enumerate(job_cfgs):
-            key = json.dumps([OmegaConf.to_container(c.model, resolve=True), OmegaConf.to_container(c.data, resolve=True),
-                              str(c.paths.cache_dir)], sort_keys=True, default=str)
+            parts = [OmegaConf.to_container(c[k], resolve=True) for k in ("model", "data")] + [str(c.paths.cache_dir)]
+            key = json.dumps(parts, sort_keys=True, default=str)
             groups.setdefault(key, i)
         for n, i in enumerate(groups.values()):
             started = time.time()

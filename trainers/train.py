@@ -45,6 +45,9 @@ from trainers.validate import ConfigError, validate_config
 
 log = logging.getLogger("trainers.train")
 
+# conf/ at the repo root, found the same way whether the app runs as `-m trainers.train` or is imported
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
 
 
 def training_arguments(cfg: DictConfig, run_dir: Path, report_to: list[str]) -> TrainingArguments:
@@ -205,7 +208,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         raise
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the final eval accuracy (the objective of an Optuna search).
 

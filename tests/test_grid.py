@@ -1,0 +1,45 @@
+"""Grid expansion: exact job counts, β-free methods once per lr, bad entries named."""
+
+from __future__ import annotations
+
+import pytest
+
+from sweep.grid import GridError, GridPoint, expand_grid
+
+
+def test_beta_free_methods_run_once_per_lr_and_seed():
+    points = expand_grid({
+        "seeds": [0, 1],
+        "methods": {"sft": {"lr": [1e-4, 1e-3, 1e-2]}, "minor_sft": {"lr": [1e-4, 1e-3], "beta": [0.1, 0.5, 1.0]}},
+    })
+    assert len(points) == 3 * 2 + 2 * 3 * 2
+    assert {p.beta for p in points if p.method == "sft"} == {None}
+    assert len({(p.method, p.lr, p.beta, p.seed) for p in points}) == len(points)
+    assert points[0] == GridPoint("sft", 1e-4, None, 0)
+
+
+def test_overrides_select_method_group_then_values():
+    assert GridPoint("minor_sft", 3e-4, 0.1, 2).overrides() == [
+        "method=minor_sft", "train.lr=0.0003", "method.beta=0.1", "seed=2"]
+    assert GridPoint("sft", 1e-3, None, 0).overrides()[2] == "method.beta=null"
+
+
+@pytest.mark.parametrize(
+    ("grid", "names"),
+    [
+        ({"methods": {}}, "grid.methods"),
+        ({"methods": {"sft": {"lr": [1e-3]}}, "seeds": ["a"]}, "grid.seeds"),
+        ({"methods": {"magic_sft": {"lr": [1e-3]}}}, "grid.methods.magic_sft"),
+        ({"methods": {"sft": {"lr": []}}}, "grid.methods.sft.lr"),
+        ({"methods": {"sft": {"lr": [1e-3, -1]}}}, "grid.methods.sft.lr"),
+        ({"methods": {"sft": {"lr": [1e-3, 1e-3]}}}, "grid.methods.sft.lr"),
+        ({"methods": {"sft": {"lr": [1e-3], "beta": [0.1]}}}, "grid.methods.sft.beta"),
+        ({"methods": {"minor_sft": {"lr": [1e-3]}}}, "grid.methods.minor_sft.beta"),
+        ({"methods": {"minor_sft": {"lr": [1e-3], "beta": [0]}}}, "grid.methods.minor_sft.beta"),
+        ({"methods": {"dpo_sft": {"lr": [1e-3], "beta": [0.1], "lrs": [1]}}}, "grid.methods.dpo_sft"),
+    ],
+)
+def test_bad_grid_entries_are_one_line_errors_naming_them(grid, names):
+    with pytest.raises(GridError) as info:
+        expand_grid(grid)
+    assert names in str(info.value) and "\n" not in str(info.value)

@@ -1,0 +1,132 @@
+"""Sweeps through Hydra launchers on the tiny world: validation first, resume, failure isolation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_ROOT
+from trainers import losses
+from trainers.run_dir import read_jsonl
+
+SMOKE_POINTS = 5  # conf/experiment/smoke.yaml: sft ×2 lr, dpo_sft ×1, minor_sft ×2 lr
+
+
+def sweep_args(world, tmp_path: Path, *extra: str) -> list[str]:
+    """`python -m trainers.train -m experiment=smoke` on the tiny world, writing under tmp_path."""
+    return [
+        "-m", "experiment=smoke", "model.embedded=false", f"paths.embedded_dir={world.root}",
+        f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={tmp_path / 'sweep'}", "logger=none",
+        "data.n_train=40", "data.n_eval=20", "train.num_threads=1",
+        "hydra.sweeper.poll_interval_s=0.5", *extra,
+    ]
+
+
+def run_sweep(world, tmp_path: Path, *extra: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "trainers.train", *sweep_args(world, tmp_path, *extra)],
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=timeout)
+
+
+def results(sweep_dir: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(sweep_dir.rglob("result.json"))]
+
+
+def test_smoke_sweep_runs_every_point_then_resumes_with_nothing_to_do(tiny_world, tmp_path):
+    first = run_sweep(tiny_world, tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    found = results(tmp_path / "sweep")
+    assert len(found) == SMOKE_POINTS and {r["status"] for r in found} == {"ok"}
+    assert sorted((r["method"], r["lr"]) for r in found) == [
+        ("dpo_sft", 1e-3), ("minor_sft", 1e-3), ("minor_sft", 1e-2), ("sft", 1e-3), ("sft", 1e-2)]
+    # prepared once: no job computed the tokenized data, the base scores or the reference pass itself
+    assert {(r["tokenize_pass"], r["base_eval"], r["reference_pass"]) for r in found} == {("cached",) * 3}
+    summary = json.loads((tmp_path / "sweep" / "sweep_summary.json").read_text())
+    assert summary["counts"] == {"ok": SMOKE_POINTS}
+    assert f"{SMOKE_POINTS} grid points, 0 already done, {SMOKE_POINTS} to run" in first.stdout
+    assert f"[sweep] {SMOKE_POINTS}/{SMOKE_POINTS} done" in first.stdout
+
+    again = run_sweep(tiny_world, tmp_path)
+    assert again.returncode == 0
+    assert f"{SMOKE_POINTS} already done, 0 to run" in again.stdout
+    # a changed setting is a different experiment: every point runs again
+    changed = run_sweep(tiny_world, tmp_path, "train.max_steps=4")
+    assert f"0 already done, {SMOKE_POINTS} to run" in changed.stdout
+    assert {r["steps"] for r in results(tmp_path / "sweep")} == {4}
+
+
+def test_bad_grid_entry_stops_before_anything_launches(tiny_world, tmp_path):
+    out = run_sweep(tiny_world, tmp_path, "grid.methods.minor_sft.beta=[0.1,-1]")
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1] == (
+        "error: grid.methods.minor_sft.beta has -1; every value must be a number > 0")
+    assert not (tmp_path / "sweep").exists() or not list((tmp_path / "sweep").rglob("result.json"))
+
+
+def test_invalid_point_config_is_named_before_launch(tiny_world, tmp_path):
+    out = run_sweep(tiny_world, tmp_path, "train.global_batch_size=30", "train.per_device_batch_size=8")
+    assert out.returncode == 2
+    assert "sft lr=0.001 seed=0: train.global_batch_size=30" in out.stderr
+    assert not list(tmp_path.rglob("result.json"))
+
+
+def test_failing_and_diverging_jobs_are_recorded_and_the_rest_go_on(tiny_world, tmp_path, monkeypatch, capsys):
+    """In-process sweep (basic launcher): dpo_sft raises, sft at lr 1e12 diverges, the others finish."""
+    from trainers.train import main
+
+    def broken(*args):
+        raise RuntimeError("dpo_sft exploded")
+
+    monkeypatch.setitem(losses.LOSSES, "dpo_sft", broken)
+    monkeypatch.setattr(sys, "argv", ["train", *sweep_args(tiny_world, tmp_path, "grid.methods.sft.lr=[1e-3,1e12]",
+                                                          "train.max_grad_norm=0", "train.warmup_ratio=0")])
+    monkeypatch.chdir(REPO_ROOT)
+    with pytest.raises(SystemExit) as info:
+        main()
+    assert info.value.code == 1
+    by_method = {(r["method"], r["lr"]): r["status"] for r in results(tmp_path / "sweep")}
+    assert by_method == {("sft", 1e-3): "ok", ("sft", 1e12): "diverged", ("dpo_sft", 1e-3): "failed",
+                         ("minor_sft", 1e-3): "ok", ("minor_sft", 1e-2): "ok"}
+    failed = json.loads(next((tmp_path / "sweep" / "dpo_sft").rglob("result.json")).read_text())
+    assert "dpo_sft exploded" in failed["error"]
+    out = capsys.readouterr().out
+    assert "[sweep] finished: 3 ok, 1 diverged, 1 failed, 0 missing of 5" in out
+
+
+def test_killed_sweep_resumes_with_exactly_one_ok_result_per_point(tiny_world, tmp_path):
+    """SIGKILL mid-sweep, rerun: only unfinished points run again and no result file is truncated."""
+    args = [sys.executable, "-m", "trainers.train",
+            *sweep_args(tiny_world, tmp_path, "train.max_steps=40", "train.logging_steps=5")]
+    proc = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline and len(results(tmp_path / "sweep")) < 2:
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    done_before = len(results(tmp_path / "sweep"))
+    assert 2 <= done_before < SMOKE_POINTS, "the kill should land mid-sweep"
+
+    rerun = run_sweep(tiny_world, tmp_path, "train.max_steps=40", "train.logging_steps=5")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"{done_before} already done, {SMOKE_POINTS - done_before} to run" in rerun.stdout
+    found = results(tmp_path / "sweep")  # json.loads of every result.json: none truncated
+    assert len(found) == SMOKE_POINTS and all(r["status"] == "ok" for r in found)
+    for run_dir in {p.parent for p in (tmp_path / "sweep").rglob("result.json")}:
+        steps = [m["step"] for m in read_jsonl(run_dir / "metrics.jsonl")]
+        assert steps == sorted(set(steps)) and steps[-1] == 40  # the killed job's partial log was reset
+
+
+def test_joblib_launcher_runs_jobs_in_parallel_workers(tiny_world, tmp_path):
+    out = run_sweep(tiny_world, tmp_path, "launcher=joblib", "train.num_threads=1")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert len(results(tmp_path / "sweep")) == SMOKE_POINTS
+    assert "Joblib.Parallel(n_jobs=2" in out.stdout + out.stderr
