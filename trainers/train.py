@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -91,6 +92,13 @@ def training_device() -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device("cpu")
+
+
+def slurm_job_id() -> str | None:
+    """The SLURM job this ran in, as sacct names it ("<array>_<task>" for array tasks), or None."""
+    if os.environ.get("SLURM_ARRAY_JOB_ID"):
+        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
+    return os.environ.get("SLURM_JOB_ID")
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -178,6 +186,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "tokens_per_s": train_tokens / max(train_s, 1e-9),
         "tokenize_pass": prepared.tokenize_pass,
         "reference_pass": prepared.reference_pass,
+        "host": socket.gethostname(),
+        "slurm_job_id": slurm_job_id(),
         "base_eval": prepared.base_pass,
     }
     atomic_write_json(run_dir / RESULT, result)
