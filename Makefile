@@ -16,8 +16,11 @@ ARGS ?=
 SWEEP_DIR ?= outputs/sweeps/$(EXPERIMENT)
 SWEEP ?= $(SWEEP_DIR)
 REPORT_ARGS ?=
+METHOD ?= minor_sft
+N_TRIALS ?= 6
+OPTUNA_DIR ?= outputs/optuna/$(EXPERIMENT)-$(METHOD)
 
-.PHONY: install sweep train test lint report report-check world clean-outputs
+.PHONY: install sweep optuna train test lint report report-check world
 
 install: $(STAMP)
 
@@ -45,6 +48,14 @@ sweep: $(STAMP)
 	@status=0; $(PY) -m trainers.train -m experiment=$(EXPERIMENT) launcher=$(LAUNCHER) \
 	  hydra.sweep.dir=$(abspath $(SWEEP_DIR)) $(ARGS) || status=$$?; \
 	if [ $$status -le 1 ]; then $(PY) -m analysis.report $(SWEEP_DIR) $(REPORT_ARGS) || status=$$?; fi; \
+	exit $$status
+
+## Optuna (TPE) search over β for one method; rerunning continues the study up to N_TRIALS in total.
+optuna: $(STAMP)
+	@status=0; $(PY) -m trainers.train -m experiment=$(EXPERIMENT) hparams_search=beta_optuna method=$(METHOD) \
+	  launcher=$(LAUNCHER) hydra.sweeper.n_trials=$(N_TRIALS) hydra.sweep.dir=$(abspath $(OPTUNA_DIR)) $(ARGS) \
+	  || status=$$?; \
+	if [ $$status -le 1 ]; then $(PY) -m analysis.report $(OPTUNA_DIR) $(REPORT_ARGS) || status=$$?; fi; \
 	exit $$status
 
 test: $(STAMP)

@@ -36,7 +36,7 @@ SUMMARY = "sweep_summary.json"
 PREPARE_SUBDIR = "_prepare"
 
 
-def _fail(message: str, code: int = 2) -> None:
+def fail(message: str, code: int = 2) -> None:
     """One line on stderr, then exit: nothing has been launched, nothing computed is touched."""
     print(f"error: {message}", file=sys.stderr, flush=True)
     raise SystemExit(code)
@@ -71,7 +71,7 @@ class GridSweeper(Sweeper):
             grid = cfg.get("grid")
             points = expand_grid(OmegaConf.to_container(grid, resolve=True) if grid is not None else {})
         except GridError as exc:
-            _fail(str(exc))
+            fail(str(exc))
         jobs = [fixed + point.overrides() for point in points]
         job_cfgs = self._validate(points, jobs)
         identities = [_identity(c) for c in job_cfgs]
@@ -98,7 +98,7 @@ class GridSweeper(Sweeper):
         fixed = []
         for override in parser.parse_overrides(arguments):
             if override.is_sweep_override():
-                _fail(f"{override.input_line}: the grid sweeper takes its lists from the experiment's grid "
+                fail(f"{override.input_line}: the grid sweeper takes its lists from the experiment's grid "
                       f"(grid.methods.<method>.lr / .beta, grid.seeds); set them there or as grid.* overrides")
             fixed.append(override.input_line)
         return fixed
@@ -123,7 +123,7 @@ class GridSweeper(Sweeper):
         if errors:
             for line in errors[:-1]:
                 print(f"error: {line}", file=sys.stderr)
-            _fail(errors[-1] + (f" ({len(errors)} grid points are invalid)" if len(errors) > 1 else ""))
+            fail(errors[-1] + (f" ({len(errors)} grid points are invalid)" if len(errors) > 1 else ""))
         return job_cfgs
 
     def _prepare(self, jobs: list[list[str]], job_cfgs: list[DictConfig]) -> None:
@@ -144,7 +144,7 @@ class GridSweeper(Sweeper):
             (ret,) = self.launcher.launch([overrides], initial_job_idx=len(jobs) + n)
             if ret.status != JobStatus.COMPLETED:
                 exc = ret._return_value
-                _fail(f"prepare failed before any job launched: {str(exc).splitlines()[0] if exc else 'unknown'}")
+                fail(f"prepare failed before any job launched: {str(exc).splitlines()[0] if exc else 'unknown'}")
             print(f"[sweep] prepared in {time.time() - started:.0f}s", flush=True)
 
     def _summarize(self, sweep_dir: Path, points: list[GridPoint], run_dirs: list[Path],

@@ -14,6 +14,7 @@ import os
 import socket
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +187,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "tokens_per_s": train_tokens / max(train_s, 1e-9),
         "tokenize_pass": prepared.tokenize_pass,
         "reference_pass": prepared.reference_pass,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "host": socket.gethostname(),
         "slurm_job_id": slurm_job_id(),
         "base_eval": prepared.base_pass,
