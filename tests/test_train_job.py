@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from wandb_records import offline_history
 
 from trainers import losses
 from trainers.run_dir import read_jsonl
 from trainers.train import run_job
+from wandb_records import offline_history
 
 RESULT_KEYS = {"method", "lr", "beta", "seed", "dataset", "model", "status", "error", "accuracy", "m_theta",
                "steps", "train_tokens", "wall_s", "tokens_per_s", "base_accuracy", "eval_n", "group"}
@@ -127,3 +128,21 @@ def test_cli_prints_base_and_final_accuracy(tiny_world, tmp_path):
     assert "base accuracy" in out.stdout and "final accuracy" in out.stdout
     results = list((tmp_path / "out").rglob("result.json"))
     assert len(results) == 1 and results[0].parent.name == "lr0.001_betaNone_seed0"
+
+
+def test_rerun_resumes_from_its_own_checkpoint_only(job_cfg):
+    overrides = ("method=minor_sft", "train.save_steps=3", "train.save_total_limit=2")
+    cfg = job_cfg(*overrides)
+    assert run_job(cfg)["resumed_from_step"] is None
+    checkpoints = Path(cfg.run_dir) / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-3", "checkpoint-6"]
+    # as if killed between step 3 and 6: the last checkpoint and the result are gone
+    shutil.rmtree(checkpoints / "checkpoint-6")
+    (Path(cfg.run_dir) / "result.json").unlink()
+    resumed = run_job(job_cfg(*overrides))
+    assert resumed["resumed_from_step"] == 3 and resumed["steps"] == 6 and resumed["status"] == "ok"
+    steps = [m["step"] for m in read_jsonl(Path(cfg.run_dir) / "metrics.jsonl")]
+    assert steps == [1, 2, 4, 6]
+    # another config in the same directory never resumes from these checkpoints
+    other = run_job(job_cfg(*overrides, "method.beta=0.5"))
+    assert other["resumed_from_step"] is None and other["steps"] == 6

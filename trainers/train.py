@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import sys
 import time
@@ -102,6 +103,22 @@ def slurm_job_id() -> str | None:
     return os.environ.get("SLURM_JOB_ID")
 
 
+def resumable_checkpoint(cfg: DictConfig, run_dir: Path, checkpoint_dir: Path) -> str | None:
+    """The run directory's last checkpoint, if it was saved by this same config; else None.
+
+    Checkpoints of another config (a changed grid point writing to the same directory) are
+    removed: resuming from them would mix two experiments.
+    """
+    stamp, digest = run_dir / ".config_hash", config_hash(cfg)
+    same_config = stamp.exists() and stamp.read_text().strip() == digest
+    if checkpoint_dir.is_dir() and not same_config:
+        shutil.rmtree(checkpoint_dir)
+    stamp.write_text(digest)
+    if not (cfg.train.resume and same_config and checkpoint_dir.is_dir()):
+        return None
+    return get_last_checkpoint(str(checkpoint_dir))
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one job, write its run directory, and return the result (also in result.json)."""
     started = time.perf_counter()
@@ -119,7 +136,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         model.gradient_checkpointing_enable()
     args = training_arguments(cfg, run_dir, [] if cfg.logger.name == "none" else ["wandb"])
 
-    resume_from = get_last_checkpoint(args.output_dir) if cfg.train.resume and Path(args.output_dir).is_dir() else None
+    resume_from = resumable_checkpoint(cfg, run_dir, Path(args.output_dir))
     resumed_step = int(Path(resume_from).name.split("-")[-1]) if resume_from else None
     reset_logs(run_dir, resumed_step)
     if not resume_from:
@@ -185,6 +202,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "train_tokens": train_tokens,
         "wall_s": wall_s,
         "tokens_per_s": train_tokens / max(train_s, 1e-9),
+        "resumed_from_step": resumed_step,
         "tokenize_pass": prepared.tokenize_pass,
         "reference_pass": prepared.reference_pass,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
