@@ -10,6 +10,9 @@ a reader can disagree with the rule. The rules:
   paired-bootstrap 95% interval of Δ against each baseline excludes 0.
 - threshold lr: MinorSFT's peak lr is above SFT's. An edge peak only bounds the threshold (a top-edge
   peak means "≥ that lr"), and the claim is decided whenever the bounds decide it.
+- searches (analysis.search): a searched method's lr curve pairs each lr with whatever β was sampled
+  there, so its threshold — and the threshold-lr comparison it enters — is "not measured"; the best
+  configuration (the best trial) still enters the best-method and deviation claims.
 - deviation: final eval mθ of each DPO-derived loss is below SFT's, (a) at each method's best
   configuration, and (b) at every lr both ran, for every β.
 """
@@ -21,6 +24,7 @@ import math
 import pandas as pd
 
 from analysis import METHOD_ORDER, method_name, method_sort_key
+from analysis.search import search_keys
 from analysis.tables import curves, find_peak, fmt_beta, fmt_lr
 
 HOLDS, FAILS, NOT_MEASURED = "holds", "does not hold", "not measured"
@@ -39,15 +43,31 @@ def claims_table(sweep, pts: pd.DataFrame, best: pd.DataFrame, paired: pd.DataFr
     """All claims for every setting of the sweep."""
     rows: list[dict] = []
     crv = curves(sweep, pts)
+    searched = search_keys(sweep.runs)
     for setting in sorted(pts["setting"].unique()):
         methods = [m for (s, m) in crv if s == setting]
         peaks = {m: find_peak(crv[(setting, m)]) for m in methods}
         for m in sorted(methods, key=method_sort_key):
-            rows.append(_threshold_claim(setting, m, crv[(setting, m)], peaks[m]))
+            if (setting, m) in searched:
+                rows.append(_search_threshold_claim(setting, m, sweep.runs))
+            else:
+                rows.append(_threshold_claim(setting, m, crv[(setting, m)], peaks[m]))
         rows.append(
             _best_claim(setting, best[best["setting"] == setting], paired[paired["setting"] == setting])
         )
-        rows.append(_lr_claim(setting, peaks.get("minor_sft"), peaks.get("sft")))
+        lr_searched = [m for m in ("minor_sft", "sft") if (setting, m) in searched]
+        if lr_searched:
+            rows.append(
+                {
+                    "setting": setting,
+                    "claim": CLAIM_LR,
+                    "scope": "MinorSFT vs SFT",
+                    "outcome": NOT_MEASURED,
+                    "evidence": f"{' and '.join(map(method_name, lr_searched))}: a search, not an lr grid",
+                }
+            )
+        else:
+            rows.append(_lr_claim(setting, peaks.get("minor_sft"), peaks.get("sft")))
         sp = pts[pts["setting"] == setting]
         b = best[best["setting"] == setting].set_index("method_id")
         for m in ("dpo_sft", "minor_sft"):
@@ -72,6 +92,19 @@ def _threshold_claim(setting: str, method: str, curve: pd.DataFrame, peak) -> di
     improves = len(lower) > 0 and (lower < peak.accuracy - 1e-9).all()
     outcome = HOLDS if improves and degrades else FAILS
     return {**row, "outcome": outcome, "evidence": head}
+
+
+def _search_threshold_claim(setting: str, method: str, runs: pd.DataFrame) -> dict:
+    """A search samples β per trial instead of running every β at every lr: no threshold to check."""
+    r = runs[(runs["setting"] == setting) & (runs["method"] == method)]
+    return {
+        "setting": setting,
+        "claim": f"each method {CLAIM_THRESHOLD}",
+        "scope": method_name(method),
+        "outcome": NOT_MEASURED,
+        "evidence": f"a search ({len(r)} trials, {r['beta'].nunique()} β values at "
+        f"{r['lr'].nunique()} lr(s)): β is sampled per trial, not run at every lr; run an lr grid",
+    }
 
 
 def _best_claim(setting: str, best: pd.DataFrame, paired: pd.DataFrame) -> dict:

@@ -18,7 +18,7 @@ matplotlib.use("Agg")  # before anything imports pyplot; harmless if already set
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib import colormaps  # noqa: E402
+from matplotlib import cm, colormaps  # noqa: E402
 from matplotlib.colors import LogNorm, Normalize  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
@@ -211,6 +211,10 @@ def accuracy_vs_lr(sweep: Sweep, setting: str, crv: dict, pts: pd.DataFrame) -> 
         ax.set_title(title, fontsize=10)
         ax.legend(fontsize=7, loc="best")
     axes[0].legend(fontsize=7, loc="best")
+    lrs = sorted(sp["lr"].unique())
+    if len(lrs) == 1:  # e.g. a β search at one lr: autoscale leaves a log axis of zero width
+        for ax in axes:
+            ax.set_xlim(lrs[0] / 3, lrs[0] * 3)
     fig.suptitle(
         f"{setting}: accuracy against learning rate (★ = threshold: peak of the best-β curve)", fontsize=11
     )
@@ -286,4 +290,106 @@ def all_plots(sweep: Sweep, crv: dict, pts: pd.DataFrame) -> list[Plot]:
         plots.append(accuracy_vs_lr(sweep, setting, crv, pts))
         plots.append(m_theta_curves(sweep, setting, crv))
         plots.append(m_theta_vs_accuracy(sweep, setting, crv, pts))
+    return plots
+
+
+# --------------------------------------------------------------------------- searches (analysis.search)
+
+
+def _search_panels(tr: pd.DataFrame, setting: str, width: float = 5.2):
+    """One panel per searched method of a setting: (figure, [(method id, trials, axes)])."""
+    st = tr[tr["setting"] == setting]
+    methods = sorted(st["method_id"].unique(), key=method_sort_key)
+    fig = Figure(figsize=(width * len(methods), 4.2), layout="constrained")
+    axes = fig.subplots(1, len(methods), squeeze=False, sharey=True)[0]
+    return fig, [(m, st[st["method_id"] == m], ax) for m, ax in zip(methods, axes, strict=True)]
+
+
+def _mark_not_ok(ax, x, g: pd.DataFrame) -> None:
+    """Diverged/failed trials as red × on the x axis: they have no accuracy, and must still be seen."""
+    bad = g[g["status"] != "ok"]
+    if len(bad):
+        ax.scatter(x[bad.index], np.zeros(len(bad)), marker="x", color="red", s=60, zorder=5,
+                   label=f"diverged/failed ({len(bad)})", clip_on=False)
+
+
+def _base_line(ax, g: pd.DataFrame) -> None:
+    base = g["base_accuracy"].mean()
+    if math.isfinite(base):
+        ax.axhline(base, color="gray", ls=":", lw=1.2, label=f"base {base:.3f}")
+
+
+def optimisation_history(tr: pd.DataFrame, setting: str) -> Plot:
+    """Accuracy of each trial in finish order, with the running best as a step line."""
+    fig, panels = _search_panels(tr, setting)
+    methods = [m for m, _, _ in panels]
+    for method, g, ax in panels:
+        color = method_color(method, methods)
+        ok = g[g["status"] == "ok"]
+        ax.scatter(ok["trial"], ok["accuracy"], color=color, s=30, zorder=4, label="trial (ok)")
+        ax.step(g["trial"], g["running_best"], where="post", color=color, lw=1.6, label="running best")
+        _mark_not_ok(ax, g["trial"], g)
+        _base_line(ax, g)
+        ax.set_ylim(bottom=0)
+        ax.set_xlabel("trial (finish order)")
+        ax.set_title(f"{method_name(method)} — {len(g)} trials", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    panels[0][2].set_ylabel("accuracy (held-out)")
+    fig.suptitle(f"{setting}: optimisation history", fontsize=11)
+    return Plot(
+        f"optimisation_history_{slug(setting)}",
+        f"Optimisation history — {setting}",
+        "One panel per searched method: each trial's accuracy in the order trials finished (finished_at, "
+        "else result.json's mtime), and the best so far as a step line. Red × on the axis: trials that "
+        "diverged or failed (no accuracy). Dotted: the base model.",
+        _png(fig),
+    )
+
+
+def beta_vs_accuracy(tr: pd.DataFrame, setting: str) -> Plot:
+    """Accuracy against β (log axis) of every trial; colour = lr when the search sampled it too."""
+    fig, panels = _search_panels(tr, setting)
+    methods = [m for m, _, _ in panels]
+    lrs = sorted(tr.loc[tr["setting"] == setting, "lr"].unique())
+    norm, cmap = _lr_norm(lrs), colormaps["viridis"]
+    for method, g, ax in panels:
+        ok = g[g["status"] == "ok"]
+        colors = [cmap(norm(lr)) for lr in ok["lr"]] if len(lrs) > 1 else method_color(method, methods)
+        label = "trial (ok)" if len(lrs) > 1 else f"trial (ok), lr {fmt_lr(lrs[0])}"
+        ax.scatter(ok["beta"], ok["accuracy"], c=colors, s=34, zorder=4, edgecolor="black", lw=0.4,
+                   label=label)
+        if len(ok):
+            best = ok.loc[ok["accuracy"].idxmax()]
+            ax.scatter([best["beta"]], [best["accuracy"]], marker="*", s=240, zorder=6, edgecolor="black",
+                       color=method_color(method, methods), label=f"best β={fmt_beta(best['beta'])}")
+        _mark_not_ok(ax, g["beta"], g)
+        _base_line(ax, g)
+        ax.set_xscale("log")
+        ax.set_ylim(bottom=0)
+        ax.set_xlabel("β")
+        ax.set_title(method_name(method), fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7, loc="lower right")
+    panels[0][2].set_ylabel("accuracy (held-out)")
+    if len(lrs) > 1:
+        sm = cm.ScalarMappable(norm=norm, cmap=cmap)
+        fig.colorbar(sm, ax=[ax for _, _, ax in panels], label="learning rate")
+    fig.suptitle(f"{setting}: β against accuracy (search trials)", fontsize=11)
+    return Plot(
+        f"beta_vs_accuracy_{slug(setting)}",
+        f"β against accuracy — {setting}",
+        "Every search trial: β (log axis) against accuracy; colour = learning rate when the search "
+        "sampled it too. ★ is the best trial; red × on the axis are trials that diverged or failed. "
+        "Dotted: the base model.",
+        _png(fig),
+    )
+
+
+def search_plots(tr: pd.DataFrame) -> list[Plot]:
+    """The search figures, per setting that has a search (none when `tr` is empty)."""
+    plots = []
+    for setting in sorted(tr["setting"].unique()):
+        plots.append(optimisation_history(tr, setting))
+        plots.append(beta_vs_accuracy(tr, setting))
     return plots

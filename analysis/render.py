@@ -19,6 +19,7 @@ from analysis.tables import fmt_beta, fmt_lr
 LR_COLUMNS = {"lr", "threshold_lr", "next_lr"}
 SIGNED_COLUMNS = {"delta", "gain_over_base", "drop"}
 INT_COLUMNS = {"n_seeds", "n_questions", "seed", "steps", "eval_n"}
+INT_COLUMNS |= {"trial", "n_trials", "n_ok", "n_diverged", "n_failed"}  # analysis.search
 MTHETA_COLUMNS = {"m_theta", "train_m_theta"}
 HEADERS = {
     "threshold_lr": "threshold lr",
@@ -38,6 +39,10 @@ HEADERS = {
     "n_questions": "questions",
     "wall_s": "wall s",
     "tokens_per_s": "tokens/s",
+    "n_trials": "trials",
+    "n_ok": "ok",
+    "n_diverged": "diverged",
+    "n_failed": "failed",
 }
 
 

@@ -1,7 +1,8 @@
 """`python -m analysis.report SWEEP_DIR [--out DIR] [--no-wandb]`: the sweep's report.
 
 Writes SWEEP_DIR/report/: a CSV and a Markdown file per table, PNG figures, report.md (all tables) and
-report.html (one self-contained page, figures inlined), then logs a W&B summary run (offline unless
+report.html (one self-contained page, figures inlined) — plus a Search section when the sweep holds an
+Optuna-style search (analysis.search) — then logs a W&B summary run (offline unless
 WANDB_MODE says otherwise). Prints where the report is and the learning-rate threshold table. Exits
 non-zero with one line when the directory holds no finished run; corrupt files are listed and skipped.
 """
@@ -18,10 +19,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis import search as S
 from analysis import tables as T
 from analysis.atomic import write_bytes, write_text
 from analysis.claims import claims_table
-from analysis.plots import Plot, all_plots, slug
+from analysis.plots import Plot, all_plots, search_plots, slug
 from analysis.render import html_page, png_img, to_html_table, to_markdown
 from analysis.rundirs import Sweep, load_sweep
 
@@ -56,6 +58,14 @@ EXPLAIN = {
     "grid": "Mean accuracy over seeds that finished ok. Cells say <i>diverged</i> / <i>failed</i> when "
     "no seed finished, and how many seeds did not when some did. The first row is the base model.",
     "runs": "Every finished run (result.json).",
+    "search_best": "Each searched method's best trial (ties → the lower β). A search is found from the run "
+    f"directories alone: a method with at least {S.SEARCH_MIN_BETAS} β values that were each run once (a grid "
+    "repeats its β "
+    "values across learning rates and seeds; a sampler never does). The best of many noisy trials is "
+    "optimistic: rerun it with fresh seeds before comparing it with a grid point.",
+    "search_trials": "Every run of each search in the order it finished (result.json's finished_at; "
+    "<i>(mtime)</i> where the run predates that field). <i>trial</i> counts from 0 in that order "
+    "(Optuna's trial number when trials run one at a time); <i>running best</i> is the best accuracy so far.",
 }
 
 
@@ -109,6 +119,8 @@ def build_report(sweep_dir: Path | str, out_dir: Path | str | None = None, use_w
     paired = T.paired_table(sweep, best)
     claims = claims_table(sweep, pts, best, paired)
     runs = T.run_table(sweep)
+    trials = S.trials(sweep)
+    search_best = S.best_beta(trials)
     rep.threshold = threshold
 
     incomplete = (
@@ -122,6 +134,9 @@ def build_report(sweep_dir: Path | str, out_dir: Path | str | None = None, use_w
         ("best_config", "Best configuration per method", best, "best"),
         ("paired", "Paired comparison of best configurations", paired, "paired"),
     ]
+    if len(trials):
+        named.append(("search_best_beta", "Search: best β per method", search_best, "search_best"))
+        named.append(("search_trials", "Search: all trials", trials[S.TRIAL_COLUMNS], "search_trials"))
     for setting, g in grids.items():
         named.append((f"accuracy_grid_{slug(setting)}", f"Accuracy grid — {setting}", g, "grid"))
     named.append(("runs", "All finished runs", runs, "runs"))
@@ -136,7 +151,8 @@ def build_report(sweep_dir: Path | str, out_dir: Path | str | None = None, use_w
         md_parts.append(md)
 
     plots = all_plots(sweep, crv, pts)
-    for p in plots:
+    s_plots = search_plots(trials)
+    for p in plots + s_plots:
         rep.files.append(write_bytes(out / f"{p.name}.png", p.png))
     notes = _notes(sweep, pts)
     if notes:
@@ -144,7 +160,7 @@ def build_report(sweep_dir: Path | str, out_dir: Path | str | None = None, use_w
     if sweep.problems:
         md_parts.append("## Skipped files\n\n" + "\n".join(f"- `{p}`" for p in sweep.problems) + "\n")
     rep.files.append(write_text(out / "report.md", "\n".join(md_parts)))
-    rep.files.append(write_text(rep.html, _html(sweep, named, plots, notes, incomplete)))
+    rep.files.append(write_text(rep.html, _html(sweep, named, plots, s_plots, notes, incomplete)))
 
     if use_wandb:
         from analysis.wandb_summary import group_of, log_summary
@@ -156,7 +172,11 @@ def build_report(sweep_dir: Path | str, out_dir: Path | str | None = None, use_w
             if pd.notna(r.threshold_lr)
         }
         summary.update({f"{r.setting}/{r.method}/best_accuracy": r.accuracy for r in best.itertuples()})
-        rep.messages.append(log_summary(out, group, {stem: df for stem, _, df, _ in named}, plots, summary))
+        for r in search_best.dropna(subset=["beta"]).itertuples():
+            summary[f"{r.setting}/{r.method}/search_best_beta"] = r.beta
+            summary[f"{r.setting}/{r.method}/search_best_accuracy"] = r.accuracy
+        tables = {stem: df for stem, _, df, _ in named}
+        rep.messages.append(log_summary(out, group, tables, plots + s_plots, summary))
     rep.messages[:0] = [f"skipped: {p}" for p in sweep.problems]
     return rep
 
@@ -169,7 +189,17 @@ def _csv(df: pd.DataFrame) -> str:
     return df.to_csv(index=False, float_format="%.6g")
 
 
-def _html(sweep: Sweep, named, plots: list[Plot], notes: list[str], incomplete: str | None) -> str:
+def _figures(plots: list[Plot]) -> list[str]:
+    return [
+        f"<h3>{html.escape(p.title)}</h3><p class='explain'>{html.escape(p.caption)}</p>"
+        f"{png_img(p.png, p.title)}"
+        for p in plots
+    ]
+
+
+def _html(
+    sweep: Sweep, named, plots: list[Plot], s_plots: list[Plot], notes: list[str], incomplete: str | None
+) -> str:
     r = sweep.runs
     counts = r["status"].value_counts()
     summary = (
@@ -197,6 +227,7 @@ def _html(sweep: Sweep, named, plots: list[Plot], notes: list[str], incomplete: 
     nav = [
         '<a href="#claims">claims</a>',
         '<a href="#threshold">threshold</a>',
+        *(['<a href="#search">search</a>'] if s_plots else []),
         '<a href="#plots">plots</a>',
         '<a href="#accuracy-grids">grids</a>',
         '<a href="#runs">runs</a>',
@@ -211,12 +242,16 @@ def _html(sweep: Sweep, named, plots: list[Plot], notes: list[str], incomplete: 
             f'<h2 id="{stem}">{html.escape(title + suffix)}</h2><p class="explain">{EXPLAIN[key]}</p>'
             f"{to_html_table(df)}"
         )
+    if "search_best_beta" in sections:
+        parts.append(f"<h2 id=\"search\">Search{suffix}</h2>")
+        for stem in ("search_best_beta", "search_trials"):
+            title, df, key = sections[stem]
+            parts.append(
+                f"<h3>{html.escape(title)}</h3><p class=\"explain\">{EXPLAIN[key]}</p>{to_html_table(df)}"
+            )
+        parts.extend(_figures(s_plots))
     parts.append('<h2 id="plots">Figures</h2>')
-    for p in plots:
-        parts.append(
-            f"<h3>{html.escape(p.title)}</h3><p class='explain'>{html.escape(p.caption)}</p>"
-            f"{png_img(p.png, p.title)}"
-        )
+    parts.extend(_figures(plots))
     parts.append(
         f'<h2 id="accuracy-grids">Accuracy grids{suffix}</h2><p class="explain">{EXPLAIN["grid"]}</p>'
     )

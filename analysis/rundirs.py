@@ -13,6 +13,7 @@ import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +47,12 @@ RUN_COLUMNS = [
     "train_tokens",
     "wall_s",
     "tokens_per_s",
+    "finished_at",
+    "finished_at_from",
     "path",
 ]
+"""`finished_at` is a UTC timestamp: result.json's own, else (older runs) the file's mtime, which
+`finished_at_from` says ("result.json" or "mtime") — the order of search trials rests on it."""
 NUMERIC_FIELDS = (
     "accuracy",
     "m_theta",
@@ -204,7 +209,20 @@ def parse_result(path: Path) -> dict:
         v = data.get(k)
         row[k] = str(v) if v not in (None, "") else "unknown"
     row["error"] = data.get("error")
+    row["finished_at"] = _timestamp(data.get("finished_at"))
     return row
+
+
+def _timestamp(value: object) -> pd.Timestamp | None:
+    """An ISO 8601 `finished_at` as a UTC timestamp (naive means UTC); None when absent or unreadable,
+    so the caller falls back to the file's mtime rather than dropping a finished run over a clock."""
+    if not isinstance(value, str):
+        return None
+    try:
+        t = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))  # 'Z': Python < 3.11
+    except ValueError:
+        return None
+    return pd.Timestamp(t if t.tzinfo else t.replace(tzinfo=timezone.utc)).tz_convert("UTC")
 
 
 def load_sweep(root: Path | str) -> Sweep:
@@ -223,6 +241,10 @@ def load_sweep(root: Path | str) -> Sweep:
             problems.append(f"{d / 'result.json'}: {e}; run skipped")
             continue
         row["run"], row["path"] = rel, str(d)
+        row["finished_at_from"] = "result.json" if row["finished_at"] is not None else "mtime"
+        if row["finished_at"] is None:
+            mtime = (d / "result.json").stat().st_mtime
+            row["finished_at"] = pd.Timestamp(mtime, unit="s", tz="UTC")
         rows.append(row)
         for name, frames in (("metrics.jsonl", metrics_frames), ("eval.jsonl", eval_frames)):
             p = d / name

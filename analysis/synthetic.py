@@ -3,12 +3,13 @@
 The analysis must be testable before any sweep exists, and a report must be previewable without
 training anything: `write_run` writes the five contract files from given numbers, and
 `python -m analysis.synthetic OUT_DIR` writes a small, plausible demo sweep (interior optima, one
-diverged point) to try the report on.
+diverged point) to try the report on; `--search` writes an Optuna-style β search instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import math
 import zlib
@@ -43,12 +44,14 @@ def write_run(
     steps: int = 20,
     subjects: list[str] | None = None,
     error: str | None = None,
+    finished_at: str | None = None,
 ) -> Path:
     """Write one run directory with all contract files; returns it.
 
     Correctness per question: `correct` when given (its mean is the accuracy), else round(accuracy·n)
     questions chosen by a permutation seeded from (lr, β, seed), so different configurations get
-    different (pairable) prediction sets. Non-ok runs get no accuracy and no predictions.
+    different (pairable) prediction sets. Non-ok runs get no accuracy and no predictions. result.json
+    gets `finished_at` only when given, as run directories from before that field lack it.
     """
     run_dir = Path(run_dir)
     ok = status == "ok"
@@ -127,6 +130,8 @@ def write_run(
         "wall_s": 10.0,
         "tokens_per_s": 2048.0,
     }
+    if finished_at is not None:
+        result["finished_at"] = finished_at
     write_text(run_dir / "result.json", json.dumps(result, indent=2))
     return run_dir
 
@@ -183,11 +188,62 @@ def demo_sweep(root: Path, n_questions: int = 400, group: str = "demo") -> Path:
     return root
 
 
+SEARCH_START = dt.datetime(2026, 11, 26, 18, 0, tzinfo=dt.timezone.utc)
+
+
+def search_sweep(
+    root: Path,
+    trials: list[tuple[float, float | str]] | None = None,
+    *,
+    method: str = "minor_sft",
+    lr: float | list[float] = 1e-3,
+    n_questions: int = 200,
+    group: str = "search",
+) -> Path:
+    """An Optuna-style search, laid out as `make optuna` lays it out: one run directory per trial,
+    `ROOT/<method>/lr<lr>_beta<β>_seed0`, each with `finished_at` (trial i finishes 7·i minutes after
+    SEARCH_START), plus the sweeper's optuna.db and optimization_results.yaml, which analysis must not
+    read (here they are junk, to prove it).
+
+    trials: (β, accuracy or "diverged"/"failed") in finish order; default six log-uniform β in
+    [0.01, 1] (seeded) with accuracy peaking near β = 0.1, the fourth trial diverged. `lr` is one
+    learning rate, or one per trial (a search that samples it too). Directories are written in reverse
+    finish order, so neither the directory names nor the mtimes give the finish order.
+    """
+    if trials is None:
+        rng = np.random.default_rng(3)  # a seed whose history improves twice: a telling demo
+        betas = 10 ** rng.uniform(-2, 0, size=6)
+        trials = [
+            (float(b), "diverged" if i == 3 else round(0.62 - 0.12 * math.log10(b / 0.1) ** 2, 3))
+            for i, b in enumerate(betas)
+        ]
+    lrs = lr if isinstance(lr, list) else [lr] * len(trials)
+    for i in reversed(range(len(trials))):
+        beta, outcome = trials[i]
+        stamp = (SEARCH_START + dt.timedelta(minutes=7 * i)).isoformat()
+        kw = {"status": outcome} if isinstance(outcome, str) else {"accuracy": outcome}
+        write_run(
+            root / method / f"lr{lrs[i]}_beta{beta}_seed0",
+            method=method,
+            lr=lrs[i],
+            beta=beta,
+            n_questions=n_questions,
+            group=group,
+            finished_at=stamp,
+            m_theta=0.3 + beta,
+            **kw,
+        )
+    write_text(root / "optimization_results.yaml", "name: optuna\nbest_params: {not: read}\n")
+    (root / "optuna.db").write_bytes(b"SQLite format 3\x00 not a real database")
+    return root
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Write a small synthetic demo sweep (to preview the report).")
     ap.add_argument("out_dir", type=Path)
+    ap.add_argument("--search", action="store_true", help="an Optuna-style β search instead of a grid")
     args = ap.parse_args(argv)
-    demo_sweep(args.out_dir)
+    (search_sweep if args.search else demo_sweep)(args.out_dir)
     print(f"demo sweep written to {args.out_dir}; now: python -m analysis.report {args.out_dir}")
 
 

@@ -19,6 +19,7 @@ import pandas as pd
 
 from analysis import method_name, method_sort_key
 from analysis.rundirs import Sweep
+from analysis.search import search_keys
 from analysis.stats import PairedResult, bootstrap_ci, paired_bootstrap, t_interval, wilson_interval
 
 TIE_ATOL = 1e-9  # accuracies are k/n (or means of them): equal ones compare equal up to float noise
@@ -303,7 +304,9 @@ def threshold_table(sweep: Sweep, pts: pd.DataFrame | None = None) -> pd.DataFra
     and a flag when the peak sits on an edge of the grid."""
     pts = points(sweep) if pts is None else pts
     rows = []
-    for (setting, method), curve in curves(sweep, pts).items():
+    crv = curves(sweep, pts)
+    searched = search_keys(sweep.runs)
+    for (setting, method), curve in crv.items():  # one row per curve, in crv's order
         base = pts.loc[pts["setting"] == setting, "base_accuracy"].mean()
         row: dict = {"setting": setting, "method": method_name(method), "base_accuracy": base}
         peak = find_peak(curve)
@@ -365,6 +368,9 @@ def threshold_table(sweep: Sweep, pts: pd.DataFrame | None = None) -> pd.DataFra
             note="; ".join(notes),
         )
         rows.append(row)
+    for row, key in zip(rows, crv, strict=True):
+        if key in searched:  # a search's lr curve pairs each lr with whatever β was sampled there
+            row["note"] = "; ".join(x for x in (row.get("note"), SEARCH_NOTE) if x)
     df = pd.DataFrame(rows, columns=THRESHOLD_COLUMNS)
     if not sweep.is_complete and len(df):
         df["note"] = (
@@ -378,6 +384,11 @@ def threshold_table(sweep: Sweep, pts: pd.DataFrame | None = None) -> pd.DataFra
         )
     return df
 
+
+SEARCH_NOTE = (
+    "search: β sampled per trial, not run at every lr; this is the best trial's lr, not a threshold "
+    "(see the Search section)"
+)
 
 BEST_COLUMNS = [
     "setting",
