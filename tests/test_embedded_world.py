@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
+import logging
+import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -26,6 +30,7 @@ SMALL = WorldConfig(
     pretrain_steps=12,
     batch_size=8,
     log_every=5,
+    threads=1,  # CI boxes are small and shared; the real world uses 2
 )
 
 
@@ -116,15 +121,28 @@ def test_rebuild_elsewhere_is_byte_identical(world: EmbeddedWorld, tmp_path: Pat
     other = ensure_embedded_world(tmp_path / "again", SMALL)
     assert other.train_csv.read_bytes() == world.train_csv.read_bytes()
     assert other.eval_csv.read_bytes() == world.eval_csv.read_bytes()
-    assert (other.model_dir / "tokenizer.json").read_bytes() == (world.model_dir / "tokenizer.json").read_bytes()
+    for name in ("tokenizer.json", "model.safetensors"):  # same machine and threads: same weights
+        assert (other.model_dir / name).read_bytes() == (world.model_dir / name).read_bytes()
 
 
-def test_changed_config_rebuilds_in_place(tmp_path: Path) -> None:
-    """A stale world (other config) is replaced whole, never mixed with the new one."""
+def test_changed_config_rebuilds_in_place(world: EmbeddedWorld, tmp_path: Path) -> None:
+    """A stale world (other config) is replaced whole; no temporary directory survives, even a killed build's."""
     root = tmp_path / "embedded"
-    ensure_embedded_world(root, SMALL)
-    changed = WorldConfig(**{**SMALL.__dict__, "seed": 1})
+    shutil.copytree(world.root, root)
+    (tmp_path / ".embedded.tmp-killed").mkdir()  # what a build killed mid-way leaves behind
+    changed = dataclasses.replace(SMALL, seed=1)
     ensure_embedded_world(root, changed)
     manifest = json.loads((root / "world.json").read_text(encoding="utf-8"))
     assert manifest["config"]["seed"] == 1
+    assert (root / "train.csv").read_bytes() != world.train_csv.read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == ["embedded"]
+
+
+def test_concurrent_callers_build_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Two callers at once (as two sweep workers would be): one builds under the lock, the other reuses."""
+    root = tmp_path / "embedded"
+    caplog.set_level(logging.INFO, logger="trainers.embedded_world")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        worlds = list(pool.map(lambda _: ensure_embedded_world(root, SMALL), range(2)))
+    assert worlds[0] == worlds[1]
+    assert sum("building into" in r.getMessage() for r in caplog.records) == 1

@@ -8,8 +8,10 @@ deterministically, and caches it (see DESIGN.md section 4):
   listed as options A-D in the same order, so the gold letter is a fixed function of the value (shuffled
   options were not learnable at this scale);
 * a WordLevel tokenizer over the world's words (every name one token), as ``PreTrainedTokenizerFast``;
-* a 2-layer Llama pretrained on declarative facts about *all* entities plus option listings that use the
-  letters (so the letters are known tokens), but never the question -> letter mapping;
+* a 2-layer Llama pretrained on declarative facts about *all* entities, option listings that use the
+  letters, and multiple-choice-format examples whose answer letter is drawn uniformly at random anew each
+  epoch: the base knows the format and the letters (gold-letter log-prob ~ log 1/4, not ~-17 as for an
+  unseen token) but never which letter is right, so its accuracy stays at chance (measured 25.6%);
 * ``train.csv``: multiple-choice questions about some entities, answers with a letter and 0-3 restatements
   of the fact (varying answer length, so MinorSFT and SFT-using-DPO differ);
   ``eval.csv``: questions about the other, held-out entities, whose facts the base saw only in pretraining.
@@ -41,7 +43,7 @@ from filelock import FileLock
 logger = logging.getLogger(__name__)
 
 # Bump when the world's content or the build procedure changes: a cached world of another version is rebuilt.
-WORLD_VERSION = 1
+WORLD_VERSION = 2
 
 LETTERS: tuple[str, ...] = ("A", "B", "C", "D")
 CSV_COLUMNS: tuple[str, ...] = ("id", "question", "A", "B", "C", "D", "answer", "explanation")
@@ -84,7 +86,9 @@ RESTATEMENTS: tuple[str, ...] = (
     "The {attr} of {name} is {value} .",
     "So the {attr} is {value} .",
 )
-LISTING_TEMPLATE = "The {attr} options are " + " ".join(f"{letter} . {{v{i}}}" for i, letter in enumerate(LETTERS)) + " ."
+LISTING_TEMPLATE = (
+    "The {attr} options are " + " ".join(f"{letter} . {{v{i}}}" for i, letter in enumerate(LETTERS)) + " ."
+)
 PROMPT_TEMPLATE = "Question : A . {A} B . {B} C . {C} D . {D} . {question}"
 
 _CONSONANTS = "bdfgklmnprstvz"
@@ -104,19 +108,20 @@ class WorldConfig:
     n_eval_questions: int = 1600
     max_restatements: int = 3
     listing_repeats: int = 20  # copies of each attribute's option listing per pretraining epoch
+    format_examples: int = 300  # MC-format examples (prompt, random letter) per pretraining epoch
     # model (Llama, tied embeddings, no dropout)
     hidden_size: int = 128
     intermediate_size: int = 512
     num_layers: int = 2
     num_heads: int = 4
     # pretraining
-    pretrain_steps: int = 1500
+    pretrain_steps: int = 1600
     batch_size: int = 32
     seq_len: int = 64
     lr: float = 3e-3
     warmup_steps: int = 50
     weight_decay: float = 0.0  # 0.1 made the downstream learning-rate curve flat and noisy (DESIGN 4)
-    threads: int = 2
+    threads: int = 2  # ~0.075 s/step on 2 idle cores; on an oversubscribed box 1 thread is 5-9x faster
     log_every: int = 100
 
 
@@ -171,6 +176,8 @@ def _make_facts(config: WorldConfig) -> _Facts:
         raise ValueError(f"n_attributes must be in 1..{len(ATTRIBUTES)}")
     if not 0 < config.n_train_entities < config.n_entities:
         raise ValueError("need 0 < n_train_entities < n_entities")
+    if not 0 <= config.max_restatements <= len(RESTATEMENTS):
+        raise ValueError(f"max_restatements must be in 0..{len(RESTATEMENTS)}")
     rng = random.Random(config.seed)
     names = _make_names(rng, config.n_entities, _template_words())
     attributes = ATTRIBUTES[: config.n_attributes]
@@ -201,7 +208,29 @@ def _pretraining_sentences(facts: _Facts, config: WorldConfig) -> list[str]:
     return sentences
 
 
-def _mc_rows(facts: _Facts, entities: Sequence[int], n: int, rng: random.Random, prefix: str) -> list[dict]:
+def _build_corpus(facts: _Facts, tokenizer, sentences: list[str]) -> _Corpus:
+    prompts, restatements = [], []
+    for e in range(len(facts.names)):
+        for a in range(len(facts.attributes)):
+            fields = _fact_fields(facts, e, a)
+            options = dict(zip(LETTERS, facts.attributes[a][1], strict=True))
+            for template in QUESTION_TEMPLATES:
+                prompts.append(PROMPT_TEMPLATE.format(question=template.format(**fields), **options))
+                restatements.append(RESTATEMENTS[len(prompts) % len(RESTATEMENTS)].format(**fields))
+    return _Corpus(
+        sentences=_encode_many(tokenizer, sentences),
+        mc_prompts=_encode_many(tokenizer, prompts),
+        mc_restatements=_encode_many(tokenizer, restatements),
+        letter_ids=tokenizer.convert_tokens_to_ids(list(LETTERS)),
+        dot_id=tokenizer.convert_tokens_to_ids("."),
+        eos_id=tokenizer.eos_token_id,
+        pad_id=tokenizer.pad_token_id,
+    )
+
+
+def _mc_rows(
+    facts: _Facts, entities: Sequence[int], n: int, max_restatements: int, rng: random.Random, prefix: str
+) -> list[dict]:
     """n multiple-choice rows, each a distinct (entity, attribute, question template) of the given entities."""
     pool = [(e, a, q) for e in entities for a in range(len(facts.attributes)) for q in range(len(QUESTION_TEMPLATES))]
     if n > len(pool):
@@ -209,14 +238,14 @@ def _mc_rows(facts: _Facts, entities: Sequence[int], n: int, rng: random.Random,
     rows = []
     for i, (e, a, q) in enumerate(rng.sample(pool, n)):
         fields = _fact_fields(facts, e, a)
-        k = rng.randrange(len(RESTATEMENTS) + 1)  # 0..3 restatements: answer length varies per sample
+        k = rng.randrange(max_restatements + 1)  # 0..k restatements: answer length varies per sample
         explanation = " ".join(t.format(**fields) for t in rng.sample(RESTATEMENTS, k))
         options = facts.attributes[a][1]
         rows.append(
             {
                 "id": f"{prefix}-{i:05d}",
                 "question": QUESTION_TEMPLATES[q].format(**fields),
-                **dict(zip(LETTERS, options)),
+                **dict(zip(LETTERS, options, strict=True)),
                 "answer": LETTERS[facts.values[e][a]],
                 "explanation": explanation,
             }
@@ -266,7 +295,7 @@ def _build_tokenizer(facts: _Facts):
 def _encode_many(tokenizer, texts: list[str]) -> list[list[int]]:
     """Token ids without special tokens; an unknown word is a bug in the world, so it raises."""
     encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    for text, ids in zip(texts, encoded):
+    for text, ids in zip(texts, encoded, strict=True):
         if tokenizer.unk_token_id in ids:
             raise ValueError(f"out-of-vocabulary word in {text!r}")
     return encoded
@@ -296,26 +325,51 @@ def _build_model(config: WorldConfig, tokenizer):
     return LlamaForCausalLM(model_config)
 
 
+@dataclass(frozen=True)
+class _Corpus:
+    """Token ids of the pretraining text: fixed sentences plus MC-format examples with a random letter."""
+
+    sentences: list[list[int]]
+    mc_prompts: list[list[int]]  # the pipeline's prompt for every (fact, question template) of all entities
+    mc_restatements: list[list[int]]  # a true restatement of each prompt's fact
+    letter_ids: list[int]
+    dot_id: int
+    eos_id: int
+    pad_id: int
+
+    def epoch(self, config: WorldConfig, rng: random.Random) -> list[list[int]]:
+        """One epoch of sequences; MC examples are redrawn with a fresh uniform letter every epoch, so the
+        base learns the answer format and knows the letters (reference log-probs are not ~-17) but never
+        which letter is right: its accuracy stays at chance."""
+        out = list(self.sentences)
+        for i in rng.sample(range(len(self.mc_prompts)), min(config.format_examples, len(self.mc_prompts))):
+            answer = [rng.choice(self.letter_ids)]
+            if rng.random() < 0.5:
+                answer += [self.dot_id, *self.mc_restatements[i]]
+            out.append(self.mc_prompts[i] + answer)
+        return out
+
+
 def _packed_batches(
-    encoded: list[list[int]], config: WorldConfig, pad_id: int, eos_id: int, rng: random.Random
+    corpus: _Corpus, config: WorldConfig, rng: random.Random
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless (input_ids, labels) batches: whole sentences, eos-separated, greedily packed into rows."""
+    """Endless (input_ids, labels) batches: whole sequences, eos-separated, greedily packed into rows."""
     while True:
-        order = list(range(len(encoded)))
-        rng.shuffle(order)
+        encoded = corpus.epoch(config, rng)
+        rng.shuffle(encoded)
         rows: list[list[int]] = []
         row: list[int] = []
-        for i in order:
-            sentence = encoded[i] + [eos_id]
-            if len(row) + len(sentence) > config.seq_len:
+        for sequence in encoded:
+            sequence = sequence + [corpus.eos_id]
+            if len(row) + len(sequence) > config.seq_len:
                 rows.append(row)
                 row = []
-            row = row + sentence
+            row = row + sequence[: config.seq_len]
         rows.append(row)
         rng.shuffle(rows)
         for start in range(0, len(rows) - config.batch_size + 1, config.batch_size):
             chunk = rows[start : start + config.batch_size]
-            ids = torch.full((len(chunk), config.seq_len), pad_id, dtype=torch.long)
+            ids = torch.full((len(chunk), config.seq_len), corpus.pad_id, dtype=torch.long)
             labels = torch.full_like(ids, -100)
             for j, r in enumerate(chunk):
                 ids[j, : len(r)] = torch.tensor(r)
@@ -331,11 +385,11 @@ def _lr_factor(step: int, config: WorldConfig) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _pretrain(model, encoded: list[list[int]], config: WorldConfig, pad_id: int, eos_id: int) -> float:
+def _pretrain(model, corpus: _Corpus, config: WorldConfig) -> float:
     """Causal-LM pretraining on the packed sentences; returns the last logged loss."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, config))
-    batches = _packed_batches(encoded, config, pad_id, eos_id, random.Random(config.seed + 1))
+    batches = _packed_batches(corpus, config, random.Random(config.seed + 1))
     model.train()
     start, running, last = time.monotonic(), 0.0, float("nan")
     for step in range(1, config.pretrain_steps + 1):
@@ -351,7 +405,10 @@ def _pretrain(model, encoded: list[list[int]], config: WorldConfig, pad_id: int,
             last = running / (config.log_every if step % config.log_every == 0 else step % config.log_every)
             running = 0.0
             logger.info(
-                "pretrain step %d/%d loss %.4f elapsed %.1fs", step, config.pretrain_steps, last,
+                "pretrain step %d/%d loss %.4f elapsed %.1fs",
+                step,
+                config.pretrain_steps,
+                last,
                 time.monotonic() - start,
             )
     model.eval()
@@ -388,13 +445,15 @@ def _fact_recall(model, tokenizer, facts: _Facts) -> float:
     return (pred == torch.tensor(gold)).float().mean().item()
 
 
-def _mc_accuracy(model, tokenizer, rows: list[dict]) -> float:
-    """The pipeline's metric: argmax over the A-D letter logits at the last prompt position."""
+def _mc_scores(model, tokenizer, rows: list[dict]) -> tuple[float, float]:
+    """The pipeline's metric (argmax over the A-D letter logits at the last prompt position), and the mean
+    log-prob of the gold letter there: far below log(1/4) would mean the base never learned the letters."""
     letter_ids = torch.tensor(tokenizer.convert_tokens_to_ids(list(LETTERS)))
     prompts = _encode_many(tokenizer, [_mc_prompt(r) for r in rows])
-    pred = _last_logits(model, prompts, tokenizer.pad_token_id)[:, letter_ids].argmax(-1)
+    logprobs = _last_logits(model, prompts, tokenizer.pad_token_id).log_softmax(-1)[:, letter_ids]
     gold = torch.tensor([LETTERS.index(r["answer"]) for r in rows])
-    return (pred == gold).float().mean().item()
+    accuracy = (logprobs.argmax(-1) == gold).float().mean().item()
+    return accuracy, logprobs.gather(1, gold[:, None]).mean().item()
 
 
 # ------------------------------------------------------------------------------------------- build
@@ -411,8 +470,9 @@ def _manifest_matches(root: Path, config: WorldConfig) -> bool:
     except (OSError, ValueError):
         return False
     paths = _world_paths(root)
-    complete = paths.train_csv.is_file() and paths.eval_csv.is_file() and (paths.model_dir / "config.json").is_file()
-    return complete and manifest.get("version") == WORLD_VERSION and manifest.get("config") == dataclasses.asdict(config)
+    files = (paths.train_csv, paths.eval_csv, paths.model_dir / "config.json", paths.model_dir / "tokenizer.json")
+    same = manifest.get("version") == WORLD_VERSION and manifest.get("config") == dataclasses.asdict(config)
+    return same and all(f.is_file() for f in files)
 
 
 def _build(out: Path, config: WorldConfig) -> dict:
@@ -421,27 +481,31 @@ def _build(out: Path, config: WorldConfig) -> dict:
     logger.info("embedded world: sampling %d entities x %d attributes", config.n_entities, config.n_attributes)
     facts = _make_facts(config)
     rng = random.Random(config.seed + 2)
-    train_rows = _mc_rows(facts, facts.train_entities, config.n_train_questions, rng, "train")
-    eval_rows = _mc_rows(facts, facts.eval_entities, config.n_eval_questions, rng, "eval")
+    train_rows = _mc_rows(facts, facts.train_entities, config.n_train_questions, config.max_restatements, rng, "train")
+    eval_rows = _mc_rows(facts, facts.eval_entities, config.n_eval_questions, config.max_restatements, rng, "eval")
 
     logger.info("embedded world: building the tokenizer")
     tokenizer = _build_tokenizer(facts)
     rows = train_rows + eval_rows  # the pipeline must never meet an unknown word
     _encode_many(tokenizer, [_mc_prompt(r) for r in rows] + [_mc_answer(r) for r in rows])
     sentences = _pretraining_sentences(facts, config)
-    encoded = _encode_many(tokenizer, sentences)
+    corpus = _build_corpus(facts, tokenizer, sentences)
 
     model = _build_model(config, tokenizer)
     n_params = sum(p.numel() for p in model.parameters())
     logger.info(
         "embedded world: pretraining %d params on %d sentences, %d steps of %dx%d tokens",
-        n_params, len(sentences), config.pretrain_steps, config.batch_size, config.seq_len,
+        n_params,
+        len(sentences),
+        config.pretrain_steps,
+        config.batch_size,
+        config.seq_len,
     )
-    loss = _pretrain(model, encoded, config, tokenizer.pad_token_id, tokenizer.eos_token_id)
+    loss = _pretrain(model, corpus, config)
 
     logger.info("embedded world: measuring fact recall and base accuracy")
     recall = _fact_recall(model, tokenizer, facts)
-    base_accuracy = _mc_accuracy(model, tokenizer, eval_rows)
+    base_accuracy, gold_letter_logprob = _mc_scores(model, tokenizer, eval_rows)
 
     logger.info("embedded world: writing %s", out)
     _write_csv(out / "train.csv", train_rows)
@@ -455,6 +519,7 @@ def _build(out: Path, config: WorldConfig) -> dict:
         "final_pretraining_loss": loss,
         "fact_recall": recall,
         "base_eval_accuracy": base_accuracy,
+        "base_gold_letter_logprob": gold_letter_logprob,
         "build_seconds": round(time.monotonic() - t0, 1),
         "torch_version": torch.__version__,
     }
@@ -471,6 +536,13 @@ def _replace_dir(src: Path, dst: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
+def _remove_leftovers(root: Path) -> None:
+    """Delete temporary siblings of a build that was killed; only called while holding the lock."""
+    for pattern in (f".{root.name}.tmp-*", f".{root.name}.stale-*"):
+        for leftover in root.parent.glob(pattern):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
 def ensure_embedded_world(root: Path, config: WorldConfig = WorldConfig()) -> EmbeddedWorld:
     """Return the world at ``root``, building it first unless a complete one of this version/config is there.
 
@@ -484,7 +556,9 @@ def ensure_embedded_world(root: Path, config: WorldConfig = WorldConfig()) -> Em
         if _manifest_matches(root, config):  # built by another process while we waited
             return _world_paths(root)
         logger.info("embedded world: building into %s (version %d)", root, WORLD_VERSION)
+        _remove_leftovers(root)
         tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.tmp-"))
+        tmp.chmod(0o755)  # mkdtemp makes it private; the world is a shared cache
         threads = torch.get_num_threads()
         torch.set_num_threads(config.threads)  # fixed thread count: speed on 2 cores, reproducible weights
         try:
