@@ -16,11 +16,12 @@ ARGS ?=
 SWEEP_DIR ?= outputs/sweeps/$(EXPERIMENT)
 SWEEP ?= $(SWEEP_DIR)
 REPORT_ARGS ?=
+BENCH_ARGS ?=
 METHOD ?= minor_sft
 N_TRIALS ?= 6
 OPTUNA_DIR ?= outputs/optuna/$(EXPERIMENT)-$(METHOD)
 
-.PHONY: install sweep optuna train test lint report report-check world
+.PHONY: install sweep optuna train test lint report report-check world bench
 
 install: $(STAMP)
 
@@ -62,7 +63,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(PY) -m ruff check trainers sweep analysis tests
+	$(PY) -m ruff check trainers sweep analysis bench hydra_plugins tests
 
 ## tables, figures and report.html for SWEEP (also a W&B summary run, offline by default)
 report: $(STAMP)
@@ -71,3 +72,8 @@ report: $(STAMP)
 ## render SWEEP's report.html in headless Chromium and save a screenshot
 report-check: $(STAMP)
 	$(PY) -m analysis.browser_check $(SWEEP)/report/report.html --screenshot $(SWEEP)/report/screenshot.png
+
+## the five benchmark ratios of BENCHMARKS.md (not part of `make test`); writes bench/results.json.
+## On a machine shared with other jobs: make bench BENCH_ARGS="--threads 1"
+bench: $(STAMP)
+	$(PY) -m bench $(BENCH_ARGS)

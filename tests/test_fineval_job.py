@@ -60,6 +60,10 @@ def test_fineval_subset_trains_end_to_end(job_cfg, tiny_chat_checkpoint, tmp_pat
     predictions = read_jsonl(Path(cfg.run_dir) / "predictions.jsonl")
     assert len(predictions) == 40 and all(p["subject"] for p in predictions)
     assert all(p["id"].startswith(p["subject"] + "/") for p in predictions)
+    subjects = {p["subject"] for p in predictions}
+    assert set(result["subject_accuracy"]) == subjects
+    n_correct = sum(result["subject_accuracy"][s] * sum(p["subject"] == s for p in predictions) for s in subjects)
+    assert n_correct == pytest.approx(result["accuracy"] * len(predictions))
     # FinEval's test split is a subset of val: the job must never train on an eval question
     train_items, eval_items = load_items(cfg.data)
     assert {i.question for i in train_items}.isdisjoint({i.question for i in eval_items})

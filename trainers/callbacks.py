@@ -29,6 +29,6 @@ class RunDirCallback(TrainerCallback):
             append_jsonl(self.run_dir / EVAL, {
                 "step": state.global_step,
                 "accuracy": metrics["eval_accuracy"],
-                "m_theta": metrics["eval_m_theta"],
+                "m_theta": metrics.get("eval_m_theta"),
                 "n": metrics["eval_n"],
             })

@@ -8,6 +8,7 @@ The reference pass over a set is the same computation on the initial model.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Sequence
@@ -43,9 +44,12 @@ def score_samples(
     pad_id: int,
     batch_size: int,
     progress: str | None = None,
+    with_logps: bool = True,
 ) -> Scores:
     """Score every sample in eval mode; the model's train/eval mode is restored afterwards.
 
+    With `with_logps=False` only the prompts are fed (the answer's log-prob is then NaN): the
+    choice alone needs no answer tokens, which cuts the tokens read by the answer's length.
     Samples are batched in length order so that padding stays small, then put back in order.
     """
     was_training = model.training
@@ -58,10 +62,14 @@ def score_samples(
     n_batches = math.ceil(len(order) / batch_size)
     for b in range(n_batches):
         idx = order[b * batch_size : (b + 1) * batch_size]
-        batch = collate([samples[i] for i in idx], pad_id)
+        chunk = [samples[i] if with_logps else _prompt_only(samples[i]) for i in idx]
+        batch = collate(chunk, pad_id)
         input_ids = batch["input_ids"].to(device)
         logits = model(input_ids=input_ids, attention_mask=batch["attention_mask"].to(device)).logits
-        logps[idx] = sequence_logps(logits, batch["labels"].to(device)).float().cpu()
+        if with_logps:
+            logps[idx] = sequence_logps(logits, batch["labels"].to(device)).float().cpu()
+        else:
+            logps[idx] = float("nan")
         rows = torch.arange(len(idx), device=device)
         answer_logits = logits[rows, batch["answer_pos"].to(device)][:, letters]
         preds[idx] = answer_logits.argmax(dim=-1).cpu()
@@ -70,6 +78,10 @@ def score_samples(
     if was_training:
         model.train()
     return Scores(logps=logps, preds=preds)
+
+
+def _prompt_only(sample: Sample) -> Sample:
+    return dataclasses.replace(sample, input_ids=sample.input_ids[: sample.prompt_len])
 
 
 def prediction_rows(samples: Sequence[Sample], preds: torch.Tensor) -> list[dict]:

@@ -92,18 +92,23 @@ class LossTrainer(Trainer):
         return float(value)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        """Multiple-choice accuracy and eval m_theta from one forward pass per question."""
+        """Multiple-choice accuracy and eval m_theta from one forward pass per question.
+
+        Without m_theta tracking only the prompts are read (the choice needs no answer tokens).
+        """
         start = time.perf_counter()
         scores: Scores = score_samples(
-            self.model, self.eval_samples, self.letter_ids, self.pad_id, self.args.per_device_eval_batch_size
+            self.model, self.eval_samples, self.letter_ids, self.pad_id, self.args.per_device_eval_batch_size,
+            with_logps=self.track_m_theta,
         )
         n_tokens = torch.tensor([s.n_tokens for s in self.eval_samples], dtype=torch.float32)
         metrics = {
             f"{metric_key_prefix}_accuracy": scores.accuracy(self.eval_samples),
-            f"{metric_key_prefix}_m_theta": float(m_theta(scores.logps, self.eval_ref_logps, n_tokens).mean()),
             f"{metric_key_prefix}_n": len(self.eval_samples),
             f"{metric_key_prefix}_runtime": time.perf_counter() - start,
         }
+        if self.track_m_theta:
+            metrics[f"{metric_key_prefix}_m_theta"] = float(m_theta(scores.logps, self.eval_ref_logps, n_tokens).mean())
         self.last_eval = {
             "step": self.state.global_step,
             "metrics": metrics,

@@ -96,6 +96,15 @@ def training_device() -> torch.device:
     return torch.device("cpu")
 
 
+def subject_accuracy(predictions: list[dict]) -> dict[str, float] | None:
+    """Final accuracy per subject (FinEval, ceval-exam), or None when the data has no subjects."""
+    by_subject: dict[str, list[bool]] = {}
+    for p in predictions:
+        if p.get("subject"):
+            by_subject.setdefault(p["subject"], []).append(p["correct"])
+    return {k: sum(v) / len(v) for k, v in sorted(by_subject.items())} or None
+
+
 def slurm_job_id() -> str | None:
     """The SLURM job this ran in, as sacct names it ("<array>_<task>" for array tasks), or None."""
     if os.environ.get("SLURM_ARRAY_JOB_ID"):
@@ -193,10 +202,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "status": status,
         "error": error,
         "accuracy": final["metrics"]["eval_accuracy"] if final else None,
-        "m_theta": final["metrics"]["eval_m_theta"] if final else None,
+        "m_theta": final["metrics"].get("eval_m_theta") if final else None,
         "train_m_theta": next((r["m_theta"] for r in reversed(metrics_log) if r.get("m_theta") is not None), None),
         "base_accuracy": base_accuracy,
         "eval_n": len(eval_samples),
+        "subject_accuracy": subject_accuracy(final["predictions"]) if final else None,
         "train_n": len(train_samples),
         "steps": int(trainer.state.global_step),
         "train_tokens": train_tokens,

@@ -1,0 +1,57 @@
+"""The benchmark harness runs end to end (two steps, one repetition) and writes every row.
+
+No timing is asserted: a smoke run on a shared machine measures nothing. What is asserted is the
+contract of bench/results.json and the correctness checks the bench makes in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from bench.run import main
+from trainers.embedded_world import EmbeddedWorld
+
+
+@pytest.fixture(scope="module")
+def smoke_results(tiny_world: EmbeddedWorld, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    out = tmp_path_factory.mktemp("bench") / "results.json"
+    results = main(["--smoke", "--world-root", str(tiny_world.root), "--out", str(out), "--threads", "1"])
+    return results, out
+
+
+def test_writes_all_five_rows(smoke_results: tuple[dict, Path]) -> None:
+    results, out = smoke_results
+    assert json.loads(out.read_text()) == json.loads(json.dumps(results, default=str))
+    assert [row["row"] for row in results["rows"]] == [1, 2, 3, 4, 5]
+    assert set(results["models"]) == {"tiny", "medium"}
+    for row in results["rows"][:4]:
+        assert set(row["results"]) == {"tiny", "medium"}
+        for r in row["results"].values():
+            assert math.isfinite(r["ratio"]) and r["ratio"] > 0
+    assert results["machine"]["torch_threads"] == 1
+    assert "not measured" in results["gpu"]
+
+
+def test_evaluator_agrees_with_per_option_scoring(smoke_results: tuple[dict, Path]) -> None:
+    for r in smoke_results[0]["rows"][3]["results"].values():
+        assert r["predictions_agree"] and r["agree"] == r["n_questions"]
+        assert r["accuracy_ours"] == r["accuracy_naive"]
+
+
+def test_evaluator_agrees_with_lm_eval_harness(smoke_results: tuple[dict, Path]) -> None:
+    pytest.importorskip("lm_eval")
+    for r in smoke_results[0]["rows"][3]["results"].values():
+        check = r["lm_eval"]
+        assert check["checked"] and check["predictions_agree"]
+        assert check["max_abs_loglik_diff_vs_naive"] < 1e-4
+
+
+def test_grid_counts_shared_passes(smoke_results: tuple[dict, Path]) -> None:
+    grid = smoke_results[0]["rows"][4]["results"]["grid"]
+    assert grid["n_jobs"] == 6 and all(job["status"] == "ok" for job in grid["jobs"])
+    assert grid["reference_passes"] == grid["reference_scoring_calls"] == 1
+    assert grid["tokenisations"] == 1 and grid["encode_items_calls"] == 2
