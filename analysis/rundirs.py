@@ -22,8 +22,9 @@ import pandas as pd
 from analysis import method_name
 
 STATUSES = ("ok", "diverged", "failed")
-SKIP_DIRS = {".hydra", "wandb", "report", "__pycache__", ".git"}
-"""Directories never searched for runs: Hydra's own files, W&B's, and the report this package writes."""
+SKIP_DIRS = {".hydra", "wandb", "report", "__pycache__", ".git", ".submitit"}
+"""Directories never searched for runs: Hydra's own files, W&B's, and the report this package writes.
+Names starting with "_" are skipped too: the sweeper keeps its own jobs there (`_prepare/`)."""
 
 RUN_COLUMNS = [
     "run",
@@ -124,7 +125,7 @@ def find_run_dirs(root: Path) -> tuple[list[Path], list[Path]]:
     finished: list[Path] = []
     hydra_only: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.startswith("_"))
         here = Path(dirpath)
         if "result.json" in filenames:
             finished.append(here)

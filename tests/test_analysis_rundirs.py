@@ -28,6 +28,9 @@ def test_unfinished_run_is_incomplete_but_a_hydra_root_is_not(tmp_path):
     (pending / ".hydra").mkdir(parents=True)
     (pending / ".hydra" / "config.yaml").write_text("method: sft\n")
     (pending / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n')
+    prepare = tmp_path / "_prepare" / "0"  # the sweeper's own prepare job: never a run
+    (prepare / ".hydra").mkdir(parents=True)
+    (prepare / ".hydra" / "config.yaml").write_text("prepare_only: true\n")
     s = load_sweep(tmp_path)
     assert s.incomplete == ["pending"]
     assert not s.is_complete
