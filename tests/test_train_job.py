@@ -146,3 +146,14 @@ def test_rerun_resumes_from_its_own_checkpoint_only(job_cfg):
     # another config in the same directory never resumes from these checkpoints
     other = run_job(job_cfg(*overrides, "method.beta=0.5"))
     assert other["resumed_from_step"] is None and other["steps"] == 6
+
+
+def test_lora_trains_only_adapters_from_the_same_reference(job_cfg):
+    pytest.importorskip("peft")
+    cfg = job_cfg("method=minor_sft", "model.lora={r:4,alpha:8,dropout:0.0,target_modules:[q_proj,v_proj]}")
+    result = run_job(cfg)
+    assert result["status"] == "ok" and result["steps"] == 6
+    # 2 layers x (q_proj, v_proj) x r=4 x (in + out): a sliver of the model
+    assert 0 < result["trainable_params"] < result["total_params"] / 10
+    metrics = read_jsonl(Path(cfg.run_dir) / "metrics.jsonl")
+    assert abs(metrics[0]["m_theta"]) < 1e-5  # zero-initialised adapters: the policy starts as the reference

@@ -155,13 +155,32 @@ class _CollectWarnings(logging.Handler):
 
 
 def load_model(cfg: DictConfig) -> torch.nn.Module:
+    """The checkpoint, wrapped with LoRA adapters when `model.lora` is set.
+
+    LoRA's B matrices start at zero, so the wrapped model computes exactly the base model: the
+    cached reference log-probs and base scores stay valid and m_theta still starts at 0.
+    """
     log.info("Instantiating model <%s> (%s, %s)", cfg.model.name, cfg.model.dtype, cfg.model.attn_implementation)
-    return AutoModelForCausalLM.from_pretrained(
+    model = AutoModelForCausalLM.from_pretrained(
         cfg.model.path,
         dtype=getattr(torch, cfg.model.dtype),
         attn_implementation=cfg.model.attn_implementation,
         trust_remote_code=cfg.model.trust_remote_code,
     )
+    lora = cfg.model.get("lora")
+    if lora:
+        try:
+            from peft import LoraConfig, get_peft_model
+        except ImportError as exc:
+            raise ConfigError("model.lora is set but peft is not installed; pip install -e '.[lora]'") from exc
+        log.info("Adding LoRA adapters <r=%s, alpha=%s, modules=%s>", lora.r, lora.alpha, list(lora.target_modules))
+        model = get_peft_model(model, LoraConfig(
+            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+            target_modules=list(lora.target_modules), task_type="CAUSAL_LM",
+        ))
+        if cfg.model.get("gradient_checkpointing"):
+            model.enable_input_require_grads()
+    return model
 
 
 def prepare(cfg: DictConfig, device: torch.device | str = "cpu", reference: bool | None = None) -> Prepared:

@@ -206,6 +206,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "train_m_theta": next((r["m_theta"] for r in reversed(metrics_log) if r.get("m_theta") is not None), None),
         "base_accuracy": base_accuracy,
         "eval_n": len(eval_samples),
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "total_params": sum(p.numel() for p in model.parameters()),
         "subject_accuracy": subject_accuracy(final["predictions"]) if final else None,
         "train_n": len(train_samples),
         "steps": int(trainer.state.global_step),
