@@ -20,9 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.setup import compose_job
 from trainers import evaluate, prompts
-from trainers.train import run_job
+from trainers.train import compose_job, run_job
 
 GRID_METHODS: tuple[str, ...] = ("sft", "minor_sft", "dpo_sft")
 GRID_LRS: tuple[float, ...] = (1e-3, 3e-4)

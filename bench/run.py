@@ -26,10 +26,11 @@ import transformers
 from bench.evals import measure_eval
 from bench.grid import measure_grid
 from bench.report import GPU_NOTE, format_table
-from bench.setup import MediumSpec, compose_job, ensure_world, job_overrides, load_data, medium_model, model_summary
+from bench.setup import MediumSpec, ensure_world, job_overrides, load_data, medium_model, model_summary
 from bench.steps import measure_steps
 from trainers.embedded_world import EmbeddedWorld
 from trainers.run_dir import atomic_write_text
+from trainers.train import compose_job
 
 log = logging.getLogger("bench")
 

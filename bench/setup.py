@@ -12,17 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
 from trainers.embedded_world import EmbeddedWorld, WorldConfig, ensure_embedded_world
 from trainers.mcq_data import McqItem
 from trainers.prepare import load_items, prepare, prompt_format
 from trainers.prompts import PromptFormat, Sample
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 @dataclass(frozen=True)
@@ -47,20 +43,6 @@ class BenchData:
     train_samples: list[Sample]
     eval_samples: list[Sample]
     eval_items: list[McqItem]
-
-
-def compose_job(overrides: list[str]) -> DictConfig:
-    """The job config as `python -m trainers.train <overrides>` would see it.
-
-    Hydra's own node is registered as the running app's (paths read `${hydra:runtime.cwd}`) and,
-    as in a real job, left out of the returned config.
-    """
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
 
 
 def job_overrides(world: EmbeddedWorld) -> list[str]:

@@ -6,14 +6,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 from trainers.embedded_world import EmbeddedWorld, WorldConfig, ensure_embedded_world
+from trainers.train import compose_job
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = REPO_ROOT / "conf"
 
 # Enough pretraining that the world's facts exist in the model, small enough for seconds.
 TINY_WORLD = WorldConfig(
@@ -25,20 +23,6 @@ TINY_WORLD = WorldConfig(
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> EmbeddedWorld:
     return ensure_embedded_world(tmp_path_factory.mktemp("world") / "embedded", TINY_WORLD)
-
-
-def compose_job(overrides: list[str]) -> DictConfig:
-    """The job config as `python -m trainers.train <overrides>` would see it.
-
-    Hydra's own node is registered as the running app's (paths read `${hydra:runtime.cwd}`)
-    and, as in a real job, left out of the returned config.
-    """
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
 
 
 @pytest.fixture

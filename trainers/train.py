@@ -21,9 +21,10 @@ from typing import Any
 
 import hydra
 import torch
+from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 from transformers import TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -51,6 +52,20 @@ log = logging.getLogger("trainers.train")
 # conf/ at the repo root, found the same way whether the app runs as `-m trainers.train` or is imported
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
+
+
+def compose_job(overrides: list[str]) -> DictConfig:
+    """A job config as `python -m trainers.train <overrides>` would see it, for code that runs jobs in-process.
+
+    Hydra's own node is registered as the running app's (paths read `${hydra:runtime.cwd}`) and,
+    as in a real job, left out of the returned config.
+    """
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
 
 
 def training_arguments(cfg: DictConfig, run_dir: Path, report_to: list[str]) -> TrainingArguments:
