@@ -116,6 +116,7 @@ def test_killed_sweep_resumes_with_exactly_one_ok_result_per_point(tiny_world, t
     assert 2 <= done_before < SMOKE_POINTS, "the kill should land mid-sweep"
 
     rerun = run_sweep(tiny_world, tmp_path, "train.max_steps=40", "train.logging_steps=5")
+    print(next(line for line in rerun.stdout.splitlines() if "already done" in line))
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert f"{done_before} already done, {SMOKE_POINTS - done_before} to run" in rerun.stdout
     found = results(tmp_path / "sweep")  # json.loads of every result.json: none truncated
