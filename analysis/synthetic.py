@@ -157,34 +157,23 @@ def demo_sweep(root: Path, n_questions: int = 400, group: str = "demo") -> Path:
                 for seed in (0, 1):
                     path = root / run_name(method, lr, beta, seed)
                     mt = m_scale[method] * 40 * math.sqrt(lr) * (1 - (beta or 0))
-                    if acc is None:
-                        write_run(
-                            path,
-                            method=method,
-                            lr=lr,
-                            beta=beta,
-                            seed=seed,
-                            status="diverged",
-                            n_questions=n_questions,
-                            base_accuracy=0.13,
-                            group=group,
-                            m_theta=mt,
-                        )
-                    else:
-                        a = min(1.0, max(0.0, acc + (0.02 if seed else -0.02)))
-                        write_run(
-                            path,
-                            method=method,
-                            lr=lr,
-                            beta=beta,
-                            seed=seed,
-                            accuracy=a,
-                            n_questions=n_questions,
-                            base_accuracy=0.13,
-                            group=group,
-                            m_theta=mt,
-                            steps=150,
-                        )
+                    outcome = (
+                        {"status": "diverged"}
+                        if acc is None
+                        else {"accuracy": min(1.0, max(0.0, acc + (0.02 if seed else -0.02))), "steps": 150}
+                    )
+                    write_run(
+                        path,
+                        method=method,
+                        lr=lr,
+                        beta=beta,
+                        seed=seed,
+                        n_questions=n_questions,
+                        base_accuracy=0.13,
+                        group=group,
+                        m_theta=mt,
+                        **outcome,
+                    )
     return root
 
 

@@ -22,30 +22,18 @@ def build(root, plan, base=0.25, **kw):
         for lr, cell in by_lr.items():
             for seed, v in enumerate(cell if isinstance(cell, list) else [cell]):
                 d = root / run_name(method, lr, beta, seed)
-                if isinstance(v, str):
-                    write_run(
-                        d,
-                        method=method,
-                        lr=lr,
-                        beta=beta,
-                        seed=seed,
-                        status=v,
-                        base_accuracy=base,
-                        n_questions=N,
-                        **kw,
-                    )
-                else:
-                    write_run(
-                        d,
-                        method=method,
-                        lr=lr,
-                        beta=beta,
-                        seed=seed,
-                        accuracy=v,
-                        base_accuracy=base,
-                        n_questions=N,
-                        **kw,
-                    )
+                outcome = {"status": v} if isinstance(v, str) else {"accuracy": v}
+                write_run(
+                    d,
+                    method=method,
+                    lr=lr,
+                    beta=beta,
+                    seed=seed,
+                    base_accuracy=base,
+                    n_questions=N,
+                    **outcome,
+                    **kw,
+                )
     return load_sweep(root)
 
 

@@ -120,6 +120,21 @@ def subject_accuracy(predictions: list[dict]) -> dict[str, float] | None:
     return {k: sum(v) / len(v) for k, v in sorted(by_subject.items())} or None
 
 
+def job_identity(cfg: DictConfig) -> dict[str, Any]:
+    """The grid coordinates and config hash that every result.json starts with, whatever its status."""
+    return {
+        "method": cfg.method.name,
+        "lr": float(cfg.train.lr),
+        "beta": cfg.method.get("beta"),
+        "seed": int(cfg.seed),
+        "dataset": cfg.data.name,
+        "model": cfg.model.name,
+        "group": cfg.experiment_name,
+        "run_name": run_name(cfg),
+        "config_hash": config_hash(cfg),
+    }
+
+
 def slurm_job_id() -> str | None:
     """The SLURM job this ran in, as sacct names it ("<array>_<task>" for array tasks), or None."""
     if os.environ.get("SLURM_ARRAY_JOB_ID"):
@@ -205,15 +220,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     wall_s = time.perf_counter() - started
     train_tokens = int(trainer.state.num_input_tokens_seen)
     result = {
-        "method": cfg.method.name,
-        "lr": float(cfg.train.lr),
-        "beta": cfg.method.get("beta"),
-        "seed": int(cfg.seed),
-        "dataset": cfg.data.name,
-        "model": cfg.model.name,
-        "group": cfg.experiment_name,
-        "run_name": run_name(cfg),
-        "config_hash": config_hash(cfg),
+        **job_identity(cfg),
         "status": status,
         "error": error,
         "accuracy": final["metrics"]["eval_accuracy"] if final else None,
@@ -256,9 +263,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     except Exception as exc:
         log.exception("Job failed")
         result = {
-            "method": cfg.method.name, "lr": float(cfg.train.lr), "beta": cfg.method.get("beta"),
-            "seed": int(cfg.seed), "dataset": cfg.data.name, "model": cfg.model.name,
-            "group": cfg.experiment_name, "run_name": run_name(cfg), "status": "failed",
+            **job_identity(cfg), "status": "failed",
             "error": f"{type(exc).__name__}: {exc}".splitlines()[0], "accuracy": None, "m_theta": None,
         }
         atomic_write_json(Path(cfg.run_dir) / RESULT, result)
