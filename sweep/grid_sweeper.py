@@ -26,6 +26,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from sweep.grid import GridError, GridPoint, expand_grid
+from sweep.overrides import grid_override_error
 from sweep.progress import ProgressMonitor, statuses
 from trainers.run_dir import atomic_write_json, config_hash, is_done
 from trainers.validate import ConfigError, validate_config, validate_paths
@@ -67,6 +68,8 @@ class GridSweeper(Sweeper):
         cfg = self.config
         sweep_dir = Path(cfg.hydra.sweep.dir)
         fixed = self._fixed_overrides(arguments)
+        if (overwritten := grid_override_error(fixed, cfg.get("grid"))) is not None:
+            fail(overwritten)
         try:
             grid = cfg.get("grid")
             points = expand_grid(OmegaConf.to_container(grid, resolve=True) if grid is not None else {})
