@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from trainers import losses
+from trainers.prepare import prepare
 from trainers.run_dir import read_jsonl
 from trainers.train import run_job
 from wandb_records import offline_history
@@ -27,7 +28,10 @@ def test_job_writes_the_run_directory(job_cfg, tiny_world):
 
     assert RESULT_KEYS <= set(result)
     assert json.loads((run_dir / "result.json").read_text()) == json.loads(json.dumps(result))
-    assert result["status"] == "ok" and result["steps"] == 6 and result["train_tokens"] > 0
+    assert result["status"] == "ok" and result["steps"] == 6
+    # 6 steps x 8 questions is one pass over the 48 train questions: every input token counted once
+    train_samples = prepare(cfg, reference=False).train_samples
+    assert result["train_n"] == 48 and result["train_tokens"] == sum(len(s.input_ids) for s in train_samples)
     n_eval = sum(1 for _ in open(tiny_world.eval_csv)) - 1
     assert result["eval_n"] == n_eval
 

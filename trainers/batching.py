@@ -32,6 +32,8 @@ def collate(samples: Sequence[Sample], pad_id: int, ref_logps: Sequence[float] |
         "n_tokens": torch.tensor([s.n_tokens for s in samples], dtype=torch.float32),
         "answer_pos": torch.tensor([s.prompt_len - 1 for s in samples], dtype=torch.long),
         "gold": torch.tensor([s.gold for s in samples], dtype=torch.long),
+        # known here on the host, so that counting tokens never waits for the device
+        "n_input_tokens": sum(len(s.input_ids) for s in samples),
     }
     if ref_logps is not None:
         batch["ref_logps"] = torch.tensor(list(ref_logps), dtype=torch.float32)

@@ -3,7 +3,8 @@
 The input is prompt + gold answer. Under causal attention the logits at the last prompt
 position do not see the answer, so the option letters' logits there are the model's choice,
 while the answer positions of the same pass give lp, hence m_theta on the eval set for free.
-The reference pass over a set is the same computation on the initial model.
+The reference pass over a set is the same computation on the initial model. The LM head runs at
+those positions only (`trainers.logprobs`), never over the whole prompt.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from trainers.batching import collate
-from trainers.losses import sequence_logps
+from trainers.logprobs import answer_mask, answer_targets, kept_logits, sum_per_sample, token_logps
 from trainers.mcq_data import OPTION_LETTERS
 from trainers.prompts import Sample
 
@@ -64,14 +65,20 @@ def score_samples(
         idx = order[b * batch_size : (b + 1) * batch_size]
         chunk = [samples[i] if with_logps else _prompt_only(samples[i]) for i in idx]
         batch = collate(chunk, pad_id)
-        input_ids = batch["input_ids"].to(device)
-        logits = model(input_ids=input_ids, attention_mask=batch["attention_mask"].to(device)).logits
+        input_ids, attention_mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
         if with_logps:
-            logps[idx] = sequence_logps(logits, batch["labels"].to(device)).float().cpu()
+            # the first answer-predicting position of each row is its last prompt position
+            keep = answer_mask(batch["labels"]).to(device)
+            logits = kept_logits(model, input_ids, attention_mask, keep)
+            tokens = token_logps(logits, answer_targets(batch["labels"]).to(device))
+            logps[idx] = sum_per_sample(tokens, keep).float().cpu()
+            first_rows = torch.cumsum(batch["n_tokens"].long(), 0) - batch["n_tokens"].long()
+            answer_logits = logits[first_rows.to(device)][:, letters]
         else:
+            keep = torch.zeros_like(batch["input_ids"], dtype=torch.bool)
+            keep[torch.arange(len(idx)), batch["answer_pos"]] = True
+            answer_logits = kept_logits(model, input_ids, attention_mask, keep.to(device))[:, letters]
             logps[idx] = float("nan")
-        rows = torch.arange(len(idx), device=device)
-        answer_logits = logits[rows, batch["answer_pos"].to(device)][:, letters]
         preds[idx] = answer_logits.argmax(dim=-1).cpu()
         if progress and (b + 1) % max(1, n_batches // 4) == 0:
             log.info("%s: %d/%d", progress, min((b + 1) * batch_size, len(order)), len(order))

@@ -2,6 +2,11 @@
 
 Only the objective, its metrics and the multiple-choice evaluation are ours; accumulation,
 mixed precision, accelerate/FSDP/DeepSpeed and checkpoint-resume stay the library's.
+
+A training micro-batch makes no host sync of its own: the LM head runs at the answer positions
+only (`trainers.logprobs`), a non-finite loss is remembered on the device and checked when the
+Trainer logs (it syncs then anyway) and when training ends, and the input-token count comes from
+the collator, which already knows it on the host.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ import torch
 from transformers import Trainer
 
 from trainers.evaluate import Scores, prediction_rows, score_samples
-from trainers.losses import BETA_METHODS, LOSSES, m_theta, minor_coefficient, sequence_logps
+from trainers.logprobs import answer_logps
+from trainers.losses import BETA_METHODS, LOSSES, m_theta, minor_coefficient
 from trainers.prompts import Sample
 
 
@@ -49,31 +55,81 @@ class LossTrainer(Trainer):
         self.track_m_theta = track_m_theta
         self._metrics: dict[str, list[torch.Tensor]] = defaultdict(list)
         self._throughput_clock: tuple[float, int] | None = None  # (time, tokens seen) at the last log
+        self._unlogged_tokens = 0  # input tokens of this process's micro-batches since the last count
+        self._first_bad_step: torch.Tensor | None = None  # on the device: first step with a non-finite loss, or -1
         self.last_eval: dict[str, Any] | None = None
 
     def train(self, *args: Any, **kwargs: Any):
         self._throughput_clock = None  # set at the first step, after a resumed state is loaded
-        return super().train(*args, **kwargs)
+        self._unlogged_tokens, self._first_bad_step = 0, None
+        output = super().train(*args, **kwargs)
+        self._count_tokens()
+        self._raise_if_diverged()
+        return output
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
-        policy_logps = sequence_logps(logits, inputs["labels"])
+        policy_logps, _, answer_logits = answer_logps(
+            model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"]
+        )
         ref_logps, n_tokens = inputs["ref_logps"], inputs["n_tokens"]
         loss = self.loss_fn(policy_logps, ref_logps, n_tokens, self.beta).mean()
-        if self._throughput_clock is None and model.training:
-            self._throughput_clock = (time.perf_counter(), int(self.state.num_input_tokens_seen))
-        if not torch.isfinite(loss):
-            raise DivergedError(f"non-finite loss {loss.item()} at step {self.state.global_step}")
+        if model.training:
+            if self._throughput_clock is None:
+                self._throughput_clock = (time.perf_counter(), int(self.state.num_input_tokens_seen))
+            self._unlogged_tokens += int(inputs["n_input_tokens"])
+            self._note_if_non_finite(loss)
         with torch.no_grad():
             if self.track_m_theta:
                 self._metrics["m_theta"].append(m_theta(policy_logps, ref_logps, n_tokens).mean())
             if self.method in BETA_METHODS:
                 self._metrics["minor_coef"].append(minor_coefficient(policy_logps, ref_logps, self.beta).mean())
-        return (loss, logits) if return_outputs else loss
+        return (loss, answer_logits) if return_outputs else loss
+
+    def _note_if_non_finite(self, loss: torch.Tensor) -> None:
+        """Remember (on the device, no sync) the first step whose loss was NaN or infinite."""
+        step = torch.tensor(self.state.global_step, device=loss.device)
+        bad = ~torch.isfinite(loss.detach())
+        if self._first_bad_step is None:
+            self._first_bad_step = torch.full((), -1, dtype=torch.long, device=loss.device)
+        self._first_bad_step = torch.where(bad & (self._first_bad_step < 0), step, self._first_bad_step)
+
+    def _raise_if_diverged(self) -> None:
+        """End the job as diverged if any process saw a non-finite loss; every process decides alike.
+
+        Called at each training log line and at the end of training, where the Trainer syncs
+        anyway; the check costs one more small reduction there, never one per micro-batch.
+        """
+        if self._first_bad_step is None and self.accelerator.num_processes == 1:
+            return
+        first = self._first_bad_step
+        if first is None:
+            first = torch.full((), -1, dtype=torch.long, device=self.accelerator.device)
+        if self.accelerator.num_processes > 1:
+            # -1 means "none", so the largest value over processes is a bad step if any process saw one
+            first = self.accelerator.gather(first.to(self.accelerator.device).reshape(1)).max()
+        first_step = int(first)
+        if first_step >= 0:
+            raise DivergedError(f"non-finite loss at step {first_step + 1} (detected at step {self.state.global_step})")
+
+    def _count_tokens(self) -> int:
+        """Add this process's input tokens since the last count (summed over processes) to the Trainer state."""
+        delta = self._unlogged_tokens
+        if self.accelerator.num_processes > 1:
+            delta = int(self.accelerator.reduce(torch.tensor(delta, device=self.accelerator.device), reduction="sum"))
+        self._unlogged_tokens = 0
+        self.state.num_input_tokens_seen += delta
+        return delta
+
+    def _save_checkpoint(self, model, trial):
+        self._count_tokens()  # the saved state carries the exact count a resumed run continues from
+        return super()._save_checkpoint(model, trial)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add the batch metrics gathered since the last log (and throughput) to training log lines."""
         if "loss" in logs:
+            self._raise_if_diverged()
+            self._count_tokens()
+            logs["num_input_tokens_seen"] = int(self.state.num_input_tokens_seen)
             for name, values in self._metrics.items():
                 if values:
                     logs[name] = self._mean_across_processes(torch.stack(values).mean())
@@ -95,7 +151,9 @@ class LossTrainer(Trainer):
         """Multiple-choice accuracy and eval m_theta from one forward pass per question.
 
         Without m_theta tracking only the prompts are read (the choice needs no answer tokens).
+        A model that has already diverged is not scored: the job ends as diverged instead.
         """
+        self._raise_if_diverged()
         start = time.perf_counter()
         scores: Scores = score_samples(
             self.model, self.eval_samples, self.letter_ids, self.pad_id, self.args.per_device_eval_batch_size,

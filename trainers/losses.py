@@ -18,25 +18,21 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from trainers.logprobs import answer_mask, answer_targets, sum_per_sample, token_logps
+
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float | None], torch.Tensor]
 
 
 def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
-    """Sum of log-probs of the labelled tokens per sequence, computed in float32 or wider.
+    """Sum of log-probs of the labelled tokens per sequence, from full `[batch, length, vocab]` logits.
 
     `labels` is aligned with the input ids (prompt and padding set to `ignore_index`); the shift
-    by one (logits at t predict token t+1) happens here. The log-softmax runs only on the answer
-    positions: a [batch, length, vocab] float32 copy would cost gigabytes at a 150k vocabulary.
+    by one (logits at t predict token t+1) happens here. Training and scoring do not build the full
+    logits at all (`trainers.logprobs.answer_logps`); this is the same computation for callers that
+    already hold them, and the reference the lean path is tested against.
     """
-    targets = labels[:, 1:]
-    mask = targets != ignore_index
-    answer_logits = logits[:, :-1, :][mask]
-    answer_logits = answer_logits.to(torch.promote_types(answer_logits.dtype, torch.float32))
-    token_logps = answer_logits.log_softmax(dim=-1).gather(1, targets[mask].unsqueeze(1)).squeeze(1)
-    rows = torch.arange(labels.shape[0], device=labels.device).unsqueeze(1).expand_as(targets)[mask]
-    return torch.zeros(labels.shape[0], dtype=token_logps.dtype, device=labels.device).index_add(
-        0, rows, token_logps
-    )
+    keep = answer_mask(labels, ignore_index)
+    return sum_per_sample(token_logps(logits[keep], answer_targets(labels, ignore_index)), keep)
 
 
 def sft_loss(

@@ -99,7 +99,7 @@ def training_arguments(cfg: DictConfig, run_dir: Path, report_to: list[str]) -> 
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=not t.progress_bar,
-        include_num_input_tokens_seen="non_padding",
+        include_num_input_tokens_seen="no",  # LossTrainer counts them from the collator, without a device sync
         report_to=report_to,
     )
 
