@@ -12,14 +12,17 @@ STAMP := $(VENV)/.installed
 EXPERIMENT ?= default
 LAUNCHER ?= local
 ARGS ?=
-# the sweep directory; rerunning the same command resumes it (finished grid points are skipped)
-SWEEP_DIR ?= outputs/sweeps/$(EXPERIMENT)
-SWEEP ?= $(SWEEP_DIR)
+# SWEEP_DIR: the sweep directory of every target (sweep, optuna, report, report-check);
+# rerunning the same command resumes it. SWEEP= and OPTUNA_DIR= are older spellings of it.
+SWEEP ?=
+OPTUNA_DIR ?=
+DEFAULT_DIR = $(or $(SWEEP),outputs/sweeps/$(EXPERIMENT))
+SWEEP_DIR ?= $(DEFAULT_DIR)
 REPORT_ARGS ?=
 BENCH_ARGS ?=
 METHOD ?= minor_sft
 N_TRIALS ?= 6
-OPTUNA_DIR ?= outputs/optuna/$(EXPERIMENT)-$(METHOD)
+optuna: DEFAULT_DIR = $(or $(OPTUNA_DIR),$(SWEEP),outputs/optuna/$(EXPERIMENT)-$(METHOD))
 
 .PHONY: install sweep optuna train test lint report report-check world bench
 
@@ -54,9 +57,9 @@ sweep: $(STAMP)
 ## Optuna (TPE) search over β for one method; rerunning continues the study up to N_TRIALS in total.
 optuna: $(STAMP)
 	@status=0; $(PY) -m trainers.train -m experiment=$(EXPERIMENT) hparams_search=beta_optuna method=$(METHOD) \
-	  launcher=$(LAUNCHER) hydra.sweeper.n_trials=$(N_TRIALS) hydra.sweep.dir=$(abspath $(OPTUNA_DIR)) $(ARGS) \
+	  launcher=$(LAUNCHER) hydra.sweeper.n_trials=$(N_TRIALS) hydra.sweep.dir=$(abspath $(SWEEP_DIR)) $(ARGS) \
 	  || status=$$?; \
-	if [ $$status -le 1 ]; then $(PY) -m analysis.report $(OPTUNA_DIR) $(REPORT_ARGS) || status=$$?; fi; \
+	if [ $$status -le 1 ]; then $(PY) -m analysis.report $(SWEEP_DIR) $(REPORT_ARGS) || status=$$?; fi; \
 	exit $$status
 
 test: $(STAMP)
@@ -65,13 +68,13 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check trainers sweep analysis bench hydra_plugins tests
 
-## tables, figures and report.html for SWEEP (also a W&B summary run, offline by default)
+## tables, figures and report.html for SWEEP_DIR (also a W&B summary run, offline by default)
 report: $(STAMP)
-	$(PY) -m analysis.report $(SWEEP) $(REPORT_ARGS)
+	$(PY) -m analysis.report $(SWEEP_DIR) $(REPORT_ARGS)
 
-## render SWEEP's report.html in headless Chromium and save a screenshot
+## render SWEEP_DIR's report.html in headless Chromium and save a screenshot
 report-check: $(STAMP)
-	$(PY) -m analysis.browser_check $(SWEEP)/report/report.html --screenshot $(SWEEP)/report/screenshot.png
+	$(PY) -m analysis.browser_check $(SWEEP_DIR)/report/report.html --screenshot $(SWEEP_DIR)/report/screenshot.png
 
 ## the five benchmark ratios of BENCHMARKS.md (not part of `make test`); writes bench/results.json.
 ## On a machine shared with other jobs: make bench BENCH_ARGS="--threads 1"
