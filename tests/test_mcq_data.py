@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from trainers.mcq_data import (
     OPTION_LETTERS,
@@ -21,7 +22,9 @@ from trainers.mcq_data import (
     resolve_hub_path,
     sample_items,
     split_train_eval,
+    subject_quotas,
 )
+from trainers.prepare import load_items
 
 FINEVAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fineval"
 HEADER = ["id", "question", "A", "B", "C", "D", "answer"]
@@ -237,6 +240,59 @@ def test_jsonl_errors_name_the_line(tmp_path: Path) -> None:
         load_mcq(tmp_path, "val")
 
 
+# --------------------------------------------------------------------------------------------- column names
+
+MAPPED = {"id": "", "question": "Question", "answer": "Answer"}  # FinanceIQ's header, mapped in its data config
+
+
+def test_column_mapping_reads_a_differently_named_header(tmp_path: Path) -> None:
+    write_csv(tmp_path / "test" / "银行.csv", [row("0", question="多行\n问题"), row("1", answer="c")],
+              header=["", "Question", "A", "B", "C", "D", "Answer"], bom=False)
+    items, report = load_mcq(tmp_path, "test", columns=MAPPED)
+    assert [(i.id, i.subject, i.question, i.answer) for i in items] == [
+        ("银行/0", "银行", "多行\n问题", "A"), ("银行/1", "银行", "q?", "C")]
+    assert report.rejected == {}
+    jsonl = tmp_path / "val.jsonl"
+    jsonl.write_text(json.dumps({"qid": 5, "Question": "q", **dict(zip("ABCD", "abcd", strict=True)), "Answer": "b"}),
+                     encoding="utf-8")
+    (it,), _ = load_mcq(jsonl, columns={"id": "qid", "question": "Question", "answer": "Answer"})
+    assert (it.id, it.question, it.answer) == ("5", "q", "B")
+
+
+def test_column_mapping_errors_name_data_columns(tmp_path: Path) -> None:
+    write_csv(tmp_path / "val.csv", [row("1")])
+    with pytest.raises(DataError, match=r"^data\.columns has unknown key 'Question'; its keys are the canonical names"):
+        load_mcq(tmp_path, "val", columns={"Question": "question"})
+    assert [i.id for i in load_mcq(tmp_path, "val", columns=MAPPED)[0]] == ["1"]  # canonical names still read
+    write_csv(tmp_path / "val.csv", [row("1")], header=["num", "Q", "A", "B", "C", "D", "ans"])
+    with pytest.raises(DataError, match=r"lacks required columns id \(data\.columns\.id=''\), question \(data\."
+                                        r"columns\.question='Question'\), answer .*or fix data\.columns$"):
+        load_mcq(tmp_path, "val", columns=MAPPED)
+    write_csv(tmp_path / "val.csv", [row("1")])
+    with pytest.raises(DataError, match=r"^val\.csv has column 'id' twice once data\.columns is applied"):
+        load_mcq(tmp_path, "val", columns={"id": "question"})
+    with pytest.raises(DataError, match=r"^data\.columns maps two canonical names to one file column"):
+        load_mcq(tmp_path, "val", columns={"id": "x", "question": "x"})
+    write_csv(tmp_path / "val.csv", [[*row("1"), "B"]], header=[*HEADER, "answer"])
+    with pytest.raises(DataError, match=r"^val\.csv has column 'answer' twice \(header: .*\); fix the file$"):
+        load_mcq(tmp_path, "val")
+
+
+def test_load_items_errors_name_train_split_or_eval_split(tmp_path: Path) -> None:
+    """Issue 13: the messages name the config fields that exist, data.train_split and data.eval_split."""
+    write_csv(tmp_path / "dev" / "a_dev.csv", [row("1")])
+    write_csv(tmp_path / "val" / "a_val.csv", [row("1", "other")])
+    cfg = OmegaConf.create({"path": str(tmp_path), "train_split": "val", "eval_split": "tset", "n_train": None,
+                            "n_eval": None, "sample_seed": 0})
+    with pytest.raises(DataError, match=r"^data\.eval_split='tset' not found .*; available splits: dev, val$"):
+        load_items(cfg)
+    cfg.train_split, cfg.eval_split = None, "dev"
+    with pytest.raises(DataError, match=r"several splits \(dev, val\); set data\.train_split to one of them$"):
+        load_items(cfg)
+    cfg.train_split = "val"
+    assert [[i.id for i in part] for part in load_items(cfg)] == [["a/1"], ["a/1"]]
+
+
 # --------------------------------------------------------------------------------------------- layouts
 
 
@@ -261,7 +317,8 @@ def test_single_file_split_must_match(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "acc_test_selected.csv", [row("1")])
     assert load_mcq(path, "test")[0][0].subject == "acc"
     assert load_mcq(path)[0][0].id == "acc/1"
-    with pytest.raises(DataError, match=r"data.split='val' does not match file 'acc_test_selected\.csv'"):
+    with pytest.raises(DataError, match=r"^data\.train_split='val' does not match file 'acc_test_selected\.csv'; "
+                       r"set data\.train_split=null"):
         load_mcq(path, "val")
 
 
@@ -281,10 +338,12 @@ def test_unknown_split_lists_available(tmp_path: Path) -> None:
     write_csv(tmp_path / "dev" / "a_dev.csv", [row("1")])
     write_csv(tmp_path / "val" / "a_val.csv", [row("1")])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match=r"data.split='test' not found .*; available splits: dev, val$"):
+    with pytest.raises(DataError, match=r"^data\.train_split='test' not found .*; available splits: dev, val$"):
         load_mcq(tmp_path, "test")
-    with pytest.raises(DataError, match=r"several splits \(dev, val\); set data.split"):
+    with pytest.raises(DataError, match=r"several splits \(dev, val\); set data\.train_split to one of them$"):
         load_mcq(tmp_path)
+    with pytest.raises(DataError, match=r"^data\.eval_split='tset' not found"):
+        load_mcq(tmp_path, "tset", split_field="data.eval_split")
 
 
 def test_ambiguous_split_alias(tmp_path: Path) -> None:
@@ -387,6 +446,31 @@ def test_sample_items_too_many_names_the_field() -> None:
 
 def _texts(items: list[McqItem]) -> set[str]:
     return {normalize_text(i.question) for i in items}
+
+
+def test_subject_quotas_largest_remainder() -> None:
+    assert subject_quotas({"a": 50, "b": 30, "c": 20}, 10) == {"a": 5, "b": 3, "c": 2}
+    assert subject_quotas({"a": 1, "b": 1, "c": 1}, 2) == {"a": 1, "b": 1, "c": 0}  # ties by name
+    assert subject_quotas({"a": 7, "b": 2}, 4) == {"a": 3, "b": 1}  # 3.11 and 0.89
+    for n in range(0, 31):
+        quota = subject_quotas({"x": 17, "y": 9, "z": 4}, n)
+        assert sum(quota.values()) == n and all(q <= c for q, c in zip(quota.values(), (17, 9, 4), strict=True))
+
+
+STRATA = [McqItem(f"{s}/{n}", f"{s} q{n}", dict(zip(OPTION_LETTERS, "abcd", strict=True)), "A", "", s)
+          for s, size in (("big", 60), ("mid", 30), ("small", 10)) for n in range(size)]
+
+
+def test_stratified_split_gives_each_subject_its_share() -> None:
+    for seed in range(10):
+        train, eval_ = split_train_eval(STRATA, n_train=40, n_eval=20, seed=seed, stratify=True)
+        assert Counter(i.subject for i in eval_) == {"big": 12, "mid": 6, "small": 2}
+        assert Counter(i.subject for i in train) == {"big": 24, "mid": 12, "small": 4}  # of 48/24/8 left
+        assert not _texts(train) & _texts(eval_)
+    unstratified = [Counter(i.subject for i in split_train_eval(STRATA, None, 20, seed)[1]) for seed in range(10)]
+    assert any(c != {"big": 12, "mid": 6, "small": 2} for c in unstratified)  # what stratifying is for
+    sampled = sample_items(STRATA, 10, seed=0, stratify=True)
+    assert Counter(i.subject for i in sampled) == {"big": 6, "mid": 3, "small": 1}
 
 
 def test_split_no_overlap_with_duplicate_texts() -> None:

@@ -15,6 +15,10 @@ Supported ``path`` forms (``load_mcq``):
 * ``hf://[datasets/]<owner>/<name>[/<subdir>]``: a Hugging Face hub dataset snapshot, resolved by
   ``resolve_hub_path`` (from the local HF cache when offline), then read as one of the layouts above.
 
+Column names: a dataset that names its columns differently says so in its data config
+(``data.columns``, canonical name -> the file's name), so the files load as published. FinanceIQ's
+header is ``,Question,A,B,C,D,Answer``: ``columns: {id: "", question: Question, answer: Answer}``.
+
 Split names: a requested split matches a split directory or file-name tag of the same name, or,
 when there is none, the single one that extends it with ``_<suffix>``. So ``split="test"`` reads
 FinEval's ``test_20pct/`` directory and ``accounting_test_selected.csv`` files; a name that matches
@@ -27,12 +31,13 @@ import csv
 import json
 import random
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 OPTION_LETTERS: tuple[str, ...] = ("A", "B", "C", "D")
 REQUIRED_COLUMNS: tuple[str, ...] = ("id", "question", *OPTION_LETTERS, "answer")
+KNOWN_COLUMNS: tuple[str, ...] = (*REQUIRED_COLUMNS, "explanation")
 DATA_SUFFIXES: tuple[str, ...] = (".csv", ".jsonl")
 HUB_PREFIX = "hf://"
 _EXTRA_FIELDS = "\0extra"  # marks a CSV row with more fields than its header, so it can be rejected
@@ -102,9 +107,19 @@ class _DataFile:
 
 
 def load_mcq(
-    path: str | Path, split: str | None = None, subjects: Sequence[str] | None = None
+    path: str | Path,
+    split: str | None = None,
+    subjects: Sequence[str] | None = None,
+    *,
+    columns: Mapping[str, str] | None = None,
+    split_field: str = "data.train_split",
 ) -> tuple[list[McqItem], LoadReport]:
     """Load and validate one split of a multiple-choice dataset.
+
+    ``columns`` maps canonical column names to the names the files use (``data.columns``); columns
+    it does not name, and files that already use the canonical name, are read under the canonical
+    name (a name that would then occur twice is an error). ``split_field`` is the config field that
+    chose ``split``, so that an error about the split names the field the user has to change.
 
     Rows with an empty id or question, an empty option, an answer outside A-D, more fields than the
     header, or an id already seen are rejected and counted by reason (the first row with an id is
@@ -112,14 +127,15 @@ def load_mcq(
     whenever the subject is known, so they are unique across subject files and stay the same
     whichever subjects or layout a run loads (per-question results are paired across runs by id).
     """
-    files, source = _resolve_files(path, split)
+    rename = _column_renames(columns)
+    files, source = _resolve_files(path, split, split_field)
     files = _filter_subjects(files, subjects)
     report = LoadReport(n_rows=0, n_kept=0, rejected={}, source=source)
     items: list[McqItem] = []
     seen_ids: set[str] = set()
     seen_texts: set[str] = set()
     for data_file in files:
-        for row_no, row in enumerate(_read_rows(data_file), start=1):
+        for row_no, row in enumerate(_read_rows(data_file, rename), start=1):
             report.n_rows += 1
             item, reason = _to_item(row, data_file.subject)
             if item is not None and item.id in seen_ids:
@@ -134,26 +150,48 @@ def load_mcq(
             seen_texts.add(text)
             items.append(item)
     report.n_kept = len(items)
-    _check_something_kept(report)
+    _check_something_kept(report, split_field)
     return items, report
 
 
-def sample_items(items: Sequence[McqItem], n: int | None, seed: int, *, field: str = "n") -> list[McqItem]:
+def sample_items(
+    items: Sequence[McqItem], n: int | None, seed: int, *, field: str = "n", stratify: bool = False
+) -> list[McqItem]:
     """Deterministic down-sampling: ``n`` items chosen with ``seed``, returned in their original order.
 
     ``n=None`` returns all items. Asking for more items than exist is a DataError naming ``field``
     (e.g. ``data.n_train``): a silently smaller set would change the experiment (steps, accuracy
-    granularity) without anyone noticing.
+    granularity) without anyone noticing. ``stratify`` keeps each subject's share (largest
+    remainder), so a small sample of a dataset with small subjects still has all of them.
     """
     if n is None:
         return list(items)
     _check_count(n, len(items), field)
-    keep = sorted(random.Random(seed).sample(range(len(items)), n))
+    rng = random.Random(seed)
+    if not stratify:
+        return [items[i] for i in sorted(rng.sample(range(len(items)), n))]
+    by_subject: dict[str, list[int]] = {}
+    for i, it in enumerate(items):
+        by_subject.setdefault(it.subject, []).append(i)
+    quota = subject_quotas({s: len(ix) for s, ix in by_subject.items()}, n)
+    keep = sorted(i for s in sorted(by_subject) for i in rng.sample(by_subject[s], quota[s]))
     return [items[i] for i in keep]
 
 
+def subject_quotas(counts: Mapping[str, int], n: int) -> dict[str, int]:
+    """``n`` shared among subjects in proportion to ``counts`` (largest remainder; ties by name)."""
+    total = sum(counts.values())
+    if total == 0:
+        return dict.fromkeys(counts, 0)
+    quota = {s: n * c // total for s, c in counts.items()}
+    by_remainder = sorted(counts, key=lambda s: (-(n * counts[s] % total), s))
+    for s in by_remainder[: n - sum(quota.values())]:
+        quota[s] += 1
+    return quota
+
+
 def split_train_eval(
-    items: Sequence[McqItem], n_train: int | None, n_eval: int, seed: int
+    items: Sequence[McqItem], n_train: int | None, n_eval: int, seed: int, *, stratify: bool = False
 ) -> tuple[list[McqItem], list[McqItem]]:
     """Seeded split of one pool into train and eval with no question text on both sides.
 
@@ -162,15 +200,28 @@ def split_train_eval(
     out, never given to train). Train is then ``n_train`` items (None = all) sampled from the other
     groups. Sizes are exact; asking for more than the pool holds is a DataError naming
     ``data.n_eval`` or ``data.n_train``. Both lists keep the pool's order.
+
+    ``stratify`` gives each subject its share of eval (and of a sampled train): a group counts
+    towards the subject of its first item, so the shares are exact unless a text repeats across subjects.
     """
     _check_count(n_eval, len(items), "data.n_eval")
     groups = list(_group_by_text(items).values())
     random.Random(seed).shuffle(groups)
+
+    def key(group: list[int]) -> str:
+        return items[group[0]].subject if stratify else ""
+
+    sizes: dict[str, int] = {}
+    for group in groups:
+        sizes[key(group)] = sizes.get(key(group), 0) + len(group)
+    room = subject_quotas(sizes, n_eval)
     eval_idx: list[int] = []
     rest_idx: list[int] = []
     for group in groups:
-        if len(eval_idx) < n_eval:
-            eval_idx.extend(group[: n_eval - len(eval_idx)])
+        if room[key(group)] > 0:
+            taken = group[: room[key(group)]]
+            eval_idx.extend(taken)
+            room[key(group)] -= len(taken)
         else:
             rest_idx.extend(group)
     rest = [items[i] for i in sorted(rest_idx)]
@@ -179,7 +230,7 @@ def split_train_eval(
             f"data.n_train={n_train} but only {len(rest)} items are left after data.n_eval={n_eval} "
             "(questions sharing a text stay on one side); lower data.n_train or data.n_eval"
         )
-    train = sample_items(rest, n_train, seed + 1, field="data.n_train")
+    train = sample_items(rest, n_train, seed + 1, field="data.n_train", stratify=stratify)
     return train, [items[i] for i in sorted(eval_idx)]
 
 
@@ -236,16 +287,16 @@ def duplicate_questions(items: Sequence[McqItem]) -> dict[str, list[str]]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _resolve_files(path: str | Path, split: str | None) -> tuple[list[_DataFile], str]:
+def _resolve_files(path: str | Path, split: str | None, split_field: str) -> tuple[list[_DataFile], str]:
     """(data files of the split, source label for the report)."""
     root = _local_path(path)
     if not root.exists():
         raise DataError(f"data.path {str(path)!r} does not exist; fix data.path")
     if root.is_file():
-        return [_single_file(root, split)], root.name
+        return [_single_file(root, split, split_field)], root.name
     split_dirs = _split_dirs(root)
     if split_dirs:
-        name = _pick_split(split, sorted(split_dirs), root)
+        name = _pick_split(split, sorted(split_dirs), root, split_field)
         files = [_DataFile(p, _subject_of(p.stem, name), f"{name}/{p.name}") for p in split_dirs[name]]
         return files, f"{root.name}/{name}"
     tagged = _tagged_files(root)
@@ -253,7 +304,7 @@ def _resolve_files(path: str | Path, split: str | None) -> tuple[list[_DataFile]
         raise DataError(
             f"no .csv or .jsonl data files in {str(root)!r} or its split subdirectories; fix data.path"
         )
-    name = _pick_split(split, sorted(tagged), root)
+    name = _pick_split(split, sorted(tagged), root, split_field)
     return tagged[name], f"{root.name}/{name}"
 
 
@@ -291,13 +342,13 @@ def _tagged_files(root: Path) -> dict[str, list[_DataFile]]:
     return tagged
 
 
-def _pick_split(split: str | None, available: list[str], root: Path) -> str:
+def _pick_split(split: str | None, available: list[str], root: Path, split_field: str) -> str:
     """The available split that ``split`` names: exact, else the single one extending it with ``_...``."""
     listing = ", ".join(available)
     if split is None:
         if len(available) == 1:
             return available[0]
-        raise DataError(f"{str(root)!r} holds several splits ({listing}); set data.split to one of them")
+        raise DataError(f"{str(root)!r} holds several splits ({listing}); set {split_field} to one of them")
     if split in available:
         return split
     extended = [name for name in available if name.startswith(split + "_")]
@@ -305,20 +356,20 @@ def _pick_split(split: str | None, available: list[str], root: Path) -> str:
         return extended[0]
     if extended:
         raise DataError(
-            f"data.split={split!r} is ambiguous in {str(root)!r} ({', '.join(extended)}); name one"
+            f"{split_field}={split!r} is ambiguous in {str(root)!r} ({', '.join(extended)}); name one"
         )
-    raise DataError(f"data.split={split!r} not found in {str(root)!r}; available splits: {listing}")
+    raise DataError(f"{split_field}={split!r} not found in {str(root)!r}; available splits: {listing}")
 
 
-def _single_file(path: Path, split: str | None) -> _DataFile:
+def _single_file(path: Path, split: str | None, split_field: str) -> _DataFile:
     if path.suffix.lower() not in DATA_SUFFIXES:
         raise DataError(f"{str(path)!r} is not a .csv or .jsonl file; fix data.path")
     match = _KNOWN_SPLIT_TAG.match(path.stem)
     tag = match["tag"] if match else ""
     if split is not None and not (tag == split or tag.startswith(split + "_")):
         raise DataError(
-            f"data.split={split!r} does not match file {path.name!r}; drop data.split or point data.path "
-            "at the dataset directory"
+            f"{split_field}={split!r} does not match file {path.name!r}; set {split_field}=null or point "
+            "data.path at the dataset directory"
         )
     subject = (match["subject"] or "") if match else path.stem
     return _DataFile(path, subject, path.name)
@@ -351,25 +402,54 @@ def _filter_subjects(files: list[_DataFile], subjects: Sequence[str] | None) -> 
 # ---------------------------------------------------------------------------------------------
 
 
-def _read_rows(data_file: _DataFile) -> Iterator[dict[str, str]]:
+def _column_renames(columns: Mapping[str, str] | None) -> dict[str, str]:
+    """``data.columns`` (canonical -> file name) checked and inverted to file name -> canonical."""
+    if not columns:
+        return {}
+    unknown = [str(k) for k in columns if k not in KNOWN_COLUMNS]
+    if unknown:
+        raise DataError(
+            f"data.columns has unknown key {', '.join(map(repr, unknown))}; its keys are the canonical "
+            f"names {', '.join(KNOWN_COLUMNS)}, its values the files' column names"
+        )
+    rename = {str(file_name).strip(): canonical for canonical, file_name in columns.items()}
+    if len(rename) != len(columns):
+        raise DataError(f"data.columns maps two canonical names to one file column ({dict(columns)}); fix data.columns")
+    return rename
+
+
+def _renamed(header: list[str], rename: dict[str, str], data_file: _DataFile) -> list[str]:
+    """The header under canonical names; a canonical name that then occurs twice is an error, not a silent pick."""
+    names = [rename.get(name, name) for name in header]
+    twice = sorted({name for name in names if name in KNOWN_COLUMNS and names.count(name) > 1})
+    if twice:
+        where = " once data.columns is applied" if rename else ""
+        raise DataError(
+            f"{data_file.label} has column {', '.join(map(repr, twice))} twice{where} "
+            f"(header: {','.join(header)}); fix {'data.columns' if rename else 'the file'}"
+        )
+    return names
+
+
+def _read_rows(data_file: _DataFile, rename: dict[str, str]) -> Iterator[dict[str, str]]:
     """Rows as column -> value strings (missing values read as "", never NaN; ids stay as written)."""
     try:
         if data_file.path.suffix.lower() == ".csv":
-            yield from _read_csv(data_file)
+            yield from _read_csv(data_file, rename)
         else:
-            yield from _read_jsonl(data_file)
+            yield from _read_jsonl(data_file, rename)
     except UnicodeDecodeError:
         raise DataError(f"{data_file.label} is not UTF-8 text; re-save it as UTF-8") from None
     except csv.Error as exc:
         raise DataError(f"{data_file.label} is not valid CSV ({exc}); fix its quoting") from None
 
 
-def _read_csv(data_file: _DataFile) -> Iterator[dict[str, str]]:
+def _read_csv(data_file: _DataFile, rename: dict[str, str]) -> Iterator[dict[str, str]]:
     # utf-8-sig drops FinEval's BOM; newline="" keeps line breaks inside quoted fields intact.
     with data_file.path.open(encoding="utf-8-sig", newline="") as fh:
         reader = csv.reader(fh)
-        header = [name.strip() for name in next(reader, [])]
-        _check_columns(header, data_file)
+        header = _renamed([name.strip() for name in next(reader, [])], rename, data_file)
+        _check_columns(header, data_file, rename)
         for values in reader:
             if not values:
                 continue
@@ -379,7 +459,7 @@ def _read_csv(data_file: _DataFile) -> Iterator[dict[str, str]]:
             yield row
 
 
-def _read_jsonl(data_file: _DataFile) -> Iterator[dict[str, str]]:
+def _read_jsonl(data_file: _DataFile, rename: dict[str, str]) -> Iterator[dict[str, str]]:
     with data_file.path.open(encoding="utf-8-sig") as fh:
         first = True
         for line_no, line in enumerate(fh, start=1):
@@ -395,18 +475,23 @@ def _read_jsonl(data_file: _DataFile) -> Iterator[dict[str, str]]:
                 raise DataError(
                     f"{data_file.label} line {line_no} is not a JSON object; write one object per line"
                 )
+            keys = _renamed([str(k) for k in obj], rename, data_file)
             if first:
-                _check_columns(list(obj), data_file)
+                _check_columns(keys, data_file, rename)
                 first = False
-            yield {str(k): "" if v is None else str(v) for k, v in obj.items()}
+            yield {k: "" if v is None else str(v) for k, v in zip(keys, obj.values(), strict=True)}
 
 
-def _check_columns(columns: list[str], data_file: _DataFile) -> None:
+def _check_columns(columns: list[str], data_file: _DataFile, rename: dict[str, str]) -> None:
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
+        mapped = {canonical: file_name for file_name, canonical in rename.items()}
+        named = [f"{c} (data.columns.{c}={mapped[c]!r})" if c in mapped else c for c in missing]
+        fix = "or set data.columns to map them" if not rename else "or fix data.columns"
         raise DataError(
-            f"{data_file.label} lacks required columns {', '.join(missing)} "
-            f"(has: {', '.join(columns) or 'none'}); every file needs {','.join(REQUIRED_COLUMNS)}"
+            f"{data_file.label} lacks required columns {', '.join(named)} "
+            f"(has: {', '.join(map(repr, columns)) or 'none'}); "
+            f"every file needs {','.join(REQUIRED_COLUMNS)} {fix}"
         )
 
 
@@ -437,9 +522,9 @@ def _row_label(row: dict[str, str], row_no: int, data_file: _DataFile) -> str:
     return f"{where} in {data_file.label}"
 
 
-def _check_something_kept(report: LoadReport) -> None:
+def _check_something_kept(report: LoadReport, split_field: str) -> None:
     if report.n_rows == 0:
-        raise DataError(f"{report.source} has no data rows; check data.path and data.split")
+        raise DataError(f"{report.source} has no data rows; check data.path and {split_field}")
     if report.n_kept == 0:
         first = report.lines()[0]
         raise DataError(f"every row of {report.source} was rejected ({first}); fix the files")

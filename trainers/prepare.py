@@ -61,22 +61,40 @@ def needs_reference(cfg: DictConfig) -> bool:
 
 
 def load_items(data: DictConfig) -> tuple[list[McqItem], list[McqItem]]:
-    """Train and eval items per the data config: two splits, or one split cut in two without overlap."""
-    train_items, report = load_mcq(data.path, data.train_split, data.get("subjects"))
-    for line in report.lines():
-        log.warning(line)
-    if data.get("eval_split"):
-        eval_items, eval_report = load_mcq(data.path, data.eval_split, data.get("subjects"))
-        for line in eval_report.lines():
+    """Train and eval items per the data config: two splits, or one split cut in two without overlap.
+
+    ``data.columns`` (optional) maps the files' column names to the canonical ones;
+    ``data.stratify_by_subject`` (optional) keeps each subject's share in eval and in a sampled train.
+    """
+    columns = data.get("columns")
+    columns = OmegaConf.to_container(columns) if isinstance(columns, DictConfig) else columns
+    stratify = bool(data.get("stratify_by_subject", False))
+
+    def load(split_key: str) -> tuple[list[McqItem], str]:
+        items, report = load_mcq(data.path, data.get(split_key), data.get("subjects"), columns=columns,
+                                 split_field=f"data.{split_key}")
+        for line in report.lines():
             log.warning(line)
-        eval_items = sample_items(eval_items, data.n_eval, data.sample_seed, field="data.n_eval")
+        return items, report.source
+
+    train_items, source = load("train_split")
+    if data.get("eval_split"):
+        eval_items, eval_source = load("eval_split")
+        source = f"train from {source}, eval from {eval_source}"
+        eval_items = sample_items(eval_items, data.n_eval, data.sample_seed, field="data.n_eval", stratify=stratify)
         train_items, n_dropped = drop_overlap(train_items, eval_items)
         if n_dropped:
             log.warning("dropped %d train questions that also appear in the eval split", n_dropped)
-        return sample_items(train_items, data.n_train, data.sample_seed, field="data.n_train"), eval_items
-    if data.get("n_eval") is None:
-        raise ConfigError("data.n_eval is null but data.eval_split is not set: give one of them")
-    return split_train_eval(train_items, data.n_train, data.n_eval, data.sample_seed)
+        train_items = sample_items(train_items, data.n_train, data.sample_seed, field="data.n_train",
+                                   stratify=stratify)
+    else:
+        if data.get("n_eval") is None:
+            raise ConfigError("data.n_eval is null but data.eval_split is not set: give one of them")
+        train_items, eval_items = split_train_eval(train_items, data.n_train, data.n_eval, data.sample_seed,
+                                                   stratify=stratify)
+    log.info("data %s: %d train and %d eval questions (%s%s)", data.get("name", ""), len(train_items),
+             len(eval_items), source, ", stratified by subject" if stratify else "")
+    return train_items, eval_items
 
 
 def prompt_format(data: DictConfig) -> PromptFormat:
