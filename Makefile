@@ -24,7 +24,7 @@ METHOD ?= minor_sft
 N_TRIALS ?= 6
 optuna: DEFAULT_DIR = $(or $(OPTUNA_DIR),$(SWEEP),outputs/optuna/$(EXPERIMENT)-$(METHOD))
 
-.PHONY: install sweep optuna train test lint report report-check world bench
+.PHONY: install sweep optuna train test lint report report-check world bench bench-gpu
 
 install: $(STAMP)
 
@@ -80,3 +80,7 @@ report-check: $(STAMP)
 ## On a machine shared with other jobs: make bench BENCH_ARGS="--threads 1"
 bench: $(STAMP)
 	$(PY) -m bench $(BENCH_ARGS)
+
+## the training step on one GPU (Qwen2-0.5B shape from a config, bf16 mixed precision): tokens/s, MFU, memory
+bench-gpu: $(STAMP)
+	$(PY) -m bench.gpu $(BENCH_ARGS)
