@@ -1,13 +1,16 @@
-"""Shared fixtures: a small embedded world built once per session, and job configs composed from conf/."""
+"""Shared fixtures: a small embedded world built once per session, job configs composed from conf/, and
+a real single-node SLURM cluster for the tests that ask for it (only with SFTSWEEP_SLURM_TESTS=1)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from omegaconf import DictConfig
 
+from sweep.slurm import PARTITION, ensure_slurm_cluster, slurm_cluster_is_up, stop_slurm_cluster
 from trainers.embedded_world import EmbeddedWorld, WorldConfig, ensure_embedded_world
 from trainers.train import compose_job
 
@@ -46,3 +49,26 @@ def job_cfg(tiny_world: EmbeddedWorld, tmp_path: Path) -> Callable[..., DictConf
         return compose_job(base + list(overrides))
 
     return make
+
+
+SLURM_TESTS_VAR = "SFTSWEEP_SLURM_TESTS"
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[str]:
+    """A real single-node SLURM (sweep/slurm/start_cluster.sh); yields the default partition name.
+
+    Off unless SFTSWEEP_SLURM_TESTS=1 (.ci/run sets it): starting it apt-installs slurm-wlm, munge and
+    MariaDB and runs their daemons. Whatever this session starts it stops at the end (stop_cluster.sh),
+    unless a cluster already answered before the session asked for one.
+    """
+    if os.environ.get(SLURM_TESTS_VAR) != "1":
+        pytest.skip(f"SLURM tests are off (they install and start SLURM daemons); set {SLURM_TESTS_VAR}=1 to run them")
+    was_up = slurm_cluster_is_up()
+    reason = ensure_slurm_cluster()
+    if reason is not None:
+        pytest.skip(f"no SLURM here: {reason}")
+    yield PARTITION
+    if not was_up:
+        stopped = stop_slurm_cluster()
+        assert stopped.returncode == 0, f"stop_cluster.sh failed:\n{stopped.stdout}{stopped.stderr}"

@@ -16,7 +16,7 @@ from trainers.run_dir import read_jsonl
 from trainers.train import run_job
 
 FINEVAL = REPO_ROOT.parent / "shared" / "data" / "fineval"
-pytestmark = pytest.mark.skipif(not FINEVAL.is_dir(), reason=f"FinEval not found at {FINEVAL}")
+pytestmark = [pytest.mark.skipif(not FINEVAL.is_dir(), reason=f"FinEval not found at {FINEVAL}"), pytest.mark.slow]
 
 # A ChatML-style template, as Qwen2-Instruct's tokenizer carries one.
 CHAT_TEMPLATE = (

@@ -7,8 +7,11 @@ import sys
 from pathlib import Path
 
 import optuna
+import pytest
 
 from conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slow  # every test here runs an Optuna search of real (tiny) training jobs
 
 
 def run_search(world, tmp_path: Path, n_trials: int, *extra: str) -> subprocess.CompletedProcess:

@@ -1,10 +1,9 @@
 """A real single-node SLURM cluster (sweep/slurm/start_cluster.sh) accepts and runs batch jobs.
 
-The ``slurm_cluster`` fixture starts the cluster once per module (reused across runs: the daemons
-keep running afterwards) and skips, with the script's reason, only where SLURM cannot be
-installed or started (not root, apt unreachable, a foreign /etc/slurm/slurm.conf). Other test
-modules can import the fixture (``from tests.test_slurm_cluster import slurm_cluster``) or call
-``sweep.slurm.ensure_slurm_cluster()`` themselves.
+The ``slurm_cluster`` fixture (tests/conftest.py, session scope) runs only with SFTSWEEP_SLURM_TESTS=1,
+starts the cluster once per session and stops what it started at the end; it skips, with the
+script's reason, where SLURM cannot be installed or started (not root, apt unreachable, a foreign
+/etc/slurm/slurm.conf). Every SLURM test asks for that fixture.
 """
 from __future__ import annotations
 
@@ -13,16 +12,7 @@ import subprocess
 
 import pytest
 
-from sweep.slurm import PARTITION, ensure_slurm_cluster
-
-
-@pytest.fixture(scope="module")
-def slurm_cluster() -> str:
-    """Ensure the local SLURM cluster is up; returns the default partition name."""
-    reason = ensure_slurm_cluster()
-    if reason is not None:
-        pytest.skip(reason)
-    return PARTITION
+pytestmark = pytest.mark.slow
 
 
 def _run(*cmd: str, timeout: float = 60) -> str:

@@ -16,6 +16,8 @@ from conftest import REPO_ROOT
 from trainers import losses
 from trainers.run_dir import read_jsonl
 
+pytestmark = pytest.mark.slow  # every test here runs a sweep of real (tiny) training jobs
+
 SMOKE_POINTS = 5  # conf/experiment/smoke.yaml: sft ×2 lr, dpo_sft ×1, minor_sft ×2 lr
 
 
@@ -133,13 +135,8 @@ def test_joblib_launcher_runs_jobs_in_parallel_workers(tiny_world, tmp_path):
     assert "Joblib.Parallel(n_jobs=2" in out.stdout + out.stderr
 
 
-def test_slurm_launcher_runs_every_point_through_sbatch(tiny_world, tmp_path):
+def test_slurm_launcher_runs_every_point_through_sbatch(slurm_cluster, tiny_world, tmp_path):
     """The smoke grid on a real single-node SLURM (sweep/slurm/start_cluster.sh) via submitit."""
-    from sweep.slurm import ensure_slurm_cluster
-
-    reason = ensure_slurm_cluster()
-    if reason is not None:
-        pytest.skip(f"no SLURM here: {reason}")
     out = run_sweep(tiny_world, tmp_path, "launcher=slurm", "hydra.launcher.timeout_min=10")
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     found = results(tmp_path / "sweep")

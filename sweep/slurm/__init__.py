@@ -9,6 +9,7 @@ but failed to come up raises ``RuntimeError``: that is a bug, not an environment
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -50,8 +51,19 @@ def ensure_slurm_cluster(timeout_s: float = 600.0) -> str | None:
     raise RuntimeError(f"SLURM cluster failed to start: {reason}\n{proc.stdout}{proc.stderr}")
 
 
-def stop_slurm_cluster() -> None:
-    """Stop the daemons that start_cluster.sh started (packages and config stay)."""
+def slurm_cluster_is_up() -> bool:
+    """Whether a SLURM controller answers here already (then a test session must not stop it)."""
+    if shutil.which("sinfo") is None:
+        return False
+    try:
+        return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=10).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def stop_slurm_cluster() -> subprocess.CompletedProcess:
+    """Stop the daemons that start_cluster.sh started (packages and config stay); returns the script's run."""
     global _cached
-    subprocess.run(["bash", str(STOP_SCRIPT)], check=False)
+    proc = subprocess.run(["bash", str(STOP_SCRIPT)], capture_output=True, text=True, check=False, timeout=120)
     _cached = None
+    return proc
