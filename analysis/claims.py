@@ -1,37 +1,47 @@
-"""The paper's findings (DESIGN §5) checked against a sweep, one claim per row.
+"""The paper's findings (DESIGN §5) checked against a sweep, each decided with its uncertainty.
 
-Each row says "holds", "does not hold" or "not measured", and always the numbers behind the verdict, so
-a reader can disagree with the rule. The rules:
+Every row says "holds", "does not hold" or "undecided", and always the numbers behind the verdict (an
+interval, a probability or a p-value), so a reader can disagree with the rule. One seed decides
+nothing: a claim whose deciding configurations have fewer than MIN_SEEDS scored seeds is undecided,
+whatever its numbers. Accuracies are on the report split; choices were made on the selection split.
 
-- threshold: a method's best-β curve peaks at an interior lr of its grid (above its lowest lr, with a
-  lower accuracy or a divergence at some higher lr). A peak on an edge is "not measured": the grid
-  has not bracketed the threshold.
-- best method: MinorSFT's best configuration has the highest accuracy of the paper's methods and the
-  paired-bootstrap 95% interval of Δ against each baseline excludes 0.
-- threshold lr: MinorSFT's peak lr is above SFT's. An edge peak only bounds the threshold (a top-edge
-  peak means "≥ that lr"), and the claim is decided whenever the bounds decide it.
-- searches (analysis.search): a searched method's lr curve pairs each lr with whatever β was sampled
-  there, so its threshold — and the threshold-lr comparison it enters — is "not measured"; the best
-  configuration (the best trial) still enters the best-method and deviation claims.
-- deviation: final eval mθ of each DPO-derived loss is below SFT's, (a) at each method's best
-  configuration, and (b) at every lr both ran, for every β.
+1. threshold (per method): the peak's accuracy beats the base model and the accuracy at the next
+   higher lr, both with 95% hierarchical intervals above 0. A peak on an edge of the grid is undecided.
+2. threshold lr: from P(threshold of MinorSFT > threshold of SFT) over the resamples (vertex redone in
+   each): holds at ≥ 0.95, does not hold when P(lower) ≥ 0.95.
+3. best method: MinorSFT's best configuration against each baseline's, paired, per setting and, with
+   several settings, averaged over them.
+4. deviation: train mθ (mean over the last quarter of logged steps) and the final eval |mθ| (forgetting
+   cannot make it small), Welch's test over seeds, at each method's best configuration and at SFT's
+   best lr.
+5. β needs tuning (per β method): at its best lr, the β chosen on the selection split against the worst
+   β; holds when Δ's interval is above 0, does not hold when it lies within ±EQUIVALENCE.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
-from analysis import METHOD_ORDER, method_name, method_sort_key
+from analysis import method_name, method_sort_key
+from analysis.estimate import MIN_SEEDS, Estimates
 from analysis.search import search_keys
-from analysis.tables import curves, find_peak, fmt_beta, fmt_lr
+from analysis.stats import bootstrap_p, percentile_interval, welch
+from analysis.tables import ALL_SETTINGS, fmt_beta, fmt_lr, paired_delta
 
-HOLDS, FAILS, NOT_MEASURED = "holds", "does not hold", "not measured"
+HOLDS, FAILS, UNDECIDED = "holds", "does not hold", "undecided"
+NOT_MEASURED = UNDECIDED  # a claim the sweep cannot measure is undecided; the evidence says why
+LEVEL = 0.95
+ALPHA = 0.05
+EQUIVALENCE = 0.02
+"""Claim 5: β does not need tuning when the whole interval of Δ(chosen β − worst β) is within ±2 points."""
 CLAIM_THRESHOLD = "improves up to a learning-rate threshold and degrades beyond it"
 CLAIM_BEST = "MinorSFT is the best method"
 CLAIM_LR = "MinorSFT's threshold learning rate is higher than raw SFT's"
-CLAIM_DEVIATION = "DPO-derived losses deviate less (lower final mθ) than raw SFT"
+CLAIM_DEVIATION = "DPO-derived losses deviate less (lower mθ) than raw SFT"
+CLAIM_BETA = "β needs tuning"
 CLAIM_COLUMNS = ["setting", "claim", "scope", "outcome", "evidence"]
 
 
@@ -39,207 +49,192 @@ def _acc(x: float) -> str:
     return "—" if x is None or not math.isfinite(x) else f"{x:.3f}"
 
 
-def claims_table(sweep, pts: pd.DataFrame, best: pd.DataFrame, paired: pd.DataFrame) -> pd.DataFrame:
-    """All claims for every setting of the sweep."""
+def _ci(lo: float, hi: float) -> str:
+    return f"[{lo:+.3f}, {hi:+.3f}]"
+
+
+def _by_interval(lo: float, hi: float) -> str:
+    return HOLDS if lo > 0 else (FAILS if hi < 0 else UNDECIDED)
+
+
+def claims_table(est: Estimates, sweep, best: pd.DataFrame, paired: pd.DataFrame,
+                 beta_table: pd.DataFrame) -> pd.DataFrame:
+    """All claims for every setting of the sweep (and across settings where the sweep has several)."""
     rows: list[dict] = []
-    crv = curves(sweep, pts)
     searched = search_keys(sweep.runs)
-    for setting in sorted(pts["setting"].unique()):
-        methods = [m for (s, m) in crv if s == setting]
-        peaks = {m: find_peak(crv[(setting, m)]) for m in methods}
-        for m in sorted(methods, key=method_sort_key):
+    for setting in sorted(est.settings):
+        methods = sorted((m for s, m in est.curves if s == setting), key=method_sort_key)
+        for m in methods:
             if (setting, m) in searched:
-                rows.append(_search_threshold_claim(setting, m, sweep.runs))
+                rows.append(_search_claim(setting, m, sweep.runs))
             else:
-                rows.append(_threshold_claim(setting, m, crv[(setting, m)], peaks[m]))
-        rows.append(
-            _best_claim(setting, best[best["setting"] == setting], paired[paired["setting"] == setting])
-        )
-        lr_searched = [m for m in ("minor_sft", "sft") if (setting, m) in searched]
-        if lr_searched:
-            rows.append(
-                {
-                    "setting": setting,
-                    "claim": CLAIM_LR,
-                    "scope": "MinorSFT vs SFT",
-                    "outcome": NOT_MEASURED,
-                    "evidence": f"{' and '.join(map(method_name, lr_searched))}: a search, not an lr grid",
-                }
-            )
+                rows.append(_threshold_claim(est, setting, m))
+        if any((setting, m) in searched for m in ("minor_sft", "sft")):
+            rows.append({"setting": setting, "claim": CLAIM_LR, "scope": "MinorSFT vs SFT", "outcome": UNDECIDED,
+                         "evidence": "a search, not an lr grid: no threshold"})
         else:
-            rows.append(_lr_claim(setting, peaks.get("minor_sft"), peaks.get("sft")))
-        sp = pts[pts["setting"] == setting]
-        b = best[best["setting"] == setting].set_index("method_id")
+            rows.append(_lr_claim(est, setting))
+        rows.append(_best_claim(setting, best[best["setting"] == setting], paired[paired["setting"] == setting]))
         for m in ("dpo_sft", "minor_sft"):
-            rows.extend(_deviation_claims(setting, m, sp, b))
+            rows.extend(_deviation_claims(est, setting, m))
+        for m in methods:
+            if (setting, m) not in searched:
+                rows.extend(_beta_claim(est, setting, m, beta_table))
+    if len(est.settings) > 1:
+        rows.append(_best_claim(ALL_SETTINGS, best.iloc[0:0], paired[paired["setting"] == ALL_SETTINGS]))
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
 
 
-def _threshold_claim(setting: str, method: str, curve: pd.DataFrame, peak) -> dict:
-    row = {"setting": setting, "claim": f"each method {CLAIM_THRESHOLD}", "scope": method_name(method)}
-    path = ", ".join(
-        f"{fmt_lr(r.lr)}: {_acc(r.accuracy) if r.status == 'ok' else r.status}" for r in curve.itertuples()
-    )
-    if peak is None:
-        return {**row, "outcome": NOT_MEASURED, "evidence": f"no run finished ok ({path})"}
-    head = f"peak lr {fmt_lr(peak.lr)} (acc {_acc(peak.accuracy)}); lr→acc {path}"
-    if peak.bracket:
-        return {**row, "outcome": NOT_MEASURED, "evidence": f"{peak.bracket}; {head}"}
-    ok = curve[curve["status"] == "ok"]
-    lower = ok[ok["lr"] < peak.lr]["accuracy"]
-    higher = curve[curve["lr"] > peak.lr]
-    degrades = (higher["status"] != "ok").any() or (higher["accuracy"] < peak.accuracy - 1e-9).any()
-    improves = len(lower) > 0 and (lower < peak.accuracy - 1e-9).all()
-    outcome = HOLDS if improves and degrades else FAILS
-    return {**row, "outcome": outcome, "evidence": head}
-
-
-def _search_threshold_claim(setting: str, method: str, runs: pd.DataFrame) -> dict:
+def _search_claim(setting: str, method: str, runs: pd.DataFrame) -> dict:
     """A search samples β per trial instead of running every β at every lr: no threshold to check."""
     r = runs[(runs["setting"] == setting) & (runs["method"] == method)]
-    return {
-        "setting": setting,
-        "claim": f"each method {CLAIM_THRESHOLD}",
-        "scope": method_name(method),
-        "outcome": NOT_MEASURED,
-        "evidence": f"a search ({len(r)} trials, {r['beta'].nunique()} β values at "
-        f"{r['lr'].nunique()} lr(s)): β is sampled per trial, not run at every lr; run an lr grid",
-    }
+    return {"setting": setting, "claim": f"each method {CLAIM_THRESHOLD}", "scope": method_name(method),
+            "outcome": UNDECIDED,
+            "evidence": f"a search ({len(r)} trials, {r['beta'].nunique()} β values at {r['lr'].nunique()} lr(s)): "
+            "β is sampled per trial, not run at every lr; run an lr grid"}
+
+
+def _point(est: Estimates, pid: int) -> pd.Series:
+    return est.points.loc[est.points["pid"] == pid].iloc[0]
+
+
+def _threshold_claim(est: Estimates, setting: str, method: str) -> dict:
+    row = {"setting": setting, "claim": f"each method {CLAIM_THRESHOLD}", "scope": method_name(method)}
+    curve, peak = est.curves[(setting, method)], est.peaks[(setting, method)]
+    path = ", ".join(
+        f"{fmt_lr(r.lr)}: {_acc(r.accuracy) if r.status != 'failed' else 'failed'}" for r in curve.itertuples()
+    )
+    if peak is None:
+        return {**row, "outcome": UNDECIDED, "evidence": f"no scored run ({path})"}
+    head = f"peak lr {fmt_lr(peak.lr)} (selection lr→acc {path})"
+    if peak.bracket:
+        return {**row, "outcome": UNDECIDED, "evidence": f"{peak.bracket}; {head}"}
+    p, nxt = _point(est, peak.pid), _point(est, peak.next_pid)
+    base = float(p["base_accuracy"])
+    up_b = est.report_b[peak.pid].astype(float) - base
+    up_lo, up_hi = percentile_interval(up_b)
+    down, down_b = paired_delta(est, peak.pid, peak.next_pid)
+    down_lo, down_hi = percentile_interval(down_b)
+    seeds = min(int(p["n_scored"]), int(nxt["n_scored"]))
+    evidence = (
+        f"report split: peak {_acc(peak.accuracy)} − base {_acc(base)} = {peak.accuracy - base:+.3f} "
+        f"{_ci(up_lo, up_hi)}; peak − next lr {fmt_lr(peak.next_lr)} = {down:+.3f} {_ci(down_lo, down_hi)}, "
+        f"p={bootstrap_p(down_b):.3g}; {seeds}+ seeds; {head}"
+    )
+    if seeds < MIN_SEEDS:
+        return {**row, "outcome": UNDECIDED, "evidence": f"one seed decides nothing; {evidence}"}
+    a, b = _by_interval(up_lo, up_hi), _by_interval(down_lo, down_hi)
+    outcome = HOLDS if a == b == HOLDS else (FAILS if FAILS in (a, b) else UNDECIDED)
+    return {**row, "outcome": outcome, "evidence": evidence}
+
+
+def _lr_claim(est: Estimates, setting: str) -> dict:
+    row = {"setting": setting, "claim": CLAIM_LR, "scope": "MinorSFT vs SFT"}
+    minor, sft = est.peaks.get((setting, "minor_sft")), est.peaks.get((setting, "sft"))
+    if minor is None or sft is None:
+        missing = " and ".join(n for n, p in (("MinorSFT", minor), ("SFT", sft)) if p is None)
+        return {**row, "outcome": UNDECIDED, "evidence": f"not measured: no scored run of {missing}"}
+    gt, eq = est.p_threshold_greater(setting, "minor_sft", "sft")
+    lt = 1 - gt - eq
+
+    def desc(name, p):
+        edge = f", {p.bracket}" if p.bracket else ""
+        return (f"{name} vertex {fmt_lr(p.vertex_lr)} [{fmt_lr(p.lr_ci_low)}, {fmt_lr(p.lr_ci_high)}] "
+                f"(argmax {fmt_lr(p.lr)}{edge})")
+
+    evidence = (f"P(MinorSFT > SFT) = {gt:.3f}, P(equal) = {eq:.3f} over {est.n_resamples} resamples; "
+                f"{desc('MinorSFT', minor)}; {desc('SFT', sft)}")
+    seeds = min(int(_point(est, minor.pid)["n_scored"]), int(_point(est, sft.pid)["n_scored"]))
+    if seeds < MIN_SEEDS:
+        return {**row, "outcome": UNDECIDED, "evidence": f"one seed decides nothing; {evidence}"}
+    outcome = HOLDS if gt >= LEVEL else (FAILS if lt >= LEVEL else UNDECIDED)
+    return {**row, "outcome": outcome, "evidence": evidence}
 
 
 def _best_claim(setting: str, best: pd.DataFrame, paired: pd.DataFrame) -> dict:
-    row = {"setting": setting, "claim": CLAIM_BEST, "scope": "best configurations"}
-    b = best.set_index("method_id")
-    present = [m for m in METHOD_ORDER if m in b.index]
-    if "minor_sft" not in present or len(present) < 2:
-        return {
-            **row,
-            "outcome": NOT_MEASURED,
-            "evidence": "needs MinorSFT and a baseline; sweep has "
-            + (", ".join(map(method_name, present)) or "none"),
-        }
-    accs = ", ".join(f"{method_name(m)} {_acc(b.loc[m, 'accuracy'])}" for m in present)
-    rivals = [m for m in present if m != "minor_sft"]
-    top_rival = max(rivals, key=lambda m: b.loc[m, "accuracy"])
-    tests = []
-    for r in paired.itertuples():
-        if isinstance(r.delta, float) and math.isfinite(r.delta):
-            tests.append((r.comparison, r.delta, r.ci_low, r.ci_high, r.p_value))
-    test_txt = "; ".join(f"{c}: Δ {d:+.3f} [{lo:+.3f}, {hi:+.3f}], p={p:.3g}" for c, d, lo, hi, p in tests)
-    evidence = f"best accuracy {accs}" + (f"; paired {test_txt}" if test_txt else "")
-    if b.loc[top_rival, "accuracy"] >= b.loc["minor_sft", "accuracy"] - 1e-9:
-        return {
-            **row,
-            "outcome": FAILS,
-            "evidence": f"{method_name(top_rival)} is as good or better; {evidence}",
-        }
-    if len(tests) < len(rivals):
-        return {
-            **row,
-            "outcome": NOT_MEASURED,
-            "evidence": f"MinorSFT highest but no paired test against every baseline; {evidence}",
-        }
-    if all(lo > 0 for _, _, lo, _, _ in tests):
-        return {**row, "outcome": HOLDS, "evidence": evidence}
-    return {
-        **row,
-        "outcome": FAILS,
-        "evidence": f"MinorSFT highest but not significantly (a 95% interval includes 0); {evidence}",
-    }
+    row = {"setting": setting, "claim": CLAIM_BEST, "scope": "best configurations, report split"}
+    tests = [r for r in paired.itertuples() if isinstance(r.delta, float) and math.isfinite(r.delta)]
+    if setting != ALL_SETTINGS:
+        present = set(best["method_id"])
+        if "minor_sft" not in present or len(present) < 2:
+            return {**row, "outcome": UNDECIDED, "evidence": "not measured: needs MinorSFT and a baseline; sweep "
+                    "has " + (", ".join(sorted(map(method_name, present))) or "none")}
+    else:
+        row["scope"] = "mean Δ over settings, report split"
+    if not tests:
+        return {**row, "outcome": UNDECIDED, "evidence": "not measured: no paired comparison"}
+    evidence = "; ".join(
+        f"{r.comparison}: Δ {r.delta:+.3f} {_ci(r.ci_low, r.ci_high)}, p={r.p_value:.3g}"
+        + (f" ({r.note})" if isinstance(r.note, str) and r.note else "")
+        for r in tests
+    )
+    if any(isinstance(r.note, str) and r.note.startswith("one seed") for r in tests):
+        return {**row, "outcome": UNDECIDED, "evidence": f"one seed decides nothing; {evidence}"}
+    verdicts = [_by_interval(r.ci_low, r.ci_high) for r in tests]
+    outcome = HOLDS if all(v == HOLDS for v in verdicts) else (FAILS if FAILS in verdicts else UNDECIDED)
+    return {**row, "outcome": outcome, "evidence": evidence}
 
 
-def _bounds(peak) -> tuple[float, float]:
-    """What the grid says about the threshold lr: exact when bracketed, one-sided on an edge."""
-    if "single" in peak.bracket:
-        return 0.0, math.inf
-    if peak.bracket.endswith("up"):
-        return peak.lr, math.inf
-    if peak.bracket.endswith("down"):
-        return 0.0, peak.lr
-    return peak.lr, peak.lr
+def _seed_values(est: Estimates, pid: int, column: str, absolute: bool = False) -> np.ndarray:
+    runs = est.runs.set_index("run").loc[_point(est, pid)["runs"], column].to_numpy(dtype=float)
+    return np.abs(runs) if absolute else runs
 
 
-def _lr_claim(setting: str, minor, sft) -> dict:
-    row = {"setting": setting, "claim": CLAIM_LR, "scope": "MinorSFT vs SFT"}
-    if minor is None or sft is None:
-        missing = " and ".join(n for n, p in (("MinorSFT", minor), ("SFT", sft)) if p is None)
-        return {**row, "outcome": NOT_MEASURED, "evidence": f"no ok run of {missing}"}
-
-    def desc(name, p):
-        lo, hi = _bounds(p)
-        if lo == hi:
-            return f"{name} threshold lr {fmt_lr(p.lr)}"
-        return f"{name} peak lr {fmt_lr(p.lr)} ({p.bracket})"
-
-    evidence = f"{desc('MinorSFT', minor)}; {desc('SFT', sft)}"
-    m_lo, m_hi = _bounds(minor)
-    s_lo, s_hi = _bounds(sft)
-    if m_lo > s_hi:
-        return {**row, "outcome": HOLDS, "evidence": evidence}
-    if m_hi <= s_lo:
-        return {**row, "outcome": FAILS, "evidence": evidence}
-    return {**row, "outcome": NOT_MEASURED, "evidence": f"the grid does not decide it; {evidence}"}
-
-
-def _deviation_claims(setting: str, method: str, pts: pd.DataFrame, best: pd.DataFrame) -> list[dict]:
+def _deviation_claims(est: Estimates, setting: str, method: str) -> list[dict]:
     name = method_name(method)
     base = {"setting": setting, "claim": CLAIM_DEVIATION}
-    if method not in best.index or "sft" not in best.index:
-        missing = " and ".join(method_name(m) for m in (method, "sft") if m not in best.index)
-        return [
-            {
-                **base,
-                "scope": f"{name} vs SFT",
-                "outcome": NOT_MEASURED,
-                "evidence": f"no ok run of {missing}",
-            }
-        ]
+    mine, sft = est.peaks.get((setting, method)), est.peaks.get((setting, "sft"))
+    if mine is None or sft is None:
+        missing = " and ".join(method_name(m) for m, p in ((method, mine), ("sft", sft)) if p is None)
+        return [{**base, "scope": f"{name} vs SFT", "outcome": UNDECIDED,
+                 "evidence": f"not measured: no scored run of {missing}"}]
+    same_lr = est.curves[(setting, method)]
+    same_lr = same_lr[(same_lr["lr"] == sft.lr) & (same_lr["pid"] >= 0)]
+    comparisons = [
+        (f"{name} vs SFT, each at its best: train mθ (last quarter of steps)", mine.pid, "train_m_theta_late", False),
+        (f"{name} vs SFT, each at its best: final eval |mθ|", mine.pid, "m_theta", True),
+    ]
+    if len(same_lr):
+        comparisons.append((f"{name} vs SFT at SFT's best lr {fmt_lr(sft.lr)}: train mθ (last quarter of steps)",
+                            int(same_lr["pid"].iloc[0]), "train_m_theta_late", False))
     rows = []
-    m_b, s_b = best.loc[method], best.loc["sft"]
-    if math.isfinite(m_b["m_theta"]) and math.isfinite(s_b["m_theta"]):
-        outcome = HOLDS if m_b["m_theta"] < s_b["m_theta"] else FAILS
-        ev = (
-            f"{name} β={fmt_beta(m_b['beta'])} lr={fmt_lr(m_b['lr'])}: mθ {m_b['m_theta']:.4g}; "
-            f"SFT lr={fmt_lr(s_b['lr'])}: mθ {s_b['m_theta']:.4g}"
-        )
-    else:
-        outcome, ev = NOT_MEASURED, "final eval mθ not recorded at a best configuration"
-    rows.append(
-        {
-            **base,
-            "scope": f"{name} vs SFT, each at its best configuration",
-            "outcome": outcome,
-            "evidence": ev,
-        }
-    )
-    # SFT has no β; should a sweep give it several anyway, its mθ at an lr is the mean over them.
-    sft = (
-        pts[(pts["method"] == "sft") & (pts["n_ok"] > 0)]
-        .dropna(subset=["m_theta"])
-        .groupby("lr")["m_theta"]
-        .mean()
-    )
-    mine = pts[(pts["method"] == method) & (pts["n_ok"] > 0)].dropna(subset=["m_theta"])
-    pairs = [(r.lr, r.beta, r.m_theta, sft.loc[r.lr]) for r in mine.itertuples() if r.lr in sft.index]
-    scope = f"{name} vs SFT at every shared lr and every β"
-    if not pairs:
-        rows.append(
-            {
-                **base,
-                "scope": scope,
-                "outcome": NOT_MEASURED,
-                "evidence": "no learning rate with ok runs and recorded mθ for both",
-            }
-        )
-        return rows
-    lower = sum(m < s for _, _, m, s in pairs)
-    listing = "; ".join(f"lr {fmt_lr(lr)} β={fmt_beta(b)}: {m:.3g} vs {s:.3g}" for lr, b, m, s in pairs)
-    rows.append(
-        {
-            **base,
-            "scope": scope,
-            "outcome": HOLDS if lower == len(pairs) else FAILS,
-            "evidence": f"lower at {lower} of {len(pairs)} points ({name} vs SFT mθ: {listing})",
-        }
-    )
+    for scope, pid, column, absolute in comparisons:
+        a, b = _seed_values(est, pid, column, absolute), _seed_values(est, sft.pid, column, absolute)
+        diff, p = welch(a, b)
+        pm = _point(est, pid)
+        what = f"{name} β={fmt_beta(pm['beta'])} lr={fmt_lr(pm['lr'])}"
+        ev = (f"{what}: {np.nanmean(a) if len(a) else math.nan:.4g} ({len(a)} seeds); SFT lr={fmt_lr(sft.lr)}: "
+              f"{np.nanmean(b) if len(b) else math.nan:.4g} ({len(b)} seeds); difference {diff:+.4g}, Welch p="
+              + ("—" if math.isnan(p) else f"{p:.3g}"))
+        if not math.isfinite(diff):
+            outcome, ev = UNDECIDED, f"not measured: mθ not recorded; {ev}"
+        elif math.isnan(p):
+            outcome, ev = UNDECIDED, f"one seed decides nothing; {ev}"
+        else:
+            outcome = (HOLDS if diff < 0 else FAILS) if p < ALPHA else UNDECIDED
+        rows.append({**base, "scope": scope, "outcome": outcome, "evidence": ev})
     return rows
+
+
+def _beta_claim(est: Estimates, setting: str, method: str, beta_table: pd.DataFrame) -> list[dict]:
+    peak = est.peaks.get((setting, method))
+    if peak is None or math.isnan(peak.beta):
+        return []
+    row = {"setting": setting, "claim": CLAIM_BETA, "scope": f"{method_name(method)} at its best lr {fmt_lr(peak.lr)}"}
+    t = beta_table[(beta_table["setting"] == setting) & (beta_table["method"] == method_name(method))
+                   & (beta_table["lr"] == peak.lr)]
+    if t.empty:
+        return [{**row, "outcome": UNDECIDED, "evidence": "not measured: one β at that lr"}]
+    r = t.iloc[0]
+    ev = (f"report split: chosen β={fmt_beta(r['beta'])} {_acc(r['accuracy'])} − worst β={fmt_beta(r['worst_beta'])} "
+          f"{_acc(r['worst_accuracy'])} = {r['delta']:+.3f} {_ci(r['ci_low'], r['ci_high'])}, p={r['p_value']:.3g}; "
+          f"{r['n_betas']} β values")
+    if int(_point(est, peak.pid)["n_scored"]) < MIN_SEEDS:
+        return [{**row, "outcome": UNDECIDED, "evidence": f"one seed decides nothing; {ev}"}]
+    if r["ci_low"] > 0:
+        outcome = HOLDS
+    elif -EQUIVALENCE < r["ci_low"] and r["ci_high"] < EQUIVALENCE:
+        outcome = FAILS
+    else:
+        outcome = UNDECIDED
+    return [{**row, "outcome": outcome, "evidence": ev}]

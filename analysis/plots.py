@@ -23,8 +23,9 @@ from matplotlib.colors import LogNorm, Normalize  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from analysis import method_name, method_sort_key  # noqa: E402
+from analysis.estimate import Estimates  # noqa: E402
 from analysis.rundirs import Sweep  # noqa: E402
-from analysis.tables import find_peak, fmt_beta, fmt_lr  # noqa: E402
+from analysis.tables import fmt_beta, fmt_lr  # noqa: E402
 
 METHOD_COLORS = {"sft": "tab:blue", "dpo_sft": "tab:orange", "minor_sft": "tab:green"}
 OTHER_COLORS = ["tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray"]
@@ -137,7 +138,7 @@ def m_theta_curves(sweep: Sweep, setting: str, crv: dict) -> Plot:
     )
 
 
-def accuracy_vs_lr(sweep: Sweep, setting: str, crv: dict, pts: pd.DataFrame) -> Plot:
+def accuracy_vs_lr(sweep: Sweep, setting: str, crv: dict, pts: pd.DataFrame, peaks: dict) -> Plot:
     """Accuracy against lr (log axis): all methods' best-β curves, then one panel per method with each β."""
     methods = sorted((m for s, m in crv if s == setting), key=method_sort_key)
     sp = pts[pts["setting"] == setting]
@@ -150,7 +151,7 @@ def accuracy_vs_lr(sweep: Sweep, setting: str, crv: dict, pts: pd.DataFrame) -> 
         if math.isfinite(base):
             ax.axhline(base, color="gray", ls=":", lw=1.2, label=f"base {base:.3f}")
         ax.set_xlabel("learning rate")
-    axes[0].set_ylabel("accuracy (held-out)")
+    axes[0].set_ylabel("accuracy (selection split)")
     axes[0].set_title("best β at each lr", fontsize=10)
     for j, method in enumerate(methods, start=1):
         color = method_color(method, methods)
@@ -198,12 +199,12 @@ def accuracy_vs_lr(sweep: Sweep, setting: str, crv: dict, pts: pd.DataFrame) -> 
                     zorder=5,
                     label="diverged/failed" if a is ax else None,
                 )
-        peak = find_peak(curve)
+        peak = peaks[(setting, method)]
         title = method_name(method)
         if peak is not None:
             for a in (axes[0], ax):
                 a.scatter(
-                    [peak.lr], [peak.accuracy], marker="*", s=220, color=color, edgecolor="black", zorder=6
+                    [peak.lr], [peak.select_accuracy], marker="*", s=220, color=color, edgecolor="black", zorder=6
                 )
             ax.axvline(peak.lr, color=color, ls="--", lw=1, label=f"threshold lr {fmt_lr(peak.lr)}")
             if peak.bracket:
@@ -228,7 +229,7 @@ def accuracy_vs_lr(sweep: Sweep, setting: str, crv: dict, pts: pd.DataFrame) -> 
     )
 
 
-def m_theta_vs_accuracy(sweep: Sweep, setting: str, crv: dict, pts: pd.DataFrame) -> Plot:
+def m_theta_vs_accuracy(sweep: Sweep, setting: str, crv: dict, pts: pd.DataFrame, peaks: dict) -> Plot:
     """Final eval mθ against accuracy, every ok run, lines joining a (method, β) across learning rates."""
     methods = sorted((m for s, m in crv if s == setting), key=method_sort_key)
     sp = pts[(pts["setting"] == setting) & (pts["n_ok"] > 0)]
@@ -256,7 +257,7 @@ def m_theta_vs_accuracy(sweep: Sweep, setting: str, crv: dict, pts: pd.DataFrame
                     xytext=(3, 3),
                     textcoords="offset points",
                 )
-        peak = find_peak(crv[(setting, method)])
+        peak = peaks[(setting, method)]
         if peak is not None:
             mt = sp[
                 (sp["method"] == method)
@@ -264,12 +265,12 @@ def m_theta_vs_accuracy(sweep: Sweep, setting: str, crv: dict, pts: pd.DataFrame
                 & ((sp["beta"] == peak.beta) | (sp["beta"].isna() & math.isnan(peak.beta)))
             ]["m_theta"]
             if len(mt):
-                ax.scatter(mt, [peak.accuracy], marker="*", s=260, color=color, edgecolor="black", zorder=5)
+                ax.scatter(mt, [peak.select_accuracy], marker="*", s=260, color=color, edgecolor="black", zorder=5)
     base = pts.loc[pts["setting"] == setting, "base_accuracy"].mean()
     if math.isfinite(base):
         ax.scatter([0], [base], marker="P", s=90, color="black", label=f"base ({base:.3f})", zorder=5)
     ax.set_xlabel("final mθ on the eval set (deviation from the base model, nats/token)")
-    ax.set_ylabel("accuracy (held-out)")
+    ax.set_ylabel("accuracy (selection split)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     ax.set_title(f"{setting}: final mθ against accuracy (★ = best configuration)", fontsize=11)
@@ -283,13 +284,14 @@ def m_theta_vs_accuracy(sweep: Sweep, setting: str, crv: dict, pts: pd.DataFrame
     )
 
 
-def all_plots(sweep: Sweep, crv: dict, pts: pd.DataFrame) -> list[Plot]:
-    """Every figure of the report, per setting."""
+def all_plots(sweep: Sweep, est: Estimates) -> list[Plot]:
+    """Every figure of the report, per setting; curves and peaks are the tables' own (analysis.estimate)."""
+    crv, pts, peaks = est.curves, est.points, est.peaks
     plots = []
     for setting in sorted({s for s, _ in crv}):
-        plots.append(accuracy_vs_lr(sweep, setting, crv, pts))
+        plots.append(accuracy_vs_lr(sweep, setting, crv, pts, peaks))
         plots.append(m_theta_curves(sweep, setting, crv))
-        plots.append(m_theta_vs_accuracy(sweep, setting, crv, pts))
+        plots.append(m_theta_vs_accuracy(sweep, setting, crv, pts, peaks))
     return plots
 
 

@@ -16,11 +16,14 @@ import pandas as pd
 
 from analysis.tables import fmt_beta, fmt_lr
 
-LR_COLUMNS = {"lr", "threshold_lr", "next_lr"}
+LR_COLUMNS = {"lr", "threshold_lr", "next_lr", "bracket_low", "bracket_high", "vertex_lr", "lr_ci_low", "lr_ci_high",
+              "baseline_vertex_lr"}
 SIGNED_COLUMNS = {"delta", "gain_over_base", "drop"}
+BETA_COLUMNS = {"beta", "worst_beta"}
 INT_COLUMNS = {"n_seeds", "n_questions", "seed", "steps", "eval_n"}
 INT_COLUMNS |= {"trial", "n_trials", "n_ok", "n_diverged", "n_failed"}  # analysis.search
-MTHETA_COLUMNS = {"m_theta", "train_m_theta"}
+INT_COLUMNS |= {"n_runs", "n_betas"}
+MTHETA_COLUMNS = {"m_theta", "train_m_theta", "abs_m_theta"}
 HEADERS = {
     "threshold_lr": "threshold lr",
     "beta": "β",
@@ -31,7 +34,25 @@ HEADERS = {
     "gain_over_base": "gain over base",
     "base_accuracy": "base accuracy",
     "m_theta": "final mθ (eval)",
-    "train_m_theta": "final mθ (train)",
+    "abs_m_theta": "final |mθ| (eval)",
+    "train_m_theta": "mθ (train, last quarter)",
+    "select_accuracy": "accuracy (selection)",
+    "accuracy": "accuracy (report)",
+    "report_accuracy": "accuracy (report)",
+    "worst_beta": "worst β",
+    "worst_accuracy": "worst β accuracy",
+    "bracket_low": "bracket from",
+    "bracket_high": "bracket to",
+    "vertex_lr": "vertex lr",
+    "lr_ci_low": "vertex 95% from",
+    "lr_ci_high": "vertex 95% to",
+    "p_argmax": "P(argmax)",
+    "p_greater": "P(A > B)",
+    "p_equal": "P(equal)",
+    "baseline_vertex_lr": "B vertex lr",
+    "seed_sd": "seed s.d.",
+    "question_se": "question s.e.",
+    "divergence_rate": "divergence rate",
     "baseline_config": "baseline config",
     "baseline_accuracy": "baseline accuracy",
     "delta": "Δ accuracy",
@@ -67,7 +88,7 @@ def format_cell(column: object, value: object) -> str:
         return f"{v:.3f}"
     if column in LR_COLUMNS:
         return fmt_lr(v)
-    if column == "beta":
+    if column in BETA_COLUMNS:
         return fmt_beta(v)
     if column == "p_value":
         return fmt_p(v)
@@ -127,7 +148,7 @@ def _cell_class(text: str) -> str:
         return "good"
     if t == "does not hold" or t.startswith(("diverged", "failed")) or "diverged)" in t or "failed)" in t:
         return "bad"
-    if t == "not measured" or t.startswith("threshold not bracketed") or t.startswith("no threshold"):
+    if t in ("not measured", "undecided") or t.startswith(("threshold not bracketed", "no threshold")):
         return "warn"
     return ""
 

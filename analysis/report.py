@@ -23,6 +23,8 @@ from analysis import search as S
 from analysis import tables as T
 from analysis.atomic import write_bytes, write_text
 from analysis.claims import claims_table
+from analysis.estimate import LATE_FRACTION, MIN_SEEDS, Estimates, estimate
+from analysis.planned import read_plan, unfinished
 from analysis.plots import Plot, all_plots, search_plots, slug
 from analysis.render import html_page, png_img, to_html_table, to_markdown
 from analysis.rundirs import Sweep, load_sweep
@@ -42,22 +44,39 @@ class Report:
 
 
 EXPLAIN = {
-    "claims": "The paper's findings (DESIGN §5), one per row. <b>holds</b> / <b>does not hold</b> / "
-    "<b>not measured</b> (the sweep cannot decide it: a method missing, or a threshold not bracketed "
-    "by the grid), always with the numbers behind the verdict.",
-    "threshold": "For each method: at every learning rate take the best β (by mean accuracy over seeds); the "
-    "threshold is the lr where that curve peaks (ties → the lower lr, reported in the note). "
-    "The interval is a 95% t interval over seeds, or a bootstrap over questions with one seed. "
-    '<i>drop</i> = peak − accuracy at the next higher lr ("diverged" when no seed finished '
-    "there). A peak on an edge of the grid is flagged: the threshold is not bracketed.",
-    "best": "Each method's best configuration (the peak above) with its final deviation mθ "
-    "(mean per-token log-ratio to the base model) on the eval set and on the last training batch.",
-    "paired": "Best configurations compared on the same questions (predictions.jsonl; mean over seeds per "
-    "question). Δ = first − second accuracy; 95% interval and two-sided p from a paired bootstrap "
-    "over questions (10,000 resamples, seeded).",
-    "grid": "Mean accuracy over seeds that finished ok. Cells say <i>diverged</i> / <i>failed</i> when "
-    "no seed finished, and how many seeds did not when some did. The first row is the base model.",
-    "runs": "Every finished run (result.json).",
+    "claims": "The paper's findings (DESIGN §5), one per row: <b>holds</b> / <b>does not hold</b> / "
+    "<b>undecided</b>, always with the interval, probability or p-value behind the verdict. Accuracies "
+    f"are on the report split. One seed decides nothing: a claim whose deciding points have fewer than "
+    f"{MIN_SEEDS} scored seeds is undecided whatever its numbers.",
+    "threshold": "For each method: at every learning rate the best β on the <b>selection split</b> (mean "
+    "over scored seeds); the argmax of that curve is the threshold lr (ties → the lower lr), between the "
+    "scored lr just below and just above (<i>bracket</i>). <i>vertex</i> is the maximum of a parabola in "
+    "log lr through the peak and its neighbours; its 95% interval and <i>P(argmax)</i> (share of resamples "
+    "with the argmax at this lr) come from a hierarchical bootstrap that resamples seeds, then questions, "
+    "and redoes the β choice and the argmax in each resample. <i>accuracy</i> and its interval are on the "
+    "<b>report split</b>. A peak on an edge of the grid is flagged: the threshold is not bracketed.",
+    "threshold_comparisons": "P(threshold of A > threshold of B) from the same resamples (vertex redone in "
+    "each); P(equal) counts resamples where both land on the same value (the same grid edge, say).",
+    "best": "Each method's best configuration (the peak above): chosen on the selection split, scored on "
+    "the report split, with the seed-to-seed s.d. and the question standard error apart. mθ is the mean "
+    "per-token log-ratio to the base model: final eval mθ and its absolute value (forgetting makes eval mθ "
+    f"negative), and train mθ averaged over the last {LATE_FRACTION:.0%} of logged steps.",
+    "paired": "Best configurations compared on the same report-split questions. Δ = first − second accuracy; "
+    "95% interval and two-sided p from the hierarchical bootstrap (seeds of each configuration resampled, "
+    "questions resampled once for both: paired). <i>all settings</i> averages Δ over settings.",
+    "divergence": "Seeds that diverged (non-finite loss) per method and lr, over all β. A diverged seed "
+    "is a failure at its point and scores the base model's accuracy; a <i>failed</i> run (crash, OOM) is "
+    "missing data, counted in neither.",
+    "beta": "How much β matters: at each lr, the β chosen on the selection split against the worst β there, "
+    "both on the report split, with the hierarchical interval of Δ.",
+    "unfinished": "Points of the planned grid (sweep_summary.json, else multirun.yaml) without an ok or "
+    "diverged run: <i>failed</i> runs are missing data (never a \"degrades\" signal), <i>never finished</i> "
+    "ones left nothing or were killed.",
+    "grid": "Selection-split accuracy, mean over scored seeds (a diverged seed scores the base model). Cells "
+    "say how many seeds diverged or failed; <i>failed (missing)</i> when no seed was scored. The first row "
+    "is the base model.",
+    "runs": "Every finished run (result.json); select/report accuracy as scored (a diverged run scores the "
+    "base model), train mθ over the last quarter of logged steps.",
     "search_best": "Each searched method's best trial (ties → the lower β). A search is found from the run "
     f"directories alone: a method with at least {S.SEARCH_MIN_BETAS} β values that were each run once (a grid "
     "repeats its β "
@@ -69,9 +88,21 @@ EXPLAIN = {
 }
 
 
-def _notes(sweep: Sweep, pts: pd.DataFrame) -> list[str]:
+def _notes(sweep: Sweep, est: Estimates) -> list[str]:
     """Observations a reader needs before trusting the tables."""
+    pts = est.points
     notes = []
+    for setting, info in est.settings.items():
+        if info.split_source == "predictions.jsonl":
+            notes.append(f"{setting}: β and lr chosen on {info.n_select} selection questions, accuracies "
+                         f"reported on {info.n_report} other questions (split from predictions.jsonl).")
+        else:
+            notes.append(f"{setting}: no selection/report split recorded in predictions.jsonl: β and lr are "
+                         f"chosen and scored on the same {info.n_questions} questions, so the best configurations' "
+                         "accuracies are optimistic (winner's curse).")
+        notes.extend(f"{setting}: {n}" for n in info.notes)
+    notes.append(f"Intervals: hierarchical bootstrap, {est.n_resamples} resamples (seeds, then questions), seeded. "
+                 "A diverged seed scores the base model's accuracy; a failed run is missing data.")
     for setting, sp in pts.groupby("setting"):
         d = sp[(sp["method"] == "dpo_sft") & (sp["n_ok"] > 0)].set_index(["lr", "beta"])["accuracy"]
         m = sp[(sp["method"] == "minor_sft") & (sp["n_ok"] > 0)].set_index(["lr", "beta"])["accuracy"]
@@ -111,14 +142,19 @@ def build_report(sweep_dir: Path | str, out_dir: Path | str | None = None, use_w
     out = Path(out_dir) if out_dir else sweep_dir / "report"
     rep = Report(out_dir=out, html=out / "report.html", threshold=pd.DataFrame())
 
-    pts = T.points(sweep)
-    crv = T.curves(sweep, pts)
-    grids = T.accuracy_grids(sweep, pts)
-    threshold = T.threshold_table(sweep, pts)
-    best = T.best_configs(sweep, pts)
-    paired = T.paired_table(sweep, best)
-    claims = claims_table(sweep, pts, best, paired)
-    runs = T.run_table(sweep)
+    est = estimate(sweep)
+    plan, plan_problems = read_plan(sweep_dir)
+    sweep.problems.extend(plan_problems)
+    missing = unfinished(plan, sweep.runs)
+    grids = T.accuracy_grids(est)
+    threshold = T.threshold_table(est, sweep)
+    comparisons = T.threshold_comparisons(est)
+    best = T.best_configs(est, sweep)
+    paired = T.paired_table(est, best)
+    beta = T.beta_sensitivity(est)
+    divergence = T.divergence_table(est)
+    claims = claims_table(est, sweep, best, paired, beta)
+    runs = T.run_table(est)
     trials = S.trials(sweep)
     search_best = S.best_beta(trials)
     rep.threshold = threshold
@@ -131,8 +167,12 @@ def build_report(sweep_dir: Path | str, out_dir: Path | str | None = None, use_w
     named: list[tuple[str, str, pd.DataFrame, str]] = [  # (file stem, title, frame, explain key)
         ("claims", "The paper's claims", claims, "claims"),
         ("threshold", "Learning-rate threshold per method", threshold, "threshold"),
-        ("best_config", "Best configuration per method", best, "best"),
+        ("threshold_comparisons", "Which method's threshold is higher", comparisons, "threshold_comparisons"),
+        ("best_config", "Best configuration per method", best.drop(columns="pid"), "best"),
         ("paired", "Paired comparison of best configurations", paired, "paired"),
+        ("beta_sensitivity", "β sensitivity", beta, "beta"),
+        ("divergence", "Divergence rate per learning rate", divergence, "divergence"),
+        ("unfinished", "Planned points that did not finish", missing, "unfinished"),
     ]
     if len(trials):
         named.append(("search_best_beta", "Search: best β per method", search_best, "search_best"))
@@ -150,11 +190,11 @@ def build_report(sweep_dir: Path | str, out_dir: Path | str | None = None, use_w
         rep.files.append(write_text(out / f"{stem}.md", md))
         md_parts.append(md)
 
-    plots = all_plots(sweep, crv, pts)
+    plots = all_plots(sweep, est)
     s_plots = search_plots(trials)
     for p in plots + s_plots:
         rep.files.append(write_bytes(out / f"{p.name}.png", p.png))
-    notes = _notes(sweep, pts)
+    notes = _notes(sweep, est)
     if notes:
         md_parts.append("## Notes\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
     if sweep.problems:
@@ -235,7 +275,8 @@ def _html(
     parts.insert(0, "<nav>" + "".join(nav) + "</nav>")
     suffix = " (incomplete)" if incomplete else ""
     sections = {stem: (title, df, key) for stem, title, df, key in named}
-    order_top = ["claims", "threshold", "best_config", "paired"]
+    order_top = ["claims", "threshold", "threshold_comparisons", "best_config", "paired", "beta_sensitivity",
+                 "divergence", "unfinished"]
     for stem in order_top:
         title, df, key = sections[stem]
         parts.append(

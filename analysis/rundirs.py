@@ -22,6 +22,8 @@ import pandas as pd
 from analysis import method_name
 
 STATUSES = ("ok", "diverged", "failed")
+SPLITS = ("select", "report")
+"""predictions.jsonl's `split`: best lr and β are chosen on "select" questions, scored on "report"."""
 SKIP_DIRS = {".hydra", "wandb", "report", "__pycache__", ".git", ".submitit"}
 """Directories never searched for runs: Hydra's own files, W&B's, and the report this package writes.
 Names starting with "_" are skipped too: the sweeper keeps its own jobs there (`_prepare/`)."""
@@ -83,6 +85,7 @@ class Sweep:
     problems: list[str] = field(default_factory=list)
     """One line per corrupt or invalid file, 'path: what is wrong'; those files were skipped."""
     _predictions: dict[str, pd.Series] = field(default_factory=dict, repr=False)
+    _splits: dict[str, pd.Series | None] = field(default_factory=dict, repr=False)
 
     @property
     def is_complete(self) -> bool:
@@ -100,19 +103,34 @@ class Sweep:
                 return None
             records, problems = read_jsonl(path)
             self.problems.extend(problems)
-            ids, correct = [], []
+            ids, correct, splits = [], [], []
             for i, rec in enumerate(records):
                 if "id" not in rec or not isinstance(rec.get("correct"), (bool, int, float)):
                     self.problems.append(f"{path}: record {i + 1} lacks 'id' or a boolean 'correct'; skipped")
                     continue
                 ids.append(str(rec["id"]))
                 correct.append(float(bool(rec["correct"])))
+                splits.append(rec.get("split"))
             s = pd.Series(correct, index=pd.Index(ids, name="id"), name=run, dtype=float)
+            sp = pd.Series(splits, index=s.index, name=run, dtype=object)
             if s.index.has_duplicates:
                 self.problems.append(f"{path}: duplicate question ids; the first of each is used")
-                s = s[~s.index.duplicated()]
+                keep = ~s.index.duplicated()
+                s, sp = s[keep], sp[keep]
             self._predictions[run] = s
+            has_split = sp.isin(SPLITS)
+            if has_split.any() and not has_split.all():
+                self.problems.append(f"{path}: 'split' missing or not one of {SPLITS} on some records; "
+                                     "the run's split is ignored")
+            self._splits[run] = sp if has_split.all() and len(sp) else None
         return self._predictions[run]
+
+    def split(self, run: str) -> pd.Series | None:
+        """The split ("select" or "report") of each question of a run's final eval, or None when
+        predictions.jsonl does not record it (runs from before the split existed)."""
+        if self.predictions(run) is None:
+            return None
+        return self._splits.get(run)
 
 
 def find_run_dirs(root: Path) -> tuple[list[Path], list[Path]]:

@@ -1,10 +1,11 @@
-"""Intervals and paired tests for accuracies.
+"""Intervals and tests for accuracies, seed-aware.
 
-Seed-to-seed noise on the embedded world is ±5–7 points (DESIGN §4), so every accuracy in the report
-carries an interval: over seeds when there are several, by bootstrap over questions when there is one.
-Method comparisons are paired over the same questions (predictions.jsonl), which removes the
-question-difficulty variance that unpaired intervals would keep. All resampling is seeded: the same
-sweep gives the same report.
+Training-run variance is as large as question-sampling variance on the embedded world (DESIGN §5), so
+the report's intervals and p-values come from a hierarchical bootstrap (analysis.estimate): resample
+the seeds of a configuration, then the questions, shared by every configuration of a setting so that
+comparisons stay paired. This module holds the pieces: question-resampling weights, percentile
+intervals, the two-sided bootstrap p-value, and scipy's t, Welch and Wilson for the few places where a
+closed form is the right tool. All resampling is seeded: the same sweep gives the same report.
 """
 
 from __future__ import annotations
@@ -13,57 +14,17 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats as scipy_stats
 
 N_RESAMPLES = 10_000
 SEED = 0
 _CHUNK_CELLS = 2_000_000  # resample indices in chunks of ~16 MB so 10k × many questions fits anywhere
 
-# Two-sided 95% Student-t quantiles t_{0.975, df}; no scipy dependency for one table.
-_T975 = {
-    1: 12.706,
-    2: 4.303,
-    3: 3.182,
-    4: 2.776,
-    5: 2.571,
-    6: 2.447,
-    7: 2.365,
-    8: 2.306,
-    9: 2.262,
-    10: 2.228,
-    11: 2.201,
-    12: 2.179,
-    13: 2.160,
-    14: 2.145,
-    15: 2.131,
-    16: 2.120,
-    17: 2.110,
-    18: 2.101,
-    19: 2.093,
-    20: 2.086,
-    21: 2.080,
-    22: 2.074,
-    23: 2.069,
-    24: 2.064,
-    25: 2.060,
-    26: 2.056,
-    27: 2.052,
-    28: 2.048,
-    29: 2.045,
-    30: 2.042,
-    40: 2.021,
-    60: 2.000,
-    120: 1.980,
-}
-
-
 def t_quantile_975(df: int) -> float:
-    """t_{0.975, df}, from the table (the next smaller tabulated df above 30: conservative); 1.96 beyond."""
+    """t_{0.975, df} (scipy)."""
     if df < 1:
         raise ValueError("need at least 2 values for a t interval")
-    if df in _T975:
-        return _T975[df]
-    smaller = [k for k in _T975 if k < df]
-    return _T975[max(smaller)] if df <= 120 else 1.960
+    return float(scipy_stats.t.ppf(0.975, df))
 
 
 def t_interval(values: np.ndarray | list[float]) -> tuple[float, float]:
@@ -76,13 +37,12 @@ def t_interval(values: np.ndarray | list[float]) -> tuple[float, float]:
 
 
 def wilson_interval(accuracy: float, n: int) -> tuple[float, float]:
-    """95% Wilson interval for a proportion: the fallback when a single run has no predictions.jsonl."""
+    """95% Wilson interval for a proportion (scipy's binomtest): the fallback for a run without
+    predictions.jsonl."""
     if n <= 0 or not math.isfinite(accuracy):
         return math.nan, math.nan
-    z = 1.959964
-    centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    ci = scipy_stats.binomtest(int(round(accuracy * n)), n).proportion_ci(0.95, method="wilson")
+    return float(ci.low), float(ci.high)
 
 
 def _bootstrap_means(x: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
@@ -149,3 +109,58 @@ def paired_bootstrap(
     ge = (np.count_nonzero(means >= 0) + 1) / (n_resamples + 1)
     p = min(1.0, 2 * min(le, ge))
     return PairedResult(float(d.mean()), float(lo), float(hi), float(p), int(d.size))
+
+
+def question_weights(n: int, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """Bootstrap weights over n questions, shape [n_resamples, n], float32, each row summing to 1.
+
+    Row b holds how often each question was drawn in resample b, divided by n: a run's resampled
+    accuracy is then one matrix product (correctness @ weights.T) for every run and every resample.
+    """
+    if n <= 0:
+        return np.zeros((n_resamples, 0), dtype=np.float32)
+    out = np.empty((n_resamples, n), dtype=np.float32)
+    chunk = max(1, _CHUNK_CELLS // n)
+    for start in range(0, n_resamples, chunk):
+        stop = min(n_resamples, start + chunk)
+        rows = stop - start
+        flat = rng.integers(0, n, size=(rows, n)) + (np.arange(rows) * n)[:, None]
+        out[start:stop] = np.bincount(flat.ravel(), minlength=rows * n).reshape(rows, n) / n
+    return out
+
+
+def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of bootstrap samples (NaN samples ignored; NaNs when none is finite)."""
+    x = np.asarray(samples, dtype=float)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return math.nan, math.nan
+    lo, hi = np.quantile(x, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def bootstrap_p(deltas: np.ndarray) -> float:
+    """Two-sided p-value of "Δ = 0" from bootstrap samples of Δ: 2·min(P*(Δ ≤ 0), P*(Δ ≥ 0)), with
+    the +1 correction so that it is never 0; 1 when every sample is 0."""
+    d = np.asarray(deltas, dtype=float)
+    d = d[np.isfinite(d)]
+    if d.size == 0:
+        return math.nan
+    le = (np.count_nonzero(d <= 0) + 1) / (d.size + 1)
+    ge = (np.count_nonzero(d >= 0) + 1) / (d.size + 1)
+    return float(min(1.0, 2 * min(le, ge)))
+
+
+def welch(a: np.ndarray | list[float], b: np.ndarray | list[float]) -> tuple[float, float]:
+    """(mean(a) − mean(b), two-sided Welch p) over seeds; p is NaN with fewer than 2 values on a side."""
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if a.size == 0 or b.size == 0:
+        return math.nan, math.nan
+    diff = float(a.mean() - b.mean())
+    if a.size < 2 or b.size < 2:
+        return diff, math.nan
+    if a.std() == 0 and b.std() == 0:
+        return diff, (1.0 if diff == 0 else 0.0)
+    return diff, float(scipy_stats.ttest_ind(a, b, equal_var=False).pvalue)

@@ -1,28 +1,24 @@
-"""The report's tables: accuracy grids, each method's learning-rate threshold, best configurations, paired
-comparisons.
+"""The report's tables, every one read from the one computation in analysis.estimate.
 
-Every table is a plain DataFrame (numbers stay numbers, for CSV); `analysis.render` formats them. The
-aggregation rule is the same everywhere, so the tables agree with each other and with the plots:
-accuracy of a (method, lr, β) point = mean over its seeds that finished "ok"; at each lr a method's
-curve takes the best β; the peak of that curve is the method's threshold and its best configuration.
-Ties are broken towards the lower β and then the lower lr (the smaller step from the base model reaches
-the same accuracy), and every tie is reported in the row's note.
+Every table is a plain DataFrame (numbers stay numbers, for CSV); `analysis.render` formats them. Choices
+(β at each lr, the peak lr) are made on the selection split; accuracies quoted for a chosen configuration
+are on the report split; intervals and p-values come from the hierarchical bootstrap (seeds, then
+questions). Each table says which split its numbers come from.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from analysis import method_name, method_sort_key
+from analysis.estimate import MIN_SEEDS, Estimates
 from analysis.rundirs import Sweep
 from analysis.search import search_keys
-from analysis.stats import PairedResult, bootstrap_ci, paired_bootstrap, t_interval, wilson_interval
+from analysis.stats import bootstrap_p, percentile_interval
 
-TIE_ATOL = 1e-9  # accuracies are k/n (or means of them): equal ones compare equal up to float noise
 COMPARISONS: tuple[tuple[str, str], ...] = (("minor_sft", "sft"), ("minor_sft", "dpo_sft"))
 """(subject, baseline) pairs of the paired table; Δ = subject − baseline."""
 
@@ -54,191 +50,14 @@ def _sorted_methods(methods) -> list[str]:
     return sorted(set(methods), key=method_sort_key)
 
 
-# --------------------------------------------------------------------------- points and curves
+# --------------------------------------------------------------------------- tables (all read Estimates)
 
 
-def points(sweep: Sweep) -> pd.DataFrame:
-    """One row per (setting, method, lr, β): seed counts by status and means over the ok seeds."""
-    cols = [
-        "setting",
-        "method",
-        "lr",
-        "beta",
-        "n_runs",
-        "n_ok",
-        "n_diverged",
-        "n_failed",
-        "accuracy",
-        "accuracy_sd",
-        "m_theta",
-        "train_m_theta",
-        "base_accuracy",
-        "runs",
-    ]
-    runs = sweep.runs
-    if runs.empty:
-        return pd.DataFrame(columns=cols)
-    rows = []
-    for (setting, method, lr, beta), g in runs.groupby(["setting", "method", "lr", "beta"], dropna=False):
-        ok = g[g["status"] == "ok"]
-        rows.append(
-            {
-                "setting": setting,
-                "method": method,
-                "lr": float(lr),
-                "beta": float(beta),
-                "n_runs": len(g),
-                "n_ok": len(ok),
-                "n_diverged": int((g["status"] == "diverged").sum()),
-                "n_failed": int((g["status"] == "failed").sum()),
-                "accuracy": ok["accuracy"].mean() if len(ok) else math.nan,
-                "accuracy_sd": ok["accuracy"].std(ddof=1) if len(ok) > 1 else math.nan,
-                "m_theta": ok["m_theta"].mean() if len(ok) else math.nan,
-                "train_m_theta": ok["train_m_theta"].mean() if len(ok) else math.nan,
-                "base_accuracy": g["base_accuracy"].mean(),
-                "runs": list(ok["run"]),
-            }
-        )
-    df = pd.DataFrame(rows, columns=cols)
-    df["_m"] = df["method"].map(method_sort_key)
-    df = df.sort_values(["setting", "_m", "lr", "beta"], na_position="first").drop(columns="_m")
-    return df.reset_index(drop=True)
-
-
-def lr_curve(method_points: pd.DataFrame) -> pd.DataFrame:
-    """A method's accuracy-vs-lr curve: at each lr the best β by mean accuracy (ties → lower β).
-
-    Columns: lr, beta, accuracy, n_ok, status ("ok", or "diverged"/"failed" when no seed at any β of
-    that lr finished ok), runs, beta_tie (other β values with the same accuracy).
-    """
-    rows = []
-    for lr, g in method_points.groupby("lr", sort=True):
-        ok = g[g["n_ok"] > 0].sort_values("beta", na_position="first")
-        if len(ok):
-            best_acc = ok["accuracy"].max()
-            tied = ok[np.isclose(ok["accuracy"], best_acc, rtol=0, atol=TIE_ATOL)]
-            best = tied.iloc[0]
-            rows.append(
-                {
-                    "lr": float(lr),
-                    "beta": best["beta"],
-                    "accuracy": best["accuracy"],
-                    "n_ok": int(best["n_ok"]),
-                    "n_runs": int(best["n_runs"]),
-                    "status": "ok",
-                    "runs": best["runs"],
-                    "m_theta": best["m_theta"],
-                    "beta_tie": [float(b) for b in tied["beta"].iloc[1:]],
-                }
-            )
-        else:
-            status = "diverged" if g["n_diverged"].sum() > 0 else "failed"
-            rows.append(
-                {
-                    "lr": float(lr),
-                    "beta": math.nan,
-                    "accuracy": math.nan,
-                    "n_ok": 0,
-                    "n_runs": int(g["n_runs"].sum()),
-                    "status": status,
-                    "runs": [],
-                    "m_theta": math.nan,
-                    "beta_tie": [],
-                }
-            )
-    return pd.DataFrame(rows)
-
-
-@dataclass
-class Peak:
-    """Where a method's curve peaks, and what the grid says about whether that peak is a threshold."""
-
-    lr: float
-    beta: float
-    accuracy: float
-    runs: list[str]
-    tied_lrs: list[float]
-    next_lr: float
-    next_accuracy: float | str  # a number, "diverged", "failed", or NaN at the top of the grid
-    bracket: str  # "" when bracketed, else the "threshold not bracketed: …" flag
-    lrs: list[float]
-
-
-def find_peak(curve: pd.DataFrame) -> Peak | None:
-    """Peak of an lr curve (ties → the lower lr), the next higher lr, and the bracketing flag; None when
-    no lr has an ok run."""
-    ok = curve[curve["status"] == "ok"]
-    if ok.empty:
-        return None
-    best_acc = ok["accuracy"].max()
-    tied = ok[np.isclose(ok["accuracy"], best_acc, rtol=0, atol=TIE_ATOL)].sort_values("lr")
-    peak = tied.iloc[0]
-    lrs = sorted(curve["lr"])
-    higher = curve[curve["lr"] > peak["lr"]].sort_values("lr")
-    if higher.empty:
-        next_lr, next_acc = math.nan, math.nan
-    else:
-        nxt = higher.iloc[0]
-        next_lr = float(nxt["lr"])
-        next_acc = float(nxt["accuracy"]) if nxt["status"] == "ok" else str(nxt["status"])
-    at_top, at_bottom = peak["lr"] == lrs[-1], peak["lr"] == lrs[0]
-    if at_top and at_bottom:
-        bracket = "threshold not bracketed: a single learning rate; extend the grid up and down"
-    elif at_top:
-        bracket = "threshold not bracketed: extend the grid up"
-    elif at_bottom:
-        bracket = "threshold not bracketed: extend the grid down"
-    else:
-        bracket = ""
-    return Peak(
-        lr=float(peak["lr"]),
-        beta=float(peak["beta"]),
-        accuracy=float(peak["accuracy"]),
-        runs=list(peak["runs"]),
-        tied_lrs=[float(x) for x in tied["lr"].iloc[1:]],
-        next_lr=next_lr,
-        next_accuracy=next_acc,
-        bracket=bracket,
-        lrs=lrs,
-    )
-
-
-def curves(sweep: Sweep, pts: pd.DataFrame | None = None) -> dict[tuple[str, str], pd.DataFrame]:
-    """lr curve of every (setting, method)."""
-    pts = points(sweep) if pts is None else pts
-    return {(s, m): lr_curve(g) for (s, m), g in pts.groupby(["setting", "method"], sort=False)}
-
-
-# --------------------------------------------------------------------------- intervals
-
-
-def accuracy_interval(sweep: Sweep, runs: list[str]) -> tuple[float, float, str]:
-    """95% interval of a configuration's accuracy: t over seeds with ≥ 2 seeds, else bootstrap over the
-    questions of its one run (Wilson from eval_n when predictions.jsonl is missing)."""
-    if not runs:
-        return math.nan, math.nan, ""
-    accs = sweep.runs.set_index("run").loc[runs, "accuracy"].to_numpy(dtype=float)
-    if len(runs) >= 2:
-        lo, hi = t_interval(accs)
-        return max(0.0, lo), min(1.0, hi), f"t over {len(runs)} seeds"
-    pred = sweep.predictions(runs[0])
-    if pred is not None and len(pred):
-        lo, hi = bootstrap_ci(pred.to_numpy())
-        return lo, hi, f"bootstrap over {len(pred)} questions"
-    n = sweep.runs.set_index("run").loc[runs[0], "eval_n"]
-    if math.isfinite(n) and n > 0:
-        lo, hi = wilson_interval(float(accs[0]), int(n))
-        return lo, hi, f"Wilson, n={int(n)} (no predictions.jsonl)"
-    return math.nan, math.nan, "no interval: one seed, no predictions"
-
-
-# --------------------------------------------------------------------------- tables
-
-
-def accuracy_grids(sweep: Sweep, pts: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
-    """Per setting: rows method × β (plus the base model), columns lr; cells hold the mean accuracy over
-    ok seeds, or "diverged"/"failed", or "0.612 (1/2 diverged)" when only some seeds finished ok."""
-    pts = points(sweep) if pts is None else pts
+def accuracy_grids(est: Estimates) -> dict[str, pd.DataFrame]:
+    """Per setting: rows method × β (plus the base model), columns lr; cells hold the selection-split
+    accuracy (mean over scored seeds; a diverged seed scores the base model), annotated with how many seeds
+    diverged or failed; "failed" alone when no seed at the point was scored (missing data)."""
+    pts = est.points
     grids: dict[str, pd.DataFrame] = {}
     for setting, sp in pts.groupby("setting", sort=True):
         lrs = sorted(sp["lr"].unique())
@@ -263,19 +82,22 @@ def accuracy_grids(sweep: Sweep, pts: pd.DataFrame | None = None) -> dict[str, p
 
 
 def _grid_cell(p: pd.Series) -> float | str:
-    bad = int(p["n_diverged"] + p["n_failed"])
-    if p["n_ok"] == 0:
-        if p["n_diverged"] and p["n_failed"]:
-            return "diverged/failed"
-        return "diverged" if p["n_diverged"] else "failed"
-    if bad:
-        what = (
-            "diverged"
-            if p["n_diverged"] and not p["n_failed"]
-            else ("failed" if p["n_failed"] and not p["n_diverged"] else "diverged/failed")
-        )
-        return f"{p['accuracy']:.3f} ({bad}/{int(p['n_runs'])} {what})"
+    if p["n_scored"] == 0:
+        return "failed (missing)"
+    bits = []
+    if p["n_diverged"]:
+        bits.append(f"{int(p['n_diverged'])}/{int(p['n_runs'])} diverged")
+    if p["n_failed"]:
+        bits.append(f"{int(p['n_failed'])}/{int(p['n_runs'])} failed, missing")
+    if bits:
+        return f"{p['accuracy']:.3f} ({'; '.join(bits)})"
     return float(p["accuracy"])
+
+
+def _ci_method(est: Estimates, setting: str, n_seeds: int) -> str:
+    info = est.settings[setting]
+    split = "report split" if info.split_source == "predictions.jsonl" else "all questions (no split)"
+    return f"bootstrap: {n_seeds} seed(s) × {info.n_report} questions, {split}"
 
 
 THRESHOLD_COLUMNS = [
@@ -283,6 +105,13 @@ THRESHOLD_COLUMNS = [
     "method",
     "threshold_lr",
     "beta",
+    "bracket_low",
+    "bracket_high",
+    "vertex_lr",
+    "lr_ci_low",
+    "lr_ci_high",
+    "p_argmax",
+    "select_accuracy",
     "accuracy",
     "ci_low",
     "ci_high",
@@ -298,77 +127,70 @@ THRESHOLD_COLUMNS = [
 ]
 
 
-def threshold_table(sweep: Sweep, pts: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Each method's learning-rate threshold: the lr at the peak of its best-β curve, with the accuracy
-    there (95% interval), the accuracy at the next higher lr and the drop, the gain over the base model,
-    and a flag when the peak sits on an edge of the grid."""
-    pts = points(sweep) if pts is None else pts
+def threshold_table(est: Estimates, sweep: Sweep) -> pd.DataFrame:
+    """Each method's threshold as an estimate: the argmax lr on the selection split with its bracket
+    (scored lr below and above), the log-quadratic vertex and its resampled 95% interval, the share of
+    resamples that put the argmax at the same lr, and the report-split accuracy there."""
     rows = []
-    crv = curves(sweep, pts)
     searched = search_keys(sweep.runs)
-    for (setting, method), curve in crv.items():  # one row per curve, in crv's order
-        base = pts.loc[pts["setting"] == setting, "base_accuracy"].mean()
+    for (setting, method), curve in est.curves.items():
+        base = est.points.loc[est.points["setting"] == setting, "base_accuracy"].mean()
         row: dict = {"setting": setting, "method": method_name(method), "base_accuracy": base}
-        peak = find_peak(curve)
+        peak = est.peaks[(setting, method)]
+        missing = curve[curve["status"] == "failed"]
+        notes = []
+        if len(missing):
+            notes.append(f"lr {', '.join(map(fmt_lr, missing['lr']))}: every run failed (missing data, not "
+                         "a drop)")
         if peak is None:
-            statuses = set(curve["status"])
-            what = (
-                "diverged"
-                if statuses == {"diverged"}
-                else ("failed" if statuses == {"failed"} else "diverged or failed")
-            )
-            row.update(
-                note=f"no threshold: all runs {what} (lr {', '.join(map(fmt_lr, curve['lr']))})",
-                bracketed="not measured",
-                n_seeds=0,
-            )
+            what = "every scored run diverged" if (curve["n_diverged"] > 0).any() else "no run was scored"
+            row.update(note="; ".join([f"no threshold: {what}", *notes]), bracketed="not measured", n_seeds=0)
             rows.append(row)
             continue
-        lo, hi, how = accuracy_interval(sweep, peak.runs)
-        notes = []
+        p = est.points.loc[est.points["pid"] == peak.pid].iloc[0]
         if peak.tied_lrs:
             notes.append(
-                f"tie: lr {', '.join(map(fmt_lr, peak.tied_lrs))} reach the same accuracy; "
-                "the lower lr is reported"
+                f"tie: lr {', '.join(map(fmt_lr, peak.tied_lrs))} reach the same accuracy; the lower lr is reported"
             )
         beta_tie = curve.loc[curve["lr"] == peak.lr, "beta_tie"].iloc[0]
         if beta_tie:
             notes.append(
-                f"tie: β {', '.join(f'{b:g}' for b in beta_tie)} reach the same accuracy; "
-                "the lower β is reported"
+                f"tie: β {', '.join(f'{b:g}' for b in beta_tie)} reach the same accuracy; the lower β is reported"
             )
-        at_peak = pts[
-            (pts["setting"] == setting)
-            & (pts["method"] == method)
-            & (pts["lr"] == peak.lr)
-            & ((pts["beta"] == peak.beta) | (pts["beta"].isna() & math.isnan(peak.beta)))
-        ]
-        n_bad = int(at_peak["n_diverged"].sum() + at_peak["n_failed"].sum())
-        if n_bad:
-            notes.append(f"{n_bad} of {int(at_peak['n_runs'].sum())} seeds at the peak did not finish ok")
-        if isinstance(peak.next_accuracy, str):
-            drop: float | str = peak.next_accuracy
-        elif math.isfinite(peak.next_accuracy):
-            drop = peak.accuracy - peak.next_accuracy
-        else:
-            drop = math.nan
+        if p["n_diverged"] or p["n_failed"]:
+            notes.append(f"at the peak {int(p['n_diverged'])} diverged and {int(p['n_failed'])} failed of "
+                         f"{int(p['n_runs'])} seeds")
+        if p["n_scored"] < MIN_SEEDS:
+            notes.append("one seed: the interval holds question noise only")
+        next_acc, drop = math.nan, math.nan
+        if peak.next_pid is not None:
+            nxt = est.points.loc[est.points["pid"] == peak.next_pid].iloc[0]
+            next_acc = float(nxt["report_accuracy"])
+            drop = peak.accuracy - next_acc
         row.update(
             threshold_lr=peak.lr,
             beta=peak.beta,
+            bracket_low=peak.bracket_low,
+            bracket_high=peak.bracket_high,
+            vertex_lr=peak.vertex_lr,
+            lr_ci_low=peak.lr_ci_low,
+            lr_ci_high=peak.lr_ci_high,
+            p_argmax=peak.p_argmax,
+            select_accuracy=peak.select_accuracy,
             accuracy=peak.accuracy,
-            ci_low=lo,
-            ci_high=hi,
-            ci_method=how,
-            n_seeds=len(peak.runs),
+            ci_low=p["ci_low"],
+            ci_high=p["ci_high"],
+            ci_method=_ci_method(est, setting, int(p["n_scored"])),
+            n_seeds=int(p["n_scored"]),
             next_lr=peak.next_lr,
-            accuracy_next_lr=peak.next_accuracy,
+            accuracy_next_lr=next_acc,
             drop=drop,
             gain_over_base=peak.accuracy - base,
             bracketed=peak.bracket or "yes",
             note="; ".join(notes),
         )
         rows.append(row)
-    for row, key in zip(rows, crv, strict=True):
+    for row, key in zip(rows, est.curves, strict=True):
         if key in searched:  # a search's lr curve pairs each lr with whatever β was sampled there
             row["note"] = "; ".join(x for x in (row.get("note"), SEARCH_NOTE) if x)
     df = pd.DataFrame(rows, columns=THRESHOLD_COLUMNS)
@@ -390,18 +212,46 @@ SEARCH_NOTE = (
     "(see the Search section)"
 )
 
+THRESHOLD_COMPARISON_COLUMNS = ["setting", "comparison", "p_greater", "p_equal", "vertex_lr", "baseline_vertex_lr"]
+
+
+def threshold_comparisons(est: Estimates) -> pd.DataFrame:
+    """P(threshold of A > threshold of B) for every pair of methods of a setting, from the shared resamples
+    (the vertex redone in each); ties (both at the same grid edge, say) are counted apart."""
+    rows = []
+    for setting in sorted({s for s, _ in est.curves}):
+        methods = sorted((m for s, m in est.curves if s == setting and est.peaks[(s, m)]), key=method_sort_key)
+        for i, a in enumerate(methods):
+            for b in methods[:i]:
+                for x, y in ((a, b), (b, a)) if method_sort_key(a) < method_sort_key(b) else ((a, b),):
+                    gt, eq = est.p_threshold_greater(setting, x, y)
+                    rows.append({
+                        "setting": setting,
+                        "comparison": f"{method_name(x)} > {method_name(y)}",
+                        "p_greater": gt,
+                        "p_equal": eq,
+                        "vertex_lr": est.peaks[(setting, x)].vertex_lr,
+                        "baseline_vertex_lr": est.peaks[(setting, y)].vertex_lr,
+                    })
+    return pd.DataFrame(rows, columns=THRESHOLD_COMPARISON_COLUMNS)
+
+
 BEST_COLUMNS = [
     "setting",
     "method",
     "lr",
     "beta",
+    "select_accuracy",
     "accuracy",
     "ci_low",
     "ci_high",
     "ci_method",
+    "seed_sd",
+    "question_se",
     "n_seeds",
     "gain_over_base",
     "m_theta",
+    "abs_m_theta",
     "train_m_theta",
     "steps",
     "wall_s",
@@ -409,18 +259,16 @@ BEST_COLUMNS = [
 ]
 
 
-def best_configs(sweep: Sweep, pts: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Best configuration per method and setting (the peak of its curve), with its final mθ and cost."""
-    pts = points(sweep) if pts is None else pts
+def best_configs(est: Estimates, sweep: Sweep) -> pd.DataFrame:
+    """Best configuration per method and setting (chosen on the selection split, scored on the report
+    split), with the two noise sources apart, its final mθ and its cost."""
     rows = []
     by_run = sweep.runs.set_index("run")
-    for (setting, method), curve in curves(sweep, pts).items():
-        peak = find_peak(curve)
+    for (setting, method), peak in est.peaks.items():
         if peak is None:
             continue
-        lo, hi, how = accuracy_interval(sweep, peak.runs)
-        r = by_run.loc[peak.runs]
-        base = pts.loc[pts["setting"] == setting, "base_accuracy"].mean()
+        p = est.points.loc[est.points["pid"] == peak.pid].iloc[0]
+        r = by_run.loc[p["runs"]] if p["runs"] else by_run.iloc[0:0]
         rows.append(
             {
                 "setting": setting,
@@ -428,20 +276,25 @@ def best_configs(sweep: Sweep, pts: pd.DataFrame | None = None) -> pd.DataFrame:
                 "method_id": method,
                 "lr": peak.lr,
                 "beta": peak.beta,
+                "select_accuracy": peak.select_accuracy,
                 "accuracy": peak.accuracy,
-                "ci_low": lo,
-                "ci_high": hi,
-                "ci_method": how,
-                "n_seeds": len(peak.runs),
-                "gain_over_base": peak.accuracy - base,
-                "m_theta": r["m_theta"].mean(),
-                "train_m_theta": r["train_m_theta"].mean(),
+                "ci_low": p["ci_low"],
+                "ci_high": p["ci_high"],
+                "ci_method": _ci_method(est, setting, int(p["n_scored"])),
+                "seed_sd": p["seed_sd"],
+                "question_se": p["question_se"],
+                "n_seeds": int(p["n_scored"]),
+                "gain_over_base": peak.accuracy - p["base_accuracy"],
+                "m_theta": p["m_theta"],
+                "abs_m_theta": p["abs_m_theta"],
+                "train_m_theta": p["train_m_theta"],
                 "steps": r["steps"].mean(),
                 "wall_s": r["wall_s"].mean(),
-                "runs": "; ".join(peak.runs),
+                "runs": "; ".join(p["scored_runs"]),
+                "pid": peak.pid,
             }
         )
-    return pd.DataFrame(rows, columns=[*BEST_COLUMNS, "method_id"])
+    return pd.DataFrame(rows, columns=[*BEST_COLUMNS, "method_id", "pid"])
 
 
 PAIRED_COLUMNS = [
@@ -455,69 +308,106 @@ PAIRED_COLUMNS = [
     "ci_low",
     "ci_high",
     "p_value",
+    "n_seeds",
     "n_questions",
     "note",
 ]
+ALL_SETTINGS = "all settings"
 
 
-def question_correctness(sweep: Sweep, runs: list[str]) -> pd.Series | None:
-    """Per-question correctness of a configuration: the mean over its seeds' predictions.jsonl."""
-    preds = [p for p in (sweep.predictions(r) for r in runs) if p is not None and len(p)]
-    if not preds:
-        return None
-    return pd.concat(preds, axis=1).mean(axis=1)
+def paired_delta(est: Estimates, pid: int, baseline_pid: int) -> tuple[float, np.ndarray]:
+    """Observed report-split Δ = pid − baseline and its resamples (same questions, seeds resampled)."""
+    p = est.points.set_index("pid")
+    delta = float(p.loc[pid, "report_accuracy"] - p.loc[baseline_pid, "report_accuracy"])
+    return delta, est.report_b[pid].astype(float) - est.report_b[baseline_pid].astype(float)
 
 
-def paired_table(sweep: Sweep, best: pd.DataFrame | None = None) -> pd.DataFrame:
-    """MinorSFT's best configuration against each baseline's, paired over the same questions.
-
-    Δ = subject − baseline accuracy on the questions both have (mean over seeds per question), with a
-    paired-bootstrap 95% interval and two-sided p-value (analysis.stats.paired_bootstrap).
-    """
-    best = best_configs(sweep) if best is None else best
+def paired_table(est: Estimates, best: pd.DataFrame) -> pd.DataFrame:
+    """MinorSFT's best configuration against each baseline's, paired over the same report questions,
+    seeds and questions resampled (hierarchical bootstrap); one more row per comparison averages Δ over
+    settings when the sweep has several."""
     rows = []
-    for setting in sorted(sweep.runs["setting"].unique()):
+    pooled: dict[str, list[tuple[float, np.ndarray]]] = {}
+    for setting in sorted(est.settings):
         b = best[best["setting"] == setting].set_index("method_id")
         for subject, baseline in COMPARISONS:
-            row: dict = {
-                "setting": setting,
-                "comparison": f"{method_name(subject)} vs {method_name(baseline)}",
-            }
+            row: dict = {"setting": setting, "comparison": f"{method_name(subject)} vs {method_name(baseline)}"}
             missing = [m for m in (subject, baseline) if m not in b.index]
             if missing:
-                row["note"] = "not measured: no ok run of " + " or ".join(map(method_name, missing))
+                row["note"] = "not measured: no scored run of " + " or ".join(map(method_name, missing))
                 rows.append(row)
                 continue
             s, t = b.loc[subject], b.loc[baseline]
-            row["config"] = config_label(subject, s["beta"], s["lr"])
-            row["baseline_config"] = config_label(baseline, t["beta"], t["lr"])
-            qs = question_correctness(sweep, s["runs"].split("; "))
-            qt = question_correctness(sweep, t["runs"].split("; "))
-            if qs is None or qt is None:
-                row["note"] = "not measured: predictions.jsonl missing for a best configuration"
-                rows.append(row)
-                continue
-            shared = qs.index.intersection(qt.index)
-            if len(shared) == 0:
-                row["note"] = "not measured: the two configurations share no question ids"
-                rows.append(row)
-                continue
-            res: PairedResult = paired_bootstrap(qt.loc[shared].to_numpy(), qs.loc[shared].to_numpy())
-            note = []
-            if len(shared) < max(len(qs), len(qt)):
-                note.append(f"{len(shared)} shared of {len(qs)}/{len(qt)} questions")
+            delta, d_b = paired_delta(est, int(s["pid"]), int(t["pid"]))
+            lo, hi = percentile_interval(d_b)
+            pooled.setdefault(row["comparison"], []).append((delta, d_b))
             row.update(
-                accuracy=float(qs.loc[shared].mean()),
-                baseline_accuracy=float(qt.loc[shared].mean()),
-                delta=res.delta,
-                ci_low=res.ci_low,
-                ci_high=res.ci_high,
-                p_value=res.p_value,
-                n_questions=res.n,
-                note="; ".join(note),
+                config=config_label(subject, s["beta"], s["lr"]),
+                baseline_config=config_label(baseline, t["beta"], t["lr"]),
+                accuracy=s["accuracy"],
+                baseline_accuracy=t["accuracy"],
+                delta=delta,
+                ci_low=lo,
+                ci_high=hi,
+                p_value=bootstrap_p(d_b),
+                n_seeds=f"{int(s['n_seeds'])}/{int(t['n_seeds'])}",
+                n_questions=est.settings[setting].n_report,
+                note="" if min(s["n_seeds"], t["n_seeds"]) >= MIN_SEEDS else "one seed: question noise only",
             )
             rows.append(row)
+    if len(est.settings) > 1:
+        for comparison, parts in pooled.items():
+            d_b = np.mean([d for _, d in parts], axis=0)
+            lo, hi = percentile_interval(d_b)
+            rows.append({
+                "setting": ALL_SETTINGS, "comparison": comparison,
+                "delta": float(np.mean([d for d, _ in parts])), "ci_low": lo, "ci_high": hi,
+                "p_value": bootstrap_p(d_b),
+                "note": f"mean Δ over {len(parts)} of {len(est.settings)} settings, resampled independently",
+            })
     return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+
+
+DIVERGENCE_COLUMNS = ["setting", "method", "lr", "n_runs", "n_ok", "n_diverged", "n_failed", "divergence_rate"]
+
+
+def divergence_table(est: Estimates) -> pd.DataFrame:
+    """Per method and lr (all β): how many seeds diverged, of those that ran to an end (failed runs are
+    missing data and count in neither)."""
+    g = est.points.groupby(["setting", "method", "lr"], sort=False)[["n_runs", "n_ok", "n_diverged", "n_failed"]].sum()
+    g = g.reset_index()
+    ended = g["n_ok"] + g["n_diverged"]
+    g["divergence_rate"] = np.where(ended > 0, g["n_diverged"] / ended.where(ended > 0, 1), np.nan)
+    g["method"] = g["method"].map(method_name)
+    return g[DIVERGENCE_COLUMNS]
+
+
+BETA_COLUMNS = ["setting", "method", "lr", "beta", "accuracy", "worst_beta", "worst_accuracy", "delta", "ci_low",
+                "ci_high", "p_value", "n_betas"]
+
+
+def beta_sensitivity(est: Estimates) -> pd.DataFrame:
+    """For each β method and lr: the β chosen on the selection split against the worst β there, both on
+    the report split, Δ with its hierarchical interval: how much choosing β matters at that lr."""
+    rows = []
+    for (setting, method), curve in est.curves.items():
+        mp = est.points[(est.points["setting"] == setting) & (est.points["method"] == method)]
+        if mp["beta"].isna().all():
+            continue
+        for c in curve.itertuples():
+            cand = mp[(mp["lr"] == c.lr) & (mp["n_scored"] > 0)]
+            if c.pid < 0 or len(cand) < 2:
+                continue
+            others = cand[cand["pid"] != c.pid]
+            worst = others.loc[others["report_accuracy"].idxmin()]
+            delta, d_b = paired_delta(est, int(c.pid), int(worst["pid"]))
+            lo, hi = percentile_interval(d_b)
+            rows.append({
+                "setting": setting, "method": method_name(method), "lr": c.lr, "beta": c.beta,
+                "accuracy": c.report_accuracy, "worst_beta": worst["beta"], "worst_accuracy": worst["report_accuracy"],
+                "delta": delta, "ci_low": lo, "ci_high": hi, "p_value": bootstrap_p(d_b), "n_betas": len(cand),
+            })
+    return pd.DataFrame(rows, columns=BETA_COLUMNS)
 
 
 RUN_TABLE_COLUMNS = [
@@ -529,6 +419,8 @@ RUN_TABLE_COLUMNS = [
     "seed",
     "status",
     "accuracy",
+    "select_accuracy",
+    "report_accuracy",
     "base_accuracy",
     "m_theta",
     "train_m_theta",
@@ -539,9 +431,12 @@ RUN_TABLE_COLUMNS = [
 ]
 
 
-def run_table(sweep: Sweep) -> pd.DataFrame:
-    """Every finished run, one row each — the table to go back to when a cell looks odd."""
-    df = sweep.runs.copy()
+def run_table(est: Estimates) -> pd.DataFrame:
+    """Every finished run, one row each — the table to go back to when a cell looks odd. train mθ is the
+    mean over the last quarter of logged steps; a diverged run's select/report accuracy is the base
+    model's (how it is scored)."""
+    df = est.runs.copy()
+    df["train_m_theta"] = df["train_m_theta_late"]
     df["_m"] = df["method"].map(method_sort_key)
     df = df.sort_values(["setting", "_m", "lr", "beta", "seed"], na_position="first")
     return df[RUN_TABLE_COLUMNS].rename(columns={"method_name": "method"}).reset_index(drop=True)

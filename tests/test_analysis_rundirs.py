@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from analysis.rundirs import load_sweep
-from analysis.synthetic import write_run
+from synthetic_runs import write_run
 
 
 def test_finds_runs_at_any_depth_and_skips_report_dirs(tmp_path):

@@ -1,7 +1,8 @@
-"""analysis.tables and analysis.claims on hand-built run directories (DESIGN §3 contract files)."""
+"""analysis.estimate, analysis.tables and analysis.claims on hand-built run directories (DESIGN §3)."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -9,11 +10,14 @@ import pandas as pd
 import pytest
 
 from analysis import tables as T
-from analysis.claims import FAILS, HOLDS, NOT_MEASURED, claims_table
+from analysis.claims import FAILS, HOLDS, UNDECIDED, claims_table
+from analysis.estimate import estimate, late_train_m_theta, vertex
+from analysis.planned import read_plan, unfinished
 from analysis.rundirs import load_sweep
-from analysis.synthetic import run_name, write_run
+from synthetic_runs import run_name, write_run
 
 N = 200  # questions per eval: accuracies below are multiples of 1/200, so means are exact
+RESAMPLES = 500  # enough for the properties below, fast on 2 cores
 
 
 def build(root, plan, base=0.25, **kw):
@@ -23,53 +27,66 @@ def build(root, plan, base=0.25, **kw):
             for seed, v in enumerate(cell if isinstance(cell, list) else [cell]):
                 d = root / run_name(method, lr, beta, seed)
                 outcome = {"status": v} if isinstance(v, str) else {"accuracy": v}
-                write_run(
-                    d,
-                    method=method,
-                    lr=lr,
-                    beta=beta,
-                    seed=seed,
-                    base_accuracy=base,
-                    n_questions=N,
-                    **outcome,
-                    **kw,
-                )
+                write_run(d, method=method, lr=lr, beta=beta, seed=seed, base_accuracy=base, n_questions=N,
+                          **outcome, **kw)
     return load_sweep(root)
 
 
+def est_of(sweep):
+    return estimate(sweep, n_resamples=RESAMPLES)
+
+
 def threshold_row(sweep, method="SFT"):
-    th = T.threshold_table(sweep)
+    th = T.threshold_table(est_of(sweep), sweep)
     return th[th["method"] == method].iloc[0]
 
 
-def test_interior_peak(tmp_path):
-    s = build(tmp_path, {("sft", None): {1e-4: 0.30, 1e-3: 0.60, 1e-2: 0.20}})
+def all_claims(sweep):
+    e = est_of(sweep)
+    best = T.best_configs(e, sweep)
+    return claims_table(e, sweep, best, T.paired_table(e, best), T.beta_sensitivity(e))
+
+
+def verdicts(c):
+    return {(r.claim, r.scope): r.outcome for r in c.itertuples()}
+
+
+EACH = "each method improves up to a learning-rate threshold and degrades beyond it"
+LR_CLAIM = "MinorSFT's threshold learning rate is higher than raw SFT's"
+
+
+def test_vertex_of_a_known_parabola():
+    x = np.array([-4.0, -3.5, -3.0, -2.5, -2.0])
+    y = 1 - (x + 2.8) ** 2  # peak at log10 lr = -2.8, between grid points
+    v = vertex(x, y[:, None], np.array([2]))
+    assert v[0] == pytest.approx(-2.8)
+    flat_edge = vertex(x, y[:, None], np.array([4]))
+    assert flat_edge[0] == -2.0  # an edge peak stays on the edge
+
+
+def test_interior_peak_bracket_vertex_and_interval(tmp_path):
+    s = build(tmp_path, {("sft", None): {1e-4: [0.30] * 3, 1e-3: [0.60] * 3, 1e-2: [0.20] * 3}})
     r = threshold_row(s)
     assert r["threshold_lr"] == 1e-3
-    assert r["accuracy"] == pytest.approx(0.60)
-    assert r["next_lr"] == 1e-2
-    assert r["accuracy_next_lr"] == pytest.approx(0.20)
-    assert r["drop"] == pytest.approx(0.40)
-    assert r["gain_over_base"] == pytest.approx(0.35)
-    assert r["bracketed"] == "yes"
-    assert r["ci_method"] == "bootstrap over 200 questions"
+    assert (r["bracket_low"], r["bracket_high"]) == (1e-4, 1e-2)
+    assert 1e-4 < r["vertex_lr"] < 1e-2 and r["lr_ci_low"] <= r["vertex_lr"] <= r["lr_ci_high"]
+    assert r["p_argmax"] == 1.0  # a 0.3-point margin never flips under resampling
+    assert r["accuracy"] == pytest.approx(0.60) and r["accuracy_next_lr"] == pytest.approx(0.20)
+    assert r["drop"] == pytest.approx(0.40) and r["gain_over_base"] == pytest.approx(0.35)
+    assert r["bracketed"] == "yes" and r["n_seeds"] == 3
     assert r["ci_low"] < 0.60 < r["ci_high"]
+    assert "3 seed(s) × 200 questions, all questions (no split)" in r["ci_method"]
 
 
 def test_edge_peaks_are_flagged(tmp_path):
     s = build(
         tmp_path,
-        {
-            ("sft", None): {1e-4: 0.30, 1e-3: 0.40, 1e-2: 0.50},
-            ("minor_sft", 0.1): {1e-4: 0.50, 1e-3: 0.40, 1e-2: 0.30},
-        },
+        {("sft", None): {1e-4: 0.30, 1e-3: 0.40, 1e-2: 0.50}, ("minor_sft", 0.1): {1e-4: 0.50, 1e-3: 0.40, 1e-2: 0.30}},
     )
     up, down = threshold_row(s, "SFT"), threshold_row(s, "MinorSFT")
-    assert up["threshold_lr"] == 1e-2
-    assert up["bracketed"] == "threshold not bracketed: extend the grid up"
-    assert math.isnan(up["next_lr"]) and math.isnan(up["drop"])
-    assert down["threshold_lr"] == 1e-4
-    assert down["bracketed"] == "threshold not bracketed: extend the grid down"
+    assert up["threshold_lr"] == 1e-2 and up["bracketed"] == "threshold not bracketed: extend the grid up"
+    assert math.isnan(up["next_lr"]) and math.isnan(up["bracket_high"]) and up["vertex_lr"] == pytest.approx(1e-2)
+    assert down["threshold_lr"] == 1e-4 and down["bracketed"] == "threshold not bracketed: extend the grid down"
     assert down["drop"] == pytest.approx(0.10)
 
 
@@ -78,7 +95,6 @@ def test_tie_takes_the_lower_lr_and_says_so(tmp_path):
     r = threshold_row(s)
     assert r["threshold_lr"] == 1e-3
     assert "tie: lr 3e-3 reach the same accuracy; the lower lr is reported" in r["note"]
-    assert r["next_lr"] == 3e-3 and r["drop"] == pytest.approx(0.0)
 
 
 def test_best_beta_per_lr_and_beta_tie(tmp_path):
@@ -89,72 +105,87 @@ def test_best_beta_per_lr_and_beta_tie(tmp_path):
             ("minor_sft", 0.5): {1e-4: 0.30, 1e-3: 0.40, 1e-2: 0.55},
         },
     )
-    r = threshold_row(s, "MinorSFT")
-    assert (r["threshold_lr"], r["beta"]) == (1e-3, 0.1)
-    assert r["accuracy_next_lr"] == pytest.approx(0.55)  # the best β at the next lr, not the peak's β
-    assert "tie: β 0.5 reach the same accuracy; the lower β is reported" not in r["note"]
-    curve = T.lr_curve(T.points(s))
+    e = est_of(s)
+    curve = e.curves[("world", "minor_sft")]
     assert list(curve["beta"]) == [0.1, 0.1, 0.5]
     assert curve.loc[0, "beta_tie"] == [0.5]  # both β give 0.30 at 1e-4: the lower β is used
+    r = T.threshold_table(e, s).iloc[0]
+    assert (r["threshold_lr"], r["beta"]) == (1e-3, 0.1)
+    assert r["accuracy_next_lr"] == pytest.approx(0.55)  # the best β at the next lr, not the peak's β
 
 
-def test_single_lr_is_not_bracketed(tmp_path):
-    s = build(tmp_path, {("sft", None): {1e-3: 0.50}})
-    r = threshold_row(s)
-    assert r["threshold_lr"] == 1e-3
-    assert r["bracketed"] == "threshold not bracketed: a single learning rate; extend the grid up and down"
+def test_selection_split_chooses_report_split_scores(tmp_path):
+    """β=0.5 wins on the selection questions, β=0.1 on the report ones: β=0.5 is chosen and scored on the
+    report split — the number a reader gets is not the one the choice was made on."""
+    split = ["select"] * 100 + ["report"] * 100
+    good_sel = np.r_[np.ones(70), np.zeros(30), np.ones(40), np.zeros(60)].astype(bool)  # 0.70 / 0.40
+    good_rep = np.r_[np.ones(50), np.zeros(50), np.ones(80), np.zeros(20)].astype(bool)  # 0.50 / 0.80
+    for seed in range(2):
+        write_run(tmp_path / f"b05_{seed}", method="minor_sft", lr=1e-3, beta=0.5, seed=seed, correct=good_sel,
+                  split=split)
+        write_run(tmp_path / f"b01_{seed}", method="minor_sft", lr=1e-3, beta=0.1, seed=seed, correct=good_rep,
+                  split=split)
+    s = load_sweep(tmp_path)
+    e = est_of(s)
+    assert e.settings["world"].split_source == "predictions.jsonl"
+    assert (e.settings["world"].n_select, e.settings["world"].n_report) == (100, 100)
+    best = T.best_configs(e, s).iloc[0]
+    assert best["beta"] == 0.5
+    assert best["select_accuracy"] == pytest.approx(0.70) and best["accuracy"] == pytest.approx(0.40)
+    assert "report split" in best["ci_method"]
 
 
-def test_all_diverged_has_no_threshold(tmp_path):
-    s = build(
-        tmp_path,
-        {("sft", None): {1e-4: "diverged", 1e-3: ["diverged", "diverged"]}, ("minor_sft", 0.1): {1e-3: 0.50}},
-    )
-    r = threshold_row(s)
-    assert math.isnan(r["threshold_lr"]) and math.isnan(r["accuracy"])
-    assert r["note"] == "no threshold: all runs diverged (lr 1e-4, 1e-3)"
-    assert r["bracketed"] == "not measured"
-    assert "SFT" not in set(T.best_configs(s)["method"])
-
-
-def test_diverged_next_lr_counts_as_a_drop(tmp_path):
-    s = build(tmp_path, {("sft", None): {1e-4: 0.30, 1e-3: 0.60, 1e-2: "diverged"}})
-    r = threshold_row(s)
-    assert r["threshold_lr"] == 1e-3
-    assert r["accuracy_next_lr"] == "diverged" and r["drop"] == "diverged"
-    assert r["bracketed"] == "yes"
-
-
-def test_mean_over_seeds_and_t_interval(tmp_path):
-    s = build(tmp_path, {("sft", None): {1e-4: [0.50, 0.70], 1e-3: [0.40, 0.40]}})
-    r = threshold_row(s)
-    assert r["threshold_lr"] == 1e-4 and r["accuracy"] == pytest.approx(0.60)
-    assert r["n_seeds"] == 2 and r["ci_method"] == "t over 2 seeds"
-    assert (r["ci_low"], r["ci_high"]) == (0.0, 1.0)  # 0.6 ± 1.27, clipped to [0, 1]
-
-
-def test_accuracy_grid_marks_diverged_and_has_base_row(tmp_path):
+def test_diverged_seed_scores_the_base_model_and_failed_is_missing(tmp_path):
     s = build(
         tmp_path,
         {
             ("sft", None): {1e-4: 0.30, 1e-3: [0.60, "diverged"], 1e-2: "diverged"},
-            ("minor_sft", 0.1): {1e-4: 0.35, 1e-3: 0.65, 1e-2: "failed"},
+            ("minor_sft", 0.1): {1e-4: 0.35, 1e-3: [0.65, "failed"], 1e-2: "failed"},
         },
-        base=0.125,
+        base=0.2,
     )
-    g = T.accuracy_grids(s)["world"]
-    assert list(g.columns) == ["method", "beta", 1e-4, 1e-3, 1e-2]
+    e = est_of(s)
+    sft = e.point("world", "sft", 1e-3, math.nan)
+    assert sft["accuracy"] == pytest.approx(0.40)  # (0.60 + base 0.20) / 2: divergence is a failure
+    minor = e.point("world", "minor_sft", 1e-3, 0.1)
+    assert minor["accuracy"] == pytest.approx(0.65) and minor["n_failed"] == 1  # failed: not scored
+    g = T.accuracy_grids(e)["world"]
     assert list(g["method"]) == ["base model", "SFT", "MinorSFT"]
-    assert g.iloc[0][1e-3] == pytest.approx(0.125)
-    sft = g[g["method"] == "SFT"].iloc[0]
-    assert sft[1e-4] == pytest.approx(0.30)
-    assert sft[1e-3] == "0.600 (1/2 diverged)"
-    assert sft[1e-2] == "diverged"
-    assert g[g["method"] == "MinorSFT"].iloc[0][1e-2] == "failed"
-    assert "1 of 2 seeds at the peak did not finish ok" in threshold_row(s)["note"]
+    row = g[g["method"] == "SFT"].iloc[0]
+    assert row[1e-3] == "0.400 (1/2 diverged)" and row[1e-2] == "0.200 (1/1 diverged)"
+    assert g[g["method"] == "MinorSFT"].iloc[0][1e-2] == "failed (missing)"
+    # a failed top lr never brackets the threshold: MinorSFT's peak is on the top edge of what was scored
+    th = T.threshold_table(e, s).set_index("method")
+    assert th.loc["MinorSFT", "bracketed"] == "threshold not bracketed: extend the grid up"
+    assert "lr 1e-2: every run failed (missing data, not a drop)" in th.loc["MinorSFT", "note"]
+    assert th.loc["SFT", "threshold_lr"] == 1e-3 and th.loc["SFT", "accuracy_next_lr"] == pytest.approx(0.20)
+    div = T.divergence_table(e).set_index(["method", "lr"])
+    assert div.loc[("SFT", 1e-3), "divergence_rate"] == 0.5 and div.loc[("SFT", 1e-2), "divergence_rate"] == 1.0
+    assert div.loc[("MinorSFT", 1e-3), "divergence_rate"] == 0.0  # the failed seed counts in neither
+    c = verdicts(all_claims(s))
+    assert c[(EACH, "MinorSFT")] == UNDECIDED  # a crash is never "degrades"
 
 
-def test_best_config_and_paired_table_known_answer(tmp_path):
+def test_all_diverged_has_no_threshold(tmp_path):
+    s = build(tmp_path, {("sft", None): {1e-4: "diverged", 1e-3: ["diverged", "diverged"]},
+                         ("minor_sft", 0.1): {1e-3: 0.50}})
+    r = threshold_row(s)
+    assert math.isnan(r["threshold_lr"]) and r["note"] == "no threshold: every scored run diverged"
+    assert "SFT" not in set(T.best_configs(est_of(s), s)["method"])
+
+
+def test_seed_noise_widens_the_interval(tmp_path):
+    """Two seeds 0.2 apart: the hierarchical interval carries that spread; identical seeds do not."""
+    noisy = build(tmp_path / "noisy", {("sft", None): {1e-3: [0.50, 0.70, 0.50, 0.70]}})
+    calm = build(tmp_path / "calm", {("sft", None): {1e-3: [0.60, 0.60, 0.60, 0.60]}})
+    pn, pc = est_of(noisy).points.iloc[0], est_of(calm).points.iloc[0]
+    assert pn["seed_sd"] == pytest.approx(np.std([0.5, 0.7, 0.5, 0.7], ddof=1))
+    assert pc["seed_sd"] == 0.0
+    assert pn["ci_high"] - pn["ci_low"] > 1.5 * (pc["ci_high"] - pc["ci_low"])
+    assert pn["question_se"] == pytest.approx(pc["question_se"], rel=0.5)
+
+
+def test_paired_table_known_answer(tmp_path):
     a = np.zeros(N, bool)
     a[:60] = True
     b = np.zeros(N, bool)
@@ -162,97 +193,106 @@ def test_best_config_and_paired_table_known_answer(tmp_path):
     write_run(tmp_path / "sft", method="sft", lr=1e-3, correct=a)
     write_run(tmp_path / "minor", method="minor_sft", lr=3e-3, beta=0.1, correct=b)
     s = load_sweep(tmp_path)
-    best = T.best_configs(s)
+    e = est_of(s)
+    best = T.best_configs(e, s)
     assert list(best["method"]) == ["SFT", "MinorSFT"]
-    p = T.paired_table(s, best)
+    p = T.paired_table(e, best)
     row = p[p["comparison"] == "MinorSFT vs SFT"].iloc[0]
-    assert row["delta"] == pytest.approx(0.30)
-    assert row["ci_low"] > 0 and row["p_value"] < 0.001 and row["n_questions"] == N
+    assert row["delta"] == pytest.approx(0.30) and row["n_questions"] == N
+    assert row["ci_low"] > 0 and row["p_value"] < 0.01
+    assert row["note"] == "one seed: question noise only"
     assert (row["config"], row["baseline_config"]) == ("MinorSFT β=0.1 lr=3e-3", "SFT lr=1e-3")
     missing = p[p["comparison"] == "MinorSFT vs SFT using DPO"].iloc[0]
-    assert missing["note"] == "not measured: no ok run of SFT using DPO" and pd.isna(missing["delta"])
+    assert missing["note"] == "not measured: no scored run of SFT using DPO" and pd.isna(missing["delta"])
 
 
-def _claims(s):
-    pts = T.points(s)
-    best = T.best_configs(s, pts)
-    return claims_table(s, pts, best, T.paired_table(s, best))
+PAPER_LIKE = {
+    ("sft", None): {1e-4: [0.30] * 3, 1e-3: [0.50, 0.52, 0.48], 1e-2: [0.20] * 3},
+    ("dpo_sft", 0.1): {1e-4: [0.30] * 3, 1e-3: [0.52] * 3, 1e-2: [0.25] * 3},
+    ("minor_sft", 0.1): {1e-4: [0.30] * 3, 1e-3: [0.60] * 3, 1e-2: [0.70, 0.72, 0.68], 3e-2: [0.10] * 3},
+    ("minor_sft", 0.5): {1e-4: [0.25] * 3, 1e-3: [0.40] * 3, 1e-2: [0.45] * 3, 3e-2: [0.10] * 3},
+}
 
 
-def test_claims_hold_on_a_paper_like_sweep(tmp_path):
-    s = build(
-        tmp_path,
-        {
-            ("sft", None): {1e-4: 0.30, 1e-3: 0.50, 1e-2: 0.20},
-            ("dpo_sft", 0.1): {1e-4: 0.30, 1e-3: 0.52, 1e-2: 0.25},
-            ("minor_sft", 0.1): {1e-4: 0.30, 1e-3: 0.60, 1e-2: 0.70, 3e-2: 0.10},
-        },
-    )
-    c = _claims(s)
-    by = {(r.claim, r.scope): r.outcome for r in c.itertuples()}
+def test_claims_on_a_paper_like_sweep_with_seeds(tmp_path):
+    s = build(tmp_path, PAPER_LIKE)
+    c = all_claims(s)
+    by = verdicts(c)
     for m in ("SFT", "SFT using DPO", "MinorSFT"):
-        assert by[("each method improves up to a learning-rate threshold and degrades beyond it", m)] == HOLDS
-    assert by[("MinorSFT's threshold learning rate is higher than raw SFT's", "MinorSFT vs SFT")] == HOLDS
-    best_row = c[c["claim"] == "MinorSFT is the best method"].iloc[0]
-    assert best_row["outcome"] == HOLDS and "MinorSFT vs SFT: Δ +0.200" in best_row["evidence"]
-    # write_run's default m_theta is 0.5 for every run: equal mθ is not "deviates less"
-    dev = c[c["claim"].str.startswith("DPO-derived")]
-    assert set(dev["outcome"]) == {FAILS}
-
-
-def test_claims_not_measured_when_grid_does_not_decide(tmp_path):
-    s = build(
-        tmp_path,
-        {
-            ("sft", None): {1e-4: 0.30, 1e-3: 0.50},  # top edge: threshold ≥ 1e-3
-            ("minor_sft", 0.1): {1e-4: 0.30, 1e-3: 0.60, 1e-2: 0.20},
-        },
-    )
-    c = _claims(s)
-    sft = c[(c["scope"] == "SFT")].iloc[0]
-    assert sft["outcome"] == NOT_MEASURED and "extend the grid up" in sft["evidence"]
-    lr = c[c["claim"] == "MinorSFT's threshold learning rate is higher than raw SFT's"].iloc[0]
-    assert lr["outcome"] == FAILS  # MinorSFT's is exactly 1e-3, SFT's is at least 1e-3
+        assert by[(EACH, m)] == HOLDS
+    lr = c[c["claim"] == LR_CLAIM].iloc[0]
+    assert lr["outcome"] == HOLDS and "P(MinorSFT > SFT) = 1.000" in lr["evidence"]
     best = c[c["claim"] == "MinorSFT is the best method"].iloc[0]
-    assert best["outcome"] in (HOLDS, FAILS)  # decided by the paired test on SFT alone
-    dev = c[c["scope"] == "SFT using DPO vs SFT"].iloc[0]
-    assert dev["outcome"] == NOT_MEASURED
+    assert best["outcome"] == HOLDS and "MinorSFT vs SFT: Δ +0.200" in best["evidence"]
+    assert by[("β needs tuning", "MinorSFT at its best lr 1e-2")] == HOLDS
+    dev = c[c["claim"].str.startswith("DPO-derived")]
+    assert set(dev["outcome"]) == {UNDECIDED}  # every run has mθ 0.5: no difference, so no decision
 
 
-def test_claims_lower_m_theta(tmp_path):
+def test_one_seed_decides_nothing(tmp_path):
+    one = {k: {lr: v[0] for lr, v in by.items()} for k, by in PAPER_LIKE.items()}
+    c = all_claims(build(tmp_path, one))
+    decided = c[c["outcome"] != UNDECIDED]
+    assert decided.empty, decided
+    assert c["evidence"].str.contains("one seed decides nothing").sum() >= 5
+
+
+def test_claim_two_does_not_hold_when_minor_sft_peaks_lower(tmp_path):
     plan = {
-        ("sft", None): {1e-4: 0.3, 1e-3: 0.5, 1e-2: 0.2},
-        ("dpo_sft", 0.1): {1e-4: 0.3, 1e-3: 0.5, 1e-2: 0.2},
+        ("sft", None): {1e-4: [0.3] * 3, 1e-3: [0.4] * 3, 1e-2: [0.6] * 3, 1e-1: [0.2] * 3},
+        ("minor_sft", 0.1): {1e-4: [0.3] * 3, 1e-3: [0.6] * 3, 1e-2: [0.3] * 3, 1e-1: [0.1] * 3},
     }
-    for (method, beta), by_lr in plan.items():
-        for lr, acc in by_lr.items():
-            write_run(
-                tmp_path / run_name(method, lr, beta, 0),
-                method=method,
-                lr=lr,
-                beta=beta,
-                accuracy=acc,
-                n_questions=N,
-                m_theta=(1.0 if method == "sft" else 0.4) * lr * 1e3,
-            )
-    c = _claims(load_sweep(tmp_path))
-    dev = c[c["claim"].str.startswith("DPO-derived") & c["scope"].str.startswith("SFT using DPO")]
-    assert list(dev["outcome"]) == [HOLDS, HOLDS]
-    assert "lower at 3 of 3 points" in dev.iloc[1]["evidence"]
+    c = all_claims(build(tmp_path, plan))
+    assert c[c["claim"] == LR_CLAIM].iloc[0]["outcome"] == FAILS
 
 
-@pytest.mark.parametrize(
-    "minor, sft, outcome",
-    [
-        ({1e-4: 0.3, 1e-3: 0.4, 1e-2: 0.6}, {1e-4: 0.3, 1e-3: 0.5}, NOT_MEASURED),  # ≥1e-2 vs ≥1e-3
-        ({1e-4: 0.3, 1e-3: 0.4, 1e-2: 0.6}, {1e-4: 0.3, 1e-3: 0.5, 1e-2: 0.2}, HOLDS),  # ≥1e-2 vs =1e-3
-        ({1e-4: 0.6, 1e-3: 0.4}, {1e-4: 0.3, 1e-3: 0.5, 1e-2: 0.2}, FAILS),  # ≤1e-4 vs =1e-3
-    ],
-)
-def test_threshold_lr_claim_uses_edge_bounds(tmp_path, minor, sft, outcome):
-    s = build(tmp_path, {("sft", None): sft, ("minor_sft", 0.1): minor})
-    c = _claims(s)
-    assert (
-        c[c["claim"] == "MinorSFT's threshold learning rate is higher than raw SFT's"].iloc[0]["outcome"]
-        == outcome
+def test_deviation_claim_uses_absolute_eval_m_theta(tmp_path):
+    """SFT past its threshold forgets: eval mθ goes negative. Signed, that would read as "deviates
+    less"; |mθ| does not let forgetting look like staying close."""
+    for seed in range(3):
+        for method, beta, mt in (("sft", None, -2.0 - 0.1 * seed), ("dpo_sft", 0.1, 0.5 + 0.1 * seed)):
+            for lr, acc in ((1e-4, 0.3), (1e-3, 0.5), (1e-2, 0.2)):
+                write_run(tmp_path / run_name(method, lr, beta, seed), method=method, lr=lr, beta=beta,
+                          seed=seed, accuracy=acc, n_questions=N, m_theta=mt, train_m_theta=abs(mt))
+    c = all_claims(load_sweep(tmp_path))
+    by = verdicts(c)
+    assert by[("DPO-derived losses deviate less (lower mθ) than raw SFT",
+               "SFT using DPO vs SFT, each at its best: final eval |mθ|")] == HOLDS
+    assert by[("DPO-derived losses deviate less (lower mθ) than raw SFT",
+               "SFT using DPO vs SFT, each at its best: train mθ (last quarter of steps)")] == HOLDS
+
+
+def test_late_train_m_theta_averages_the_last_quarter():
+    m = pd.DataFrame({"run": ["a"] * 8, "step": np.arange(1, 9) * 10, "m_theta": [0, 0, 0, 0, 0, 0, 1.0, 3.0]})
+    assert late_train_m_theta(m).loc["a"] == pytest.approx(4 / 3)  # steps 60, 70, 80 (≥ 0.75 · 80): 0, 1, 3
+
+
+def test_several_settings_get_a_pooled_row(tmp_path):
+    for ds in ("world", "fineval"):
+        build(tmp_path / ds, {("sft", None): {1e-3: [0.4] * 2}, ("minor_sft", 0.1): {1e-3: [0.5] * 2}},
+              dataset=ds)
+    s = load_sweep(tmp_path)
+    e = est_of(s)
+    p = T.paired_table(e, T.best_configs(e, s))
+    pooled = p[(p["setting"] == T.ALL_SETTINGS) & (p["comparison"] == "MinorSFT vs SFT")].iloc[0]
+    assert pooled["delta"] == pytest.approx(0.10) and pooled["ci_low"] > 0
+
+
+def test_planned_grid_lists_what_never_finished(tmp_path):
+    s = build(tmp_path, {("sft", None): {1e-4: 0.3, 1e-3: "failed"}})
+    plan = {"experiment": "t", "points": [
+        {"method": "sft", "lr": lr, "beta": None, "seed": 0, "status": "x", "run_dir": "d"} for lr in (1e-4, 1e-3, 1e-2)
+    ]}
+    (tmp_path / "sweep_summary.json").write_text(json.dumps(plan))
+    planned, problems = read_plan(tmp_path)
+    assert problems == [] and len(planned) == 3
+    u = unfinished(planned, s.runs)
+    assert list(zip(u["lr"], u["status"], strict=True)) == [(1e-3, "failed"), (1e-2, "never finished")]
+
+
+def test_planned_grid_from_multirun_yaml(tmp_path):
+    (tmp_path / "multirun.yaml").write_text(
+        "grid:\n  seeds: [0, 1]\n  methods:\n    sft: {lr: [0.001]}\n    minor_sft: {lr: [0.001, 0.01], beta: [0.1]}\n"
     )
+    planned, _ = read_plan(tmp_path)
+    assert len(planned) == 6 and set(planned["source"]) == {"multirun.yaml"}

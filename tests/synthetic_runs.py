@@ -2,7 +2,7 @@
 
 The analysis must be testable before any sweep exists, and a report must be previewable without
 training anything: `write_run` writes the five contract files from given numbers, and
-`python -m analysis.synthetic OUT_DIR` writes a small, plausible demo sweep (interior optima, one
+`python tests/synthetic_runs.py OUT_DIR` writes a small, plausible demo sweep (interior optima, one
 diverged point) to try the report on; `--search` writes an Optuna-style β search instead.
 """
 
@@ -45,13 +45,16 @@ def write_run(
     subjects: list[str] | None = None,
     error: str | None = None,
     finished_at: str | None = None,
+    split: bool | list[str] = False,
 ) -> Path:
     """Write one run directory with all contract files; returns it.
 
     Correctness per question: `correct` when given (its mean is the accuracy), else round(accuracy·n)
     questions chosen by a permutation seeded from (lr, β, seed), so different configurations get
     different (pairable) prediction sets. Non-ok runs get no accuracy and no predictions. result.json
-    gets `finished_at` only when given, as run directories from before that field lack it.
+    gets `finished_at` only when given, as run directories from before that field lack it. `split`:
+    each prediction's "select"/"report" split — True alternates them (even questions select), a list gives
+    them; False writes none, as runs from before the split did.
     """
     run_dir = Path(run_dir)
     ok = status == "ok"
@@ -106,6 +109,8 @@ def write_run(
             rec = {"id": f"q{i:05d}", "gold": "A", "pred": "A" if c else "B", "correct": bool(c)}
             if subjects:
                 rec["subject"] = subjects[i % len(subjects)]
+            if split is not False:
+                rec["split"] = split[i] if isinstance(split, list) else ("select" if i % 2 == 0 else "report")
             preds.append(rec)
         write_text(run_dir / "predictions.jsonl", _jsonl(preds))
     result = {
@@ -172,6 +177,7 @@ def demo_sweep(root: Path, n_questions: int = 400, group: str = "demo") -> Path:
                         base_accuracy=0.13,
                         group=group,
                         m_theta=mt,
+                        split=True,
                         **outcome,
                     )
     return root
