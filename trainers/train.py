@@ -25,11 +25,12 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
-from transformers import TrainingArguments, set_seed
+from transformers import PrinterCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from trainers.batching import TrainCollator
 from trainers.callbacks import RunDirCallback
+from trainers.console import hydra_mode, quiet_console, show_progress_bar
 from trainers.loss_trainer import DivergedError, LossTrainer
 from trainers.mcq_data import DataError
 from trainers.prepare import prepare, world_size
@@ -44,6 +45,7 @@ from trainers.run_dir import (
     reset_logs,
     write_jsonl,
 )
+from trainers.selection import REPORT, SELECT, mark_splits, split_accuracy, validate_split_config
 from trainers.tracking import finish_wandb, run_name, start_wandb
 from trainers.validate import ConfigError, validate_config
 
@@ -98,7 +100,7 @@ def training_arguments(cfg: DictConfig, run_dir: Path, report_to: list[str]) -> 
         remove_unused_columns=False,
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
-        disable_tqdm=not t.progress_bar,
+        disable_tqdm=not show_progress_bar(cfg),
         include_num_input_tokens_seen="no",  # LossTrainer counts them from the collator, without a device sync
         report_to=report_to,
     )
@@ -118,6 +120,17 @@ def subject_accuracy(predictions: list[dict]) -> dict[str, float] | None:
         if p.get("subject"):
             by_subject.setdefault(p["subject"], []).append(p["correct"])
     return {k: sum(v) / len(v) for k, v in sorted(by_subject.items())} or None
+
+
+def late_m_theta(metrics_log: list[dict], fraction: float = 0.25) -> float | None:
+    """Train mθ averaged over the last `fraction` of the logged steps: one batch is too noisy to compare
+    methods by (analysis computes the same from metrics.jsonl)."""
+    rows = [(r["step"], r["m_theta"]) for r in metrics_log if r.get("m_theta") is not None and "step" in r]
+    if not rows:
+        return None
+    last = max(step for step, _ in rows)
+    late = [m for step, m in rows if step >= last * (1 - fraction)]
+    return sum(late) / len(late)
 
 
 def job_identity(cfg: DictConfig) -> dict[str, Any]:
@@ -164,6 +177,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(cfg.run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     validate_config(cfg, world_size=world_size())
+    validate_split_config(cfg.data)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     set_seed(cfg.seed)
@@ -184,7 +198,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer = LossTrainer(
         model=model,
         args=args,
-        train_dataset=list(zip(train_samples, prepared.ref_logps, strict=True)),
+        train_dataset=list(zip(train_samples, prepared.ref_logps,
+                               prepared.ref_token_logps or [None] * len(train_samples), strict=True)),
         eval_dataset=eval_samples,
         data_collator=TrainCollator(prepared.pad_id),
         processing_class=prepared.tokenizer,
@@ -197,6 +212,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         pad_id=prepared.pad_id,
         track_m_theta=bool(cfg.train.track_m_theta),
     )
+    if args.disable_tqdm:  # else the Trainer prints every log dict; they are in metrics.jsonl and W&B
+        trainer.remove_callback(PrinterCallback)
     status, error = "ok", None
     wandb_run = start_wandb(cfg, run_dir)
     train_started = time.perf_counter()
@@ -215,8 +232,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     metrics_log = read_jsonl(run_dir / "metrics.jsonl")
     final = trainer.last_eval if status == "ok" else None
+    predictions = mark_splits(final["predictions"], cfg.data.get("select_fraction", 0.5),
+                              cfg.data.get("select_seed", 0)) if final else []
     if final is not None:
-        write_jsonl(run_dir / PREDICTIONS, final["predictions"])
+        write_jsonl(run_dir / PREDICTIONS, predictions)
     wall_s = time.perf_counter() - started
     train_tokens = int(trainer.state.num_input_tokens_seen)
     result = {
@@ -225,7 +244,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "error": error,
         "accuracy": final["metrics"]["eval_accuracy"] if final else None,
         "m_theta": final["metrics"].get("eval_m_theta") if final else None,
-        "train_m_theta": next((r["m_theta"] for r in reversed(metrics_log) if r.get("m_theta") is not None), None),
+        "select_accuracy": split_accuracy(predictions, SELECT),
+        "report_accuracy": split_accuracy(predictions, REPORT),
+        "train_m_theta": late_m_theta(metrics_log),
         "base_accuracy": base_accuracy,
         "eval_n": len(eval_samples),
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
@@ -272,17 +293,20 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point; returns the final eval accuracy (the objective of an Optuna search).
+    """Hydra entry point; returns the final accuracy on the selection split (trainers.selection), the
+    objective of an Optuna search: choices are made on that split, the report quotes the other.
 
     In a multirun (sweep) an input error is raised for the sweeper to report; on its own the
     job prints it in one line and exits with status 2.
     """
     if cfg.get("prepare_only"):
         validate_config(cfg, world_size=world_size())
-        prepare(cfg, reference=True)
+        with quiet_console(hydra_mode() == RunMode.MULTIRUN):
+            prepare(cfg, reference=True)
         return None
     try:
-        result = run_job(cfg)
+        with quiet_console(hydra_mode() == RunMode.MULTIRUN and not show_progress_bar(cfg)):
+            result = run_job(cfg)
     except (ConfigError, DataError) as exc:
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
             raise
@@ -294,7 +318,7 @@ def main(cfg: DictConfig) -> float | None:
         f"final accuracy {accuracy}, eval m_theta {result['m_theta']}, {result['wall_s']:.1f} s -> {cfg.run_dir}",
         flush=True,
     )
-    return result["accuracy"]
+    return result["select_accuracy"] if result.get("select_accuracy") is not None else result["accuracy"]
 
 
 if __name__ == "__main__":
