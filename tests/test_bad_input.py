@@ -21,6 +21,7 @@ from trainers.validate import ConfigError
         (["method=minor_sft", "method.beta=0"], ConfigError, "method.beta=0"),
         (["method=dpo_sft", "method.beta=-0.5"], ConfigError, "method.beta=-0.5"),
         (["method=minor_sft", "method.beta=null"], ConfigError, "method.beta=None"),
+        (["method=kl_sft", "method.beta=-0.1"], ConfigError, "method.beta=-0.1"),
         (["train.lr=0"], ConfigError, "train.lr=0"),
         (["train.lr=-1e-4"], ConfigError, "train.lr=-0.0001"),
         (["train.global_batch_size=10", "train.per_device_batch_size=4"], ConfigError, "train.global_batch_size=10"),
@@ -98,3 +99,12 @@ def test_cli_exits_nonzero_with_one_line(tmp_path):
         "error: method.beta=-1 is invalid for minor_sft: β must be > 0 (e.g. method.beta=0.1)"
     ]
     assert not list(tmp_path.rglob("result.json"))
+
+
+def test_kl_sft_accepts_lambda_zero(job_cfg):
+    """λ = 0 is a legitimate kl_sft point (it is raw SFT); only a negative λ is refused."""
+    from trainers.validate import validate_config
+
+    validate_config(job_cfg("method=kl_sft", "method.beta=0"))
+    with pytest.raises(ConfigError, match="λ must be >= 0"):
+        validate_config(job_cfg("method=kl_sft", "method.beta=-1"))

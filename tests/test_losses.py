@@ -8,7 +8,8 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from trainers.losses import LOSSES, m_theta, minor_coefficient, sequence_logps
+from trainers.logprobs import answer_mask, answer_targets, token_logps
+from trainers.losses import LOSSES, TokenLogps, m_theta, minor_coefficient, sequence_logps
 
 BETA = 0.3
 
@@ -97,12 +98,87 @@ def test_minor_coefficient_is_one_at_r0_and_falls_as_r_rises():
 def test_losses_are_finite_at_extreme_ratios():
     lp = torch.tensor([-1e4, -3.0, 0.0])
     ref = torch.tensor([0.0, -3.0, -1e4])
-    n = torch.tensor([4.0, 4.0, 4.0])
+    n = torch.tensor([1.0, 1.0, 1.0])
+    # one answer token per sample, so the per-token values are the sequence values
+    tokens = TokenLogps(policy=lp, sample=torch.arange(3), ref=torch.tensor([-20.0, -3.0, -50.0]))
     for name, fn in LOSSES.items():
-        assert torch.isfinite(fn(lp, ref, n, 0.5)).all(), name
+        assert torch.isfinite(fn(lp, ref, n, 0.5, tokens=tokens)).all(), name
 
 
 def test_m_theta_is_ratio_per_answer_token():
     lp = torch.tensor([-2.0, -10.0])
     ref = torch.tensor([-6.0, -10.0])
     assert m_theta(lp, ref, torch.tensor([2.0, 5.0])).tolist() == [2.0, 0.0]
+
+
+def _token_logps_and_grads(model, ids, labels, mask) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Each answer token's log-prob l_t and its own gradient ∇l_t, one backward pass per token."""
+    logits = model(input_ids=ids, attention_mask=mask).logits
+    tokens = token_logps(logits[answer_mask(labels)], answer_targets(labels))
+    grads = []
+    for t in range(len(tokens)):
+        model.zero_grad()
+        tokens[t].backward(retain_graph=True)
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]).clone())
+    return tokens.detach(), grads
+
+
+def _token_loss_grad(model, method: str, ids, labels, mask, coef, ref_shift: torch.Tensor | None) -> torch.Tensor:
+    """Gradient of `method`'s loss for one sample whose reference per-token log-probs are l_t - ref_shift_t."""
+    model.zero_grad()
+    logits = model(input_ids=ids, attention_mask=mask).logits
+    keep = answer_mask(labels)
+    tokens = token_logps(logits[keep], answer_targets(labels))
+    lp = tokens.sum().reshape(1)
+    ref_tokens = None if ref_shift is None else tokens.detach() - ref_shift
+    ref = lp.detach() if ref_tokens is None else ref_tokens.sum().reshape(1)
+    inputs = TokenLogps(policy=tokens, sample=torch.zeros(len(tokens), dtype=torch.long), ref=ref_tokens)
+    n = torch.tensor([float(len(tokens))], dtype=lp.dtype)
+    LOSSES[method](lp, ref, n, coef, tokens=inputs).mean().backward()
+    return torch.cat([p.grad.flatten() for p in model.parameters()]).clone()
+
+
+def test_dft_gradient_is_sft_with_each_token_weighted_by_its_probability(model):
+    batch = _batch(5, 4)
+    logps, g = _token_logps_and_grads(model, *batch)
+    expected = -sum(math.exp(float(lp)) * g_t for lp, g_t in zip(logps, g, strict=True)) / len(logps)
+    _assert_close(_token_loss_grad(model, "dft", *batch, None, None), expected)
+    # and raw SFT is the same sum with every weight 1
+    _assert_close(_token_loss_grad(model, "sft", *batch, None, None), -sum(g) / len(logps))
+
+
+def test_dft_loss_value_weights_token_nll_by_probability():
+    policy = torch.log(torch.tensor([0.5, 0.25, 0.9]))  # sample 0: tokens 0, 1; sample 1: token 2
+    tokens = TokenLogps(policy=policy, sample=torch.tensor([0, 0, 1]))
+    loss = LOSSES["dft"](None, None, torch.tensor([2.0, 1.0]), None, tokens=tokens)
+    expected = [-(0.5 * math.log(0.5) + 0.25 * math.log(0.25)) / 2, -0.9 * math.log(0.9)]
+    assert loss.tolist() == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("answer_len", [1, 4])
+def test_kl_sft_is_sft_at_lambda_zero_and_at_the_reference(model, answer_len):
+    batch = _batch(6, answer_len)
+    g_sft = _token_loss_grad(model, "sft", *batch, None, None)
+    away = torch.linspace(-2.0, 3.0, answer_len, dtype=torch.float64)  # a policy far from its reference
+    _assert_close(_token_loss_grad(model, "kl_sft", *batch, 0.0, away), g_sft)  # λ = 0
+    at_ref = torch.zeros(answer_len, dtype=torch.float64)  # step 0: policy = reference
+    _assert_close(_token_loss_grad(model, "kl_sft", *batch, 0.7, at_ref), g_sft)
+
+
+def test_kl_sft_gradient_pulls_each_token_back_to_the_reference(model):
+    batch, lam = _batch(5, 3), 0.7
+    _, g = _token_logps_and_grads(model, *batch)
+    shift = torch.tensor([1.5, -0.5, 0.2], dtype=torch.float64)  # l_t - log π_ref(y_t)
+    # d/dl [exp(ref - l) - (ref - l) - 1] = 1 - exp(ref - l) = 1 - exp(-shift)
+    expected = -sum(g) / 3 + lam * sum((1 - math.exp(-float(d))) * g_t for d, g_t in zip(shift, g, strict=True)) / 3
+    _assert_close(_token_loss_grad(model, "kl_sft", *batch, lam, shift), expected)
+
+
+def test_kl_sft_penalty_is_never_negative():
+    policy = torch.tensor([-1.0, -2.0, -0.1, -5.0])
+    ref = torch.tensor([-3.0, -0.5, -0.1, -5.0])
+    tokens = TokenLogps(policy=policy, sample=torch.tensor([0, 0, 1, 1]), ref=ref)
+    n = torch.tensor([2.0, 2.0])
+    lp = torch.tensor([-3.0, -5.1])
+    penalty = LOSSES["kl_sft"](lp, None, n, 1.0, tokens=tokens) - LOSSES["sft"](lp, None, n, None)
+    assert penalty[0] > 0 and penalty[1] == pytest.approx(0.0)

@@ -81,6 +81,18 @@ def test_dpo_and_minor_losses_are_logged_with_their_coefficient(job_cfg):
     assert all(0 < m["minor_coef"] <= 2 for m in metrics)
 
 
+@pytest.mark.parametrize("method", ["dft", "kl_sft"])
+def test_token_level_losses_train_from_the_shared_reference(job_cfg, method):
+    """DFT and KL-regularised SFT read per-token log-probs; kl_sft the reference's too, from the same cache."""
+    cfg = job_cfg(f"method={method}", "train.lr=1e-3")
+    result = run_job(cfg)
+    metrics = read_jsonl(Path(cfg.run_dir) / "metrics.jsonl")
+    assert result["status"] == "ok" and result["steps"] == 6
+    assert result["reference_pass"] == "computed"  # a fresh cache: one pass, per-token values included
+    assert abs(metrics[0]["m_theta"]) < 1e-5 and metrics[-1]["m_theta"] > metrics[0]["m_theta"]
+    assert "minor_coef" not in metrics[0]  # MinorSFT's coefficient is not theirs
+
+
 def test_non_finite_loss_stops_the_job_as_diverged(job_cfg):
     cfg = job_cfg("method=sft", "train.lr=1e12", "train.max_grad_norm=0", "train.warmup_ratio=0")
     result = run_job(cfg)

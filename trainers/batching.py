@@ -10,8 +10,14 @@ import torch
 from trainers.prompts import IGNORE_INDEX, Sample
 
 
-def collate(samples: Sequence[Sample], pad_id: int, ref_logps: Sequence[float] | None = None) -> dict[str, Any]:
+def collate(
+    samples: Sequence[Sample], pad_id: int, ref_logps: Sequence[float] | None = None,
+    ref_token_logps: Sequence[Sequence[float]] | None = None,
+) -> dict[str, Any]:
     """Right-padded batch; labels mask the prompt and the padding.
+
+    Per-token values (`token_sample`, `ref_token_logps`) are flattened in row-major order, the order
+    of `trainers.logprobs.answer_logps`' per-token log-probs.
 
     Right padding leaves every real position's logits unchanged under causal attention, so a
     sample's log-prob does not depend on which batch it lands in (up to float noise).
@@ -35,16 +41,24 @@ def collate(samples: Sequence[Sample], pad_id: int, ref_logps: Sequence[float] |
         # known here on the host, so that counting tokens never waits for the device
         "n_input_tokens": sum(len(s.input_ids) for s in samples),
     }
+    batch["token_sample"] = torch.repeat_interleave(torch.arange(len(samples)), batch["n_tokens"].long())
     if ref_logps is not None:
         batch["ref_logps"] = torch.tensor(list(ref_logps), dtype=torch.float32)
+    if ref_token_logps is not None:
+        batch["ref_token_logps"] = torch.tensor([v for row in ref_token_logps for v in row], dtype=torch.float32)
     return batch
 
 
 class TrainCollator:
-    """Collator for `transformers.Trainer`: dataset rows are (sample, reference log-prob)."""
+    """Collator for `transformers.Trainer`.
+
+    Dataset rows are (sample, reference log-prob) or (sample, reference log-prob, reference per-token log-probs).
+    """
 
     def __init__(self, pad_id: int):
         self.pad_id = pad_id
 
-    def __call__(self, rows: Sequence[tuple[Sample, float]]) -> dict[str, Any]:
-        return collate([s for s, _ in rows], self.pad_id, [r for _, r in rows])
+    def __call__(self, rows: Sequence[tuple]) -> dict[str, Any]:
+        with_tokens = all(len(row) > 2 and row[2] is not None for row in rows)
+        return collate([row[0] for row in rows], self.pad_id, [row[1] for row in rows],
+                       [row[2] for row in rows] if with_tokens else None)

@@ -31,6 +31,14 @@ class Scores:
 
     logps: torch.Tensor  # [N] float32
     preds: torch.Tensor  # [N] long, index into OPTION_LETTERS
+    # per-token answer log-probs, all samples' tokens concatenated in sample order (None: prompts only)
+    token_logps: torch.Tensor | None = None
+
+    def tokens_per_sample(self, samples: Sequence[Sample]) -> list[list[float]]:
+        """`token_logps` cut back into one list per sample (the reference values that kl_sft reads)."""
+        if self.token_logps is None:
+            raise ValueError("these scores hold no per-token log-probs (they were computed from prompts only)")
+        return [t.tolist() for t in torch.split(self.token_logps, [s.n_tokens for s in samples])]
 
     def accuracy(self, samples: Sequence[Sample]) -> float:
         gold = torch.tensor([s.gold for s in samples])
@@ -60,6 +68,7 @@ def score_samples(
     logps = torch.empty(len(samples), dtype=torch.float32)
     preds = torch.empty(len(samples), dtype=torch.long)
     letters = torch.tensor(list(letter_ids), device=device)
+    per_sample_tokens: list[torch.Tensor | None] = [None] * len(samples)
     n_batches = math.ceil(len(order) / batch_size)
     for b in range(n_batches):
         idx = order[b * batch_size : (b + 1) * batch_size]
@@ -72,6 +81,8 @@ def score_samples(
             logits = kept_logits(model, input_ids, attention_mask, keep)
             tokens = token_logps(logits, answer_targets(batch["labels"]).to(device))
             logps[idx] = sum_per_sample(tokens, keep).float().cpu()
+            for i, t in zip(idx, torch.split(tokens.float().cpu(), batch["n_tokens"].long().tolist()), strict=True):
+                per_sample_tokens[i] = t
             first_rows = torch.cumsum(batch["n_tokens"].long(), 0) - batch["n_tokens"].long()
             answer_logits = logits[first_rows.to(device)][:, letters]
         else:
@@ -84,7 +95,8 @@ def score_samples(
             log.info("%s: %d/%d", progress, min((b + 1) * batch_size, len(order)), len(order))
     if was_training:
         model.train()
-    return Scores(logps=logps, preds=preds)
+    all_tokens = torch.cat(per_sample_tokens) if with_logps else None
+    return Scores(logps=logps, preds=preds, token_logps=all_tokens)
 
 
 def _prompt_only(sample: Sample) -> Sample:

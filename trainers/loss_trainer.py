@@ -21,7 +21,7 @@ from transformers import Trainer
 
 from trainers.evaluate import Scores, prediction_rows, score_samples
 from trainers.logprobs import answer_logps
-from trainers.losses import BETA_METHODS, LOSSES, m_theta, minor_coefficient
+from trainers.losses import LOSSES, REFERENCE_TOKEN_METHODS, TOKEN_METHODS, TokenLogps, m_theta, minor_coefficient
 from trainers.prompts import Sample
 
 
@@ -68,11 +68,16 @@ class LossTrainer(Trainer):
         return output
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        policy_logps, _, answer_logits = answer_logps(
+        policy_logps, token_logps, answer_logits = answer_logps(
             model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"]
         )
         ref_logps, n_tokens = inputs["ref_logps"], inputs["n_tokens"]
-        loss = self.loss_fn(policy_logps, ref_logps, n_tokens, self.beta).mean()
+        tokens = None
+        if self.method in TOKEN_METHODS:
+            if self.method in REFERENCE_TOKEN_METHODS and "ref_token_logps" not in inputs:
+                raise ValueError(f"{self.method} needs the reference's per-token log-probs; none reached the batch")
+            tokens = TokenLogps(policy=token_logps, sample=inputs["token_sample"], ref=inputs.get("ref_token_logps"))
+        loss = self.loss_fn(policy_logps, ref_logps, n_tokens, self.beta, tokens=tokens).mean()
         if model.training:
             if self._throughput_clock is None:
                 self._throughput_clock = (time.perf_counter(), int(self.state.num_input_tokens_seen))
@@ -81,7 +86,7 @@ class LossTrainer(Trainer):
         with torch.no_grad():
             if self.track_m_theta:
                 self._metrics["m_theta"].append(m_theta(policy_logps, ref_logps, n_tokens).mean())
-            if self.method in BETA_METHODS:
+            if self.method in ("dpo_sft", "minor_sft"):  # both weight SFT's gradient by σ(-βr) per sample
                 self._metrics["minor_coef"].append(minor_coefficient(policy_logps, ref_logps, self.beta).mean())
         return (loss, answer_logits) if return_outputs else loss
 

@@ -9,18 +9,37 @@ Every loss works on sequence-level quantities of the answer tokens only:
 
 and returns one loss per sample; the batch loss is their mean. A new method is one function
 registered in LOSSES plus one YAML file in conf/method/.
+
+Token-level losses (DFT, KL-regularised SFT) also read the answer's per-token log-probs, passed
+as `tokens` (`TokenLogps`); the sequence-level losses ignore it. `method.beta` is each method's
+coefficient: β for dpo_sft and minor_sft, λ (the KL weight) for kl_sft.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from trainers.logprobs import answer_mask, answer_targets, sum_per_sample, token_logps
 
-LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float | None], torch.Tensor]
+
+@dataclass(frozen=True)
+class TokenLogps:
+    """Per-token log-probs of the answer tokens of a batch, flattened in row-major order."""
+
+    policy: torch.Tensor  # [N] log π_θ(y_t | x, y_<t)
+    sample: torch.Tensor  # [N] long: the batch row each token belongs to
+    ref: torch.Tensor | None = None  # [N] the same under the reference (cached), when the method needs it
+
+    def per_sample_sum(self, values: torch.Tensor, n_samples: int) -> torch.Tensor:
+        return torch.zeros(n_samples, dtype=values.dtype, device=values.device).index_add(0, self.sample, values)
+
+
+# loss_fn(policy_logps, ref_logps, n_tokens, beta, tokens=None) -> per-sample loss [B]
+LossFn = Callable[..., torch.Tensor]
 
 
 def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
@@ -36,30 +55,71 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int
 
 
 def sft_loss(
-    policy_logps: torch.Tensor, ref_logps: torch.Tensor, n_tokens: torch.Tensor, beta: float | None
+    policy_logps: torch.Tensor, ref_logps: torch.Tensor, n_tokens: torch.Tensor, beta: float | None,
+    tokens: TokenLogps | None = None,
 ) -> torch.Tensor:
     """Raw SFT: mean token negative log-likelihood of the answer, -lp/m. Needs no reference."""
-    del ref_logps, beta
+    del ref_logps, beta, tokens
     return -policy_logps / n_tokens
 
 
 def dpo_sft_loss(
-    policy_logps: torch.Tensor, ref_logps: torch.Tensor, n_tokens: torch.Tensor, beta: float | None
+    policy_logps: torch.Tensor, ref_logps: torch.Tensor, n_tokens: torch.Tensor, beta: float | None,
+    tokens: TokenLogps | None = None,
 ) -> torch.Tensor:
     """"SFT using DPO": DPO with the chosen answer only, -log sigma(beta * r)."""
-    del n_tokens
+    del n_tokens, tokens
     return -F.logsigmoid(beta * (policy_logps - ref_logps))
 
 
 def minor_sft_loss(
-    policy_logps: torch.Tensor, ref_logps: torch.Tensor, n_tokens: torch.Tensor, beta: float | None
+    policy_logps: torch.Tensor, ref_logps: torch.Tensor, n_tokens: torch.Tensor, beta: float | None,
+    tokens: TokenLogps | None = None,
 ) -> torch.Tensor:
     """MinorSFT: -(2 / (beta m)) log sigma(beta r).
 
     Its gradient is -(2/m) sigma(-beta r) grad lp: raw SFT's gradient times the sample-level
     coefficient 2 sigma(-beta r), which is 1 at r = 0 and falls as the policy moves away.
     """
+    del tokens
     return -(2.0 / (beta * n_tokens)) * F.logsigmoid(beta * (policy_logps - ref_logps))
+
+
+def dft_loss(
+    policy_logps: torch.Tensor, ref_logps: torch.Tensor, n_tokens: torch.Tensor, beta: float | None,
+    tokens: TokenLogps | None = None,
+) -> torch.Tensor:
+    """Dynamic Fine-Tuning (Wu et al. 2025, TRL's loss_type="dft"): -(1/m) Σ_t sg(p_t) log p_t.
+
+    Each answer token's NLL is weighted by its own probability, held constant (stop-gradient): the
+    gradient is raw SFT's with token t scaled by p_t, so tokens the model finds unlikely pull less.
+    """
+    del ref_logps, beta
+    weights = tokens.policy.detach().exp()
+    return -tokens.per_sample_sum(weights * tokens.policy, len(n_tokens)) / n_tokens
+
+
+KL_LOG_RATIO_CAP = 20.0
+
+
+def kl_sft_loss(
+    policy_logps: torch.Tensor, ref_logps: torch.Tensor, n_tokens: torch.Tensor, beta: float | None,
+    tokens: TokenLogps | None = None,
+) -> torch.Tensor:
+    """KL-regularised SFT: -lp/m + λ · (1/m) Σ_t k3_t, with λ = `beta` (method.beta).
+
+    k3_t = exp(d_t) - d_t - 1 with d_t = log π_ref(y_t) - log π_θ(y_t) on the answer tokens (Schulman's
+    k3 estimator of KL(π_θ || π_ref), as in GRPO): never negative, exactly 0 with zero gradient where
+    the policy equals the reference, so at step 0 and at λ = 0 this is raw SFT; away from the
+    reference it pulls each token back by λ(1 - π_ref/π_θ)/m. Only the data's answer tokens are
+    scored (one cached reference log-prob per token), not the whole vocabulary. d_t is capped at
+    KL_LOG_RATIO_CAP nats, past which exp(d_t) would overflow: a token whose probability the policy
+    has cut by more than e^20 against the reference adds a finite penalty with no pull of its own
+    (raw SFT's term still pulls it up).
+    """
+    delta = (tokens.ref - tokens.policy).clamp(max=KL_LOG_RATIO_CAP)
+    k3 = torch.expm1(delta) - delta
+    return -policy_logps / n_tokens + beta * tokens.per_sample_sum(k3, len(n_tokens)) / n_tokens
 
 
 def m_theta(policy_logps: torch.Tensor, ref_logps: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
@@ -76,9 +136,16 @@ LOSSES: dict[str, LossFn] = {
     "sft": sft_loss,
     "dpo_sft": dpo_sft_loss,
     "minor_sft": minor_sft_loss,
+    "dft": dft_loss,
+    "kl_sft": kl_sft_loss,
 }
 
-# Methods whose loss reads beta; the others must run once per learning rate, not once per beta.
-BETA_METHODS: frozenset[str] = frozenset({"dpo_sft", "minor_sft"})
+# Methods whose loss reads beta (its coefficient); the others run once per learning rate, not once per beta.
+BETA_METHODS: frozenset[str] = frozenset({"dpo_sft", "minor_sft", "kl_sft"})
+# Methods whose coefficient may be 0 (kl_sft at λ = 0 is raw SFT); for the others it must be > 0.
+ZERO_COEFFICIENT_METHODS: frozenset[str] = frozenset({"kl_sft"})
 # Methods whose loss reads the reference log-probs (m_theta tracking needs them for every method).
-REFERENCE_METHODS: frozenset[str] = frozenset({"dpo_sft", "minor_sft"})
+REFERENCE_METHODS: frozenset[str] = frozenset({"dpo_sft", "minor_sft", "kl_sft"})
+# Methods whose loss reads per-token log-probs (`tokens`), and those that also need the reference's.
+TOKEN_METHODS: frozenset[str] = frozenset({"dft", "kl_sft"})
+REFERENCE_TOKEN_METHODS: frozenset[str] = frozenset({"kl_sft"})

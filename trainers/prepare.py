@@ -46,6 +46,7 @@ class Prepared:
     model: torch.nn.Module
     base: Scores
     ref_logps: list[float]
+    ref_token_logps: list[list[float]] | None  # per answer token, for token-level losses (kl_sft)
     tokenize_pass: str  # "computed" | "cached"
     base_pass: str  # "computed" | "cached"
     reference_pass: str  # "computed" | "cached" | "none"
@@ -236,11 +237,12 @@ def prepare(cfg: DictConfig, device: torch.device | str = "cpu", reference: bool
     if needs_reference(cfg) if reference is None else reference:
         ref, ref_computed = scores("reference", train_samples)
         ref_logps, reference_pass = ref.logps.tolist(), "computed" if ref_computed else "cached"
+        ref_token_logps = ref.tokens_per_sample(train_samples)
     else:
-        ref_logps, reference_pass = [0.0] * len(train_samples), "none"
+        ref_logps, reference_pass, ref_token_logps = [0.0] * len(train_samples), "none", None
     return Prepared(
         tokenizer=tokenizer, pad_id=pad_id, letter_ids=letters, train_samples=train_samples,
-        eval_samples=eval_samples, model=model, base=base, ref_logps=ref_logps,
+        eval_samples=eval_samples, model=model, base=base, ref_logps=ref_logps, ref_token_logps=ref_token_logps,
         tokenize_pass="computed" if tokenized else "cached",
         base_pass="computed" if base_computed else "cached", reference_pass=reference_pass,
     )

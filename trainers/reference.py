@@ -79,21 +79,30 @@ def scores_key(kind: str, fingerprint: str, dtype: str, attn_implementation: str
 def cached_scores(cache_dir: Path, key: str, compute: Callable[[], Scores]) -> tuple[Scores, bool]:
     """Scores for `key`, computing them only when no job has yet; returns (scores, computed)."""
     path = Path(cache_dir) / f"{key}.safetensors"
-    if path.exists():
-        return _load(path), False
+    if (cached := _load(path)) is not None:
+        return cached, False
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{path}.lock"):
-        if path.exists():
-            return _load(path), False
+        if (cached := _load(path)) is not None:
+            return cached, False
         log.info("Computing %s (cached at %s)", key.split("-")[0], path)
         scores = compute()
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        save_file({"logps": scores.logps.contiguous(), "preds": scores.preds.contiguous()}, str(tmp))
+        tensors = {"logps": scores.logps.contiguous(), "preds": scores.preds.contiguous()}
+        if scores.token_logps is not None:
+            tensors["token_logps"] = scores.token_logps.contiguous()
+        save_file(tensors, str(tmp))
         os.replace(tmp, path)
     return scores, True
 
 
-def _load(path: Path) -> Scores:
+def _load(path: Path) -> Scores | None:
+    """The cached scores, or None if absent or written before per-token log-probs were kept (recomputed once)."""
+    if not path.exists():
+        return None
     tensors = load_file(str(path))
-    return Scores(logps=tensors["logps"].to(torch.float32), preds=tensors["preds"].to(torch.long))
+    if "token_logps" not in tensors:
+        return None
+    return Scores(logps=tensors["logps"].to(torch.float32), preds=tensors["preds"].to(torch.long),
+                  token_logps=tensors["token_logps"].to(torch.float32))
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from trainers.losses import BETA_METHODS, LOSSES
+from trainers.losses import BETA_METHODS, LOSSES, ZERO_COEFFICIENT_METHODS
 
 
 class ConfigError(ValueError):
@@ -30,7 +30,11 @@ def validate_config(cfg: DictConfig, world_size: int = 1) -> None:
             "(a new one is a function in trainers/losses.py LOSSES and a file in conf/method/)"
         )
     beta = cfg.method.get("beta")
-    if method in BETA_METHODS and not _positive(beta):
+    if method in ZERO_COEFFICIENT_METHODS:
+        if not (_positive(beta) or beta == 0):
+            raise ConfigError(f"method.beta={beta} is invalid for {method}: its coefficient λ must be >= 0 "
+                              "(e.g. method.beta=0.1; 0 is raw SFT)")
+    elif method in BETA_METHODS and not _positive(beta):
         raise ConfigError(f"method.beta={beta} is invalid for {method}: β must be > 0 (e.g. method.beta=0.1)")
     t = cfg.train
     if not _positive(t.lr):
