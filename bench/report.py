@@ -12,6 +12,10 @@ _SHORT = {
     3: "LossTrainer step / bare PyTorch loop",
     4: "eval q/s: 1 pass per question / per option",
     5: "grid: tokenisations, reference passes",
+    6: "train step time, answer-only / full logits",
+    7: "train step peak RSS, answer-only / full logits",
+    8: "eval batch time, answer-only / full logits",
+    9: "eval batch peak RSS, answer-only / full logits",
 }
 
 
@@ -25,6 +29,8 @@ def _ok(value: float, goal: str | None) -> str:
 
 def _ratio_line(row: dict, size: str, r: dict[str, Any]) -> list[str]:
     note = f"[{r['min']:.2f}-{r['max']:.2f}] fastest {r['fastest_step_ratio']:.2f}"
+    if row["row"] in (7, 9):
+        note = f"[{r['min']:.2f}-{r['max']:.2f}] per-process peak resident memory"
     if row["row"] == 4:
         lm = r["lm_eval"]
         lm_note = f"lm-eval {lm['agree']}/{lm['n_questions']}" if lm["checked"] else "lm-eval not installed"

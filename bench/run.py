@@ -1,4 +1,4 @@
-"""`make bench`: the five ratios of BENCHMARKS.md, side by side in one process, into bench/results.json.
+"""`make bench`: the ratios of BENCHMARKS.md, measured side by side in one run, into bench/results.json.
 
     python -m bench                     # full run (~5-10 min on 2 CPU cores)
     python -m bench --smoke             # two steps, one repetition: the harness, not the hardware
@@ -28,6 +28,7 @@ from bench.grid import measure_grid
 from bench.report import GPU_NOTE, format_table
 from bench.setup import MediumSpec, ensure_world, job_overrides, load_data, medium_model, model_summary
 from bench.steps import measure_steps
+from bench.vocab import SMOKE_SHAPE, VocabShape, measure_vocab
 from trainers.embedded_world import EmbeddedWorld
 from trainers.run_dir import atomic_write_text
 from trainers.train import compose_job
@@ -66,6 +67,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--reps", type=int, default=None, help="override the interleaved repetitions of every size")
     p.add_argument("--grid-steps", type=int, default=None, help="training steps per grid job (default 2, smoke 1)")
     p.add_argument("--no-grid", action="store_true", help="skip row 5 (it is model-independent)")
+    p.add_argument("--no-vocab", action="store_true", help="skip rows 6-9 (the 151,936-token vocabulary, ~5 min)")
     return p.parse_args(argv)
 
 
@@ -113,8 +115,10 @@ def bench_size(name: str, plan: SizePlan, world: EmbeddedWorld, work: Path, thre
     return {"model": model_summary(model), "steps": steps, "eval": evals}
 
 
-def build_results(sizes: dict[str, dict], grid: dict | None, info: dict, args: argparse.Namespace) -> dict:
-    """results.json: the five rows (per model size), raw medians, and where they were measured."""
+def build_results(
+    sizes: dict[str, dict], grid: dict | None, info: dict, args: argparse.Namespace, vocab: dict | None = None
+) -> dict:
+    """results.json: the rows (per model size), raw medians, and where they were measured."""
     def per_size(pick) -> dict:
         return {name: pick(r) for name, r in sizes.items()}
 
@@ -130,6 +134,13 @@ def build_results(sizes: dict[str, dict], grid: dict | None, info: dict, args: a
         {"row": 5, "name": "N-job grid: tokenisations and reference passes", "goal": "1 and 1",
          "results": {"grid": grid} if grid is not None else {}},
     ]
+    if vocab is not None:
+        label = f"vocab {vocab['shape']['vocab_size']}"
+        for row, phase, measure, goal in ((6, "train", "time", "<= 0.15"), (7, "train", "memory", "<= 0.4"),
+                                          (8, "eval", "time", "<= 0.15"), (9, "eval", "memory", "<= 0.4")):
+            rows.append({"row": row, "name": f"{phase} {'step' if phase == 'train' else 'batch'} {measure}, "
+                         "answer-only logits / full logits", "goal": goal,
+                         "results": {label: vocab[phase][measure]}})
     return {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "smoke": args.smoke,
@@ -140,6 +151,7 @@ def build_results(sizes: dict[str, dict], grid: dict | None, info: dict, args: a
         "settings": {name: {k: v for k, v in r["steps"].items() if k not in ("median_step_s", "ratios")}
                      for name, r in sizes.items()},
         "rows": rows,
+        "vocab": vocab,
     }
 
 
@@ -168,8 +180,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 f"train.global_batch_size={plans['tiny'].batch_size}",
             ]
             grid = measure_grid(grid_overrides, args.grid_steps or (1 if args.smoke else 2), Path(tmp))
+    vocab = None
+    if not args.no_vocab:
+        log.info("bench vocab: train step and eval batch on a %s-token vocabulary, each in its own process",
+                 f"{(SMOKE_SHAPE if args.smoke else VocabShape()).vocab_size:,}")
+        vocab = measure_vocab(SMOKE_SHAPE if args.smoke else VocabShape(), reps=1 if args.smoke else (args.reps or 2),
+                              threads=threads, in_process=args.smoke)
     info["load_average_end"] = list(os.getloadavg())
-    results = build_results(sizes, grid, info, args)
+    results = build_results(sizes, grid, info, args, vocab)
     results["world"] = _world_manifest(world)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(results, indent=2, default=_json_default) + "\n")

@@ -28,7 +28,7 @@ def smoke_results(tiny_world: EmbeddedWorld, tmp_path_factory: pytest.TempPathFa
 def test_writes_all_five_rows(smoke_results: tuple[dict, Path]) -> None:
     results, out = smoke_results
     assert json.loads(out.read_text()) == json.loads(json.dumps(results, default=str))
-    assert [row["row"] for row in results["rows"]] == [1, 2, 3, 4, 5]
+    assert [row["row"] for row in results["rows"]] == [1, 2, 3, 4, 5, 6, 7, 8, 9]
     assert set(results["models"]) == {"tiny", "medium"}
     for row in results["rows"][:4]:
         assert set(row["results"]) == {"tiny", "medium"}
@@ -57,3 +57,15 @@ def test_grid_counts_shared_passes(smoke_results: tuple[dict, Path]) -> None:
     assert grid["n_jobs"] == 6 and all(job["status"] == "ok" for job in grid["jobs"])
     assert grid["reference_passes"] == grid["reference_scoring_calls"] == 1
     assert grid["tokenisations"] == 1 and grid["encode_items_calls"] == 2
+
+
+def test_vocab_rows_compare_answer_only_with_full_logits(smoke_results: tuple[dict, Path]) -> None:
+    results = smoke_results[0]
+    vocab = results["vocab"]
+    assert not vocab["separate_processes"]  # the smoke run measures in-process: its memory ratio means nothing
+    for phase in ("train", "eval"):
+        steps = vocab[phase]["median_step_s"]
+        assert steps["full"] > 0 and steps["lean"] > 0
+    for row in results["rows"][5:]:
+        (r,) = row["results"].values()
+        assert math.isfinite(r["ratio"]) and r["ratio"] > 0 and r["min"] <= r["ratio"] <= r["max"]
