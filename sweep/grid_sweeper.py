@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from sweep.grid import GridError, GridPoint, expand_grid
 from sweep.overrides import grid_override_error
 from sweep.progress import ProgressMonitor, statuses
+from sweep.refine import RefineSpec, refine, refine_spec
 from trainers.run_dir import atomic_write_json, config_hash, is_done
 from trainers.validate import ConfigError, validate_config, validate_paths
 
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 SUMMARY = "sweep_summary.json"
 PREPARE_SUBDIR = "_prepare"
+REFINE_JOB_IDX = 100_000  # Hydra job numbers of refinement jobs start here, apart from the grid's and prepare's
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -73,6 +75,7 @@ class GridSweeper(Sweeper):
         try:
             grid = cfg.get("grid")
             points = expand_grid(OmegaConf.to_container(grid, resolve=True) if grid is not None else {})
+            refinement = refine_spec(OmegaConf.to_container(grid, resolve=True) if grid is not None else {})
         except GridError as exc:
             fail(str(exc))
         jobs = [fixed + point.overrides() for point in points]
@@ -92,8 +95,38 @@ class GridSweeper(Sweeper):
             with ProgressMonitor([run_dirs[i] for i in pending], total=len(points),
                                  already_done=len(points) - len(pending), interval_s=self.poll_interval_s):
                 returns = list(self.launcher.launch([jobs[i] for i in pending], initial_job_idx=0))
-        self._summarize(sweep_dir, points, run_dirs, dict(zip(pending, returns, strict=False)))
+        by_index = dict(zip(pending, returns, strict=False))
+        rounds = None
+        if refinement is not None:
+            rounds = self._refine(refinement, fixed, points, run_dirs, by_index, prepared=bool(pending))
+        self._summarize(sweep_dir, points, run_dirs, by_index, rounds)
         return returns
+
+    def _refine(self, spec: RefineSpec, fixed: list[str], points: list[GridPoint], run_dirs: list[Path],
+                by_index: dict[int, JobReturn], prepared: bool) -> list[dict[str, Any]]:
+        """grid.refine (sweep/refine.py): more learning rates around each method's peak, validated, skipped
+        when done and launched exactly like the grid's own points; extends points and run_dirs."""
+        state = {"prepared": prepared or not self.prepare, "job_idx": REFINE_JOB_IDX}
+
+        def launch(new: list[GridPoint]) -> list[Path]:
+            jobs = [fixed + p.overrides() for p in new]
+            job_cfgs = self._validate(new, jobs)
+            ids = [_identity(c) for c in job_cfgs]
+            pending = [i for i, (run_dir, digest) in enumerate(ids) if not is_done(run_dir, digest)]
+            print(f"[sweep] refine: {len(new)} points around the peaks, {len(new) - len(pending)} already done, "
+                  f"{len(pending)} to run", flush=True)
+            if pending:
+                if not state["prepared"]:
+                    self._prepare([jobs[i] for i in pending], [job_cfgs[i] for i in pending])
+                    state["prepared"] = True
+                with ProgressMonitor([ids[i][0] for i in pending], total=len(new), already_done=len(new) - len(pending),
+                                     interval_s=self.poll_interval_s):
+                    rets = self.launcher.launch([jobs[i] for i in pending], initial_job_idx=state["job_idx"])
+                state["job_idx"] += len(pending)
+                by_index.update({len(points) + i: ret for i, ret in zip(pending, rets, strict=False)})
+            return [run_dir for run_dir, _ in ids]
+
+        return refine(spec, points, run_dirs, sorted({p.seed for p in points}), launch)
 
     def _fixed_overrides(self, arguments: list[str]) -> list[str]:
         """The user's overrides, applied to every job; sweeps over them belong in the grid."""
@@ -151,7 +184,7 @@ class GridSweeper(Sweeper):
             print(f"[sweep] prepared in {time.time() - started:.0f}s", flush=True)
 
     def _summarize(self, sweep_dir: Path, points: list[GridPoint], run_dirs: list[Path],
-                   returns: dict[int, JobReturn]) -> None:
+                   returns: dict[int, JobReturn], refinement: list[dict[str, Any]] | None = None) -> None:
         """Final counts, failures by name, sweep_summary.json; exit 1 if any point failed or is missing."""
         status = statuses(run_dirs)
         counts = Counter(status)
@@ -162,8 +195,10 @@ class GridSweeper(Sweeper):
             if s == "missing" and i in returns and returns[i].status == JobStatus.FAILED:
                 row["error"] = str(returns[i]._return_value).splitlines()[0]
             rows.append(row)
-        atomic_write_json(sweep_dir / SUMMARY, {"experiment": self.config.experiment_name, "counts": dict(counts),
-                                                "points": rows})
+        summary = {"experiment": self.config.experiment_name, "counts": dict(counts), "points": rows}
+        if refinement is not None:
+            summary["refine"] = refinement
+        atomic_write_json(sweep_dir / SUMMARY, summary)
         print(f"[sweep] finished: {counts['ok']} ok, {counts['diverged']} diverged, {counts['failed']} failed, "
               f"{counts['missing']} missing of {len(points)} -> {sweep_dir}", flush=True)
         for row in rows:

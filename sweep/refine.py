@@ -1,0 +1,176 @@
+"""Bracket, then refine: run more learning rates only where a method's threshold is.
+
+A half-decade grid answers "which lr" to the nearest grid cell, so two methods that peak in the same cell
+look the same. A dense grid everywhere costs GPU-hours on learning rates far from any peak. After the
+coarse grid, each round reads the finished results, finds each method's peak on the selection split (at
+every lr the best β; mean over seeds; a diverged seed scores the base model, a failed one is missing)
+and adds the geometric midpoints between the peak and the scored learning rate on each side, for the
+peak's β, until each method's bracket (the scored lr above over the one below) is at most `factor`
+or the rounds are used. A peak on the grid's edge is not refined (no midpoint can bracket it; the
+report says to extend the grid):
+
+    grid:
+      refine: {rounds: 2, factor: 2.5, seeds: [0, 1, 2]}
+
+`seeds` (default: the grid's) run at every refinement point and are added at each round's peak and its
+two neighbours, where the threshold is decided. The rounds are a function of the results on disk, so a
+rerun replays them, skipping finished points: refinement resumes like the grid does, on any launcher.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sweep.grid import GridError, GridPoint
+from trainers.run_dir import read_result
+
+SIG_DIGITS = 3  # midpoints are rounded (5.48e-4, not 5.477225575e-4): readable run directories
+
+
+@dataclass(frozen=True)
+class RefineSpec:
+    rounds: int
+    factor: float
+    seeds: tuple[int, ...] | None  # None: the grid's own seeds
+
+
+def refine_spec(grid: Mapping | None) -> RefineSpec | None:
+    """grid.refine parsed and checked (GridError names the field), or None when the grid has none."""
+    spec = (grid or {}).get("refine")
+    if spec is None:
+        return None
+    if not isinstance(spec, Mapping):
+        raise GridError(f"grid.refine must be a mapping like {{rounds: 2, factor: 2.5}}, got {spec!r}")
+    unknown = set(spec) - {"rounds", "factor", "seeds"}
+    if unknown:
+        raise GridError(f"grid.refine has unknown key(s) {sorted(unknown)}; use rounds, factor, seeds")
+    rounds, factor = spec.get("rounds", 2), spec.get("factor", 2.5)
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0:
+        raise GridError(f"grid.refine.rounds={rounds!r} must be an integer >= 0 (refinement rounds after the grid)")
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 1:
+        raise GridError(f"grid.refine.factor={factor!r} must be a number > 1 (the target bracket ratio lr_hi/lr_lo)")
+    seeds = spec.get("seeds")
+    if seeds is not None:
+        seeds = [seeds] if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
+        if not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
+            raise GridError(f"grid.refine.seeds must be a list of integers, got {spec.get('seeds')!r}")
+        seeds = tuple(int(s) for s in seeds)
+    return RefineSpec(int(rounds), float(factor), seeds)
+
+
+def score(result: Mapping[str, Any] | None) -> float | None:
+    """A finished run's selection-split score: select_accuracy (else accuracy) when ok, the base model's
+    accuracy when diverged, None when failed or not finished (missing data)."""
+    if not result:
+        return None
+    if result.get("status") == "ok":
+        v = result.get("select_accuracy")
+        return v if v is not None else result.get("accuracy")
+    if result.get("status") == "diverged":
+        return result.get("base_accuracy")
+    return None
+
+
+@dataclass
+class MethodPeak:
+    method: str
+    lr: float
+    beta: float | None
+    lrs: list[float]  # scored learning rates, ascending
+
+    @property
+    def below(self) -> float | None:
+        i = self.lrs.index(self.lr)
+        return self.lrs[i - 1] if i > 0 else None
+
+    @property
+    def above(self) -> float | None:
+        i = self.lrs.index(self.lr)
+        return self.lrs[i + 1] if i < len(self.lrs) - 1 else None
+
+    def bracket_ratio(self) -> float:
+        lo, hi = self.below, self.above
+        return math.inf if lo is None or hi is None else hi / lo
+
+
+def peaks(scores: Mapping[GridPoint, float | None]) -> dict[str, MethodPeak]:
+    """Each method's selection peak: at each lr the best β by mean score over seeds (ties → lower β),
+    then the lr with the best score (ties → lower lr)."""
+    by_point: dict[tuple[str, float, float | None], list[float]] = {}
+    for p, s in scores.items():
+        if s is not None:
+            by_point.setdefault((p.method, p.lr, p.beta), []).append(s)
+    out: dict[str, MethodPeak] = {}
+    for method in sorted({m for m, _, _ in by_point}):
+        curve: dict[float, tuple[float, float | None]] = {}
+        for (m, lr, beta), v in sorted(by_point.items(), key=lambda kv: (kv[0][1], kv[0][2] or 0.0)):
+            if m != method:
+                continue
+            mean = sum(v) / len(v)
+            if lr not in curve or mean > curve[lr][0] + 1e-12:
+                curve[lr] = (mean, beta)
+        lrs = sorted(curve)
+        best = max(curve[lr][0] for lr in lrs)
+        lr = next(lr for lr in lrs if curve[lr][0] >= best - 1e-12)
+        out[method] = MethodPeak(method, lr, curve[lr][1], lrs)
+    return out
+
+
+def _mid(a: float, b: float) -> float:
+    return float(f"{math.sqrt(a * b):.{SIG_DIGITS}g}")
+
+
+def plan_round(scores: Mapping[GridPoint, float | None], spec: RefineSpec, seeds: Sequence[int]) -> list[GridPoint]:
+    """The next round's new points: midpoints on both sides of each unsettled method's peak, and the
+    refinement seeds at the peak and its neighbours. Points already planned are left out."""
+    seeds = list(spec.seeds or seeds)
+    known = set(scores)
+    new: list[GridPoint] = []
+    for m in peaks(scores).values():
+        if m.below is None or m.above is None or m.bracket_ratio() <= spec.factor:
+            continue  # settled, or a peak on the grid's edge: refining cannot bracket it (extend the grid)
+        lrs = [m.lr] + [x for x in (m.below, m.above) if x is not None]
+        lrs += [_mid(m.lr, x) for x in (m.below, m.above) if x is not None and max(x, m.lr) / min(x, m.lr) > 1.0001]
+        for lr in sorted(set(lrs)):
+            for s in seeds:
+                p = GridPoint(m.method, lr, m.beta, s)
+                if p not in known and p not in new:
+                    new.append(p)
+    return new
+
+
+def read_scores(points: Sequence[GridPoint], run_dirs: Sequence[Path]) -> dict[GridPoint, float | None]:
+    return {p: score(read_result(d)) for p, d in zip(points, run_dirs, strict=True)}
+
+
+def refine(
+    spec: RefineSpec,
+    points: list[GridPoint],
+    run_dirs: list[Path],
+    seeds: Sequence[int],
+    launch: Callable[[list[GridPoint]], list[Path]],
+    scores_of: Callable[[list[GridPoint], list[Path]], Mapping[GridPoint, float | None]] = read_scores,
+) -> list[dict[str, Any]]:
+    """Run the refinement rounds through `launch` (which runs new points, skipping finished ones, and
+    returns their run directories); extends points and run_dirs in place; returns one record per round."""
+    log: list[dict[str, Any]] = []
+    for r in range(1, spec.rounds + 1):
+        scores = scores_of(points, run_dirs)
+        before = {m.method: [m.below, m.lr, m.above] for m in peaks(scores).values()}
+        new = plan_round(scores, spec, seeds)
+        if not new:
+            log.append({"round": r, "brackets": before, "new_points": 0,
+                        "stopped": "no new point: every bracket within factor, on an edge, or its midpoints ran"})
+            break
+        run_dirs.extend(launch(new))
+        points.extend(new)
+        log.append({"round": r, "brackets": before, "new_points": len(new),
+                    "lrs": sorted({p.lr for p in new})})
+    final = peaks(scores_of(points, run_dirs))
+    log.append({"final_brackets": {m.method: [m.below, m.lr, m.above] for m in final.values()},
+                "settled": {m.method: m.bracket_ratio() <= spec.factor for m in final.values()}})
+    return log

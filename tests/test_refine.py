@@ -1,0 +1,139 @@
+"""sweep.refine: bracket, then refine — its rounds on a known accuracy curve, its cost against a dense grid,
+resuming, and one real refined sweep through Hydra whose output the report reads."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from analysis.report import build_report
+from conftest import REPO_ROOT
+from sweep.grid import GridError, GridPoint, expand_grid
+from sweep.refine import RefineSpec, peaks, plan_round, refine, refine_spec
+
+COARSE = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]  # the default half-decade grid
+TRUE_PEAK = {"sft": 7e-4, "minor_sft": 2.2e-3}
+
+
+def accuracy(p: GridPoint) -> float:
+    """A smooth, noiseless curve in log lr peaking at TRUE_PEAK[method]; β 0.1 better than 0.5."""
+    x = math.log10(p.lr) - math.log10(TRUE_PEAK[p.method])
+    return 0.7 - 0.3 * x * x - (0.1 if p.beta == 0.5 else 0.0)
+
+
+def simulate(spec: RefineSpec, grid: dict, done: dict | None = None):
+    """Run the refinement against `accuracy`: launch "runs" a point by storing its score in `done`."""
+    done = {} if done is None else done
+    points = expand_grid(grid)
+    launched: list[GridPoint] = []
+    for p in points:
+        if p not in done:
+            done[p] = accuracy(p)
+            launched.append(p)
+
+    def launch(new):
+        for p in new:
+            if p not in done:
+                done[p] = accuracy(p)
+                launched.append(p)
+        return [Path(f"/runs/{p.label()}") for p in new]
+
+    run_dirs = [Path(f"/runs/{p.label()}") for p in points]
+    log = refine(spec, points, run_dirs, [0], launch, scores_of=lambda pts, _: {p: done.get(p) for p in pts})
+    return points, launched, log, done
+
+
+GRID = {"seeds": [0], "methods": {"sft": {"lr": COARSE}, "minor_sft": {"lr": COARSE, "beta": [0.1, 0.5]}}}
+
+
+def test_refine_spec_checks_its_fields():
+    assert refine_spec({"methods": {}}) is None
+    assert refine_spec({"refine": {"rounds": 3, "factor": 1.5, "seeds": [0, 1, 2]}}) == RefineSpec(3, 1.5, (0, 1, 2))
+    for bad, field in (({"rounds": -1}, "rounds"), ({"factor": 1}, "factor"), ({"seeds": ["a"]}, "seeds"),
+                       ({"steps": 2}, "unknown key")):
+        with pytest.raises(GridError, match=field):
+            refine_spec({"refine": bad})
+
+
+def test_one_round_adds_midpoints_around_each_peak_with_the_refinement_seeds():
+    scores = {p: accuracy(p) for p in expand_grid(GRID)}
+    pk = peaks(scores)
+    assert (pk["sft"].lr, pk["sft"].below, pk["sft"].above) == (1e-3, 3e-4, 3e-3)
+    assert (pk["minor_sft"].lr, pk["minor_sft"].beta) == (3e-3, 0.1)
+    new = plan_round(scores, RefineSpec(1, 2.0, (0, 1, 2)), [0])
+    sft_lrs = sorted({p.lr for p in new if p.method == "sft"})
+    assert sft_lrs == [3e-4, 5.48e-4, 1e-3, 1.73e-3, 3e-3]  # midpoints and the deciding neighbours
+    assert {p.seed for p in new if p.lr == 5.48e-4} == {0, 1, 2}
+    assert {p.seed for p in new if p.lr == 1e-3} == {1, 2}  # seed 0 ran in the grid
+    assert {p.beta for p in new if p.method == "minor_sft"} == {0.1}  # the peak's β only
+
+
+def test_refinement_brackets_the_true_peak_at_half_the_cost_of_a_dense_grid():
+    spec = RefineSpec(rounds=4, factor=1.5, seeds=None)
+    points, launched, log, _ = simulate(spec, GRID)
+    final = log[-1]
+    assert all(final["settled"].values()), final
+    for method, (lo, _, hi) in final["final_brackets"].items():
+        assert lo < TRUE_PEAK[method] < hi and hi / lo <= 1.5
+    # a dense grid with the finest spacing refinement reached, over the same range, every β, one seed
+    finest = min(b / a for a, b in zip(sorted({p.lr for p in points}), sorted({p.lr for p in points})[1:],
+                                        strict=False))
+    span = math.log(COARSE[-1] / COARSE[0])
+    dense = (math.ceil(span / math.log(finest)) + 1) * (1 + 2)  # sft + minor_sft's two β
+    # the cheapest dense grid whose brackets (two spacings) meet the same target: spacing √factor
+    target = (math.ceil(span / math.log(math.sqrt(spec.factor))) + 1) * (1 + 2)
+    print(f"refinement: {len(launched)} jobs; dense grid at the finest spacing ({finest:.3f}): {dense} jobs "
+          f"({len(launched) / dense:.2f}x); dense grid meeting bracket ≤ {spec.factor}: {target} jobs "
+          f"({len(launched) / target:.2f}x)")
+    assert len(launched) / target <= 0.5
+
+
+def test_a_rerun_replays_the_rounds_and_launches_nothing():
+    spec = RefineSpec(rounds=3, factor=1.5, seeds=(0, 1))
+    _, first, log1, done = simulate(spec, GRID)
+    _, second, log2, _ = simulate(spec, GRID, done=done)
+    assert first and second == []
+    assert log1 == log2
+
+
+def test_edge_peak_is_not_refined():
+    grid = {"seeds": [0], "methods": {"sft": {"lr": [1e-5, 3e-5, 1e-4]}}}  # TRUE_PEAK 7e-4: above the grid
+    _, launched, log, _ = simulate(RefineSpec(2, 1.5, None), grid)
+    assert len(launched) == 3 and log[0]["new_points"] == 0 and log[-1]["settled"] == {"sft": False}
+
+
+@pytest.mark.slow
+def test_refined_sweep_through_hydra_resumes_and_feeds_the_report(tiny_world, tmp_path):
+    """A real sweep of tiny jobs with one refinement round; its output is what the report reads."""
+    args = [
+        sys.executable, "-m", "trainers.train", "-m", "experiment=smoke", "model.embedded=false",
+        f"paths.embedded_dir={tiny_world.root}", f"paths.cache_dir={tmp_path / 'cache'}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}", "logger=none", "data.n_train=40", "data.n_eval=20",
+        "train.num_threads=1", "hydra.sweeper.poll_interval_s=0.5", "~grid.methods.dpo_sft",
+        "~grid.methods.minor_sft", "grid.methods.sft.lr=[1e-4,1e-3,1e-2,1e-1]",
+        "+grid.refine={rounds:1,factor:2.0}",
+    ]
+    first = subprocess.run(args, capture_output=True, text=True, cwd=REPO_ROOT, timeout=900)
+    assert first.returncode in (0, 1), first.stderr[-3000:]
+    summary = json.loads((tmp_path / "sweep" / "sweep_summary.json").read_text())
+    rounds = summary["refine"]
+    assert rounds[0]["round"] == 1 and "final_brackets" in rounds[-1]
+    n_refined = rounds[0]["new_points"]
+    assert len(summary["points"]) == 4 + n_refined
+    if n_refined:  # the tiny world's peak was interior: its midpoints ran and are in the summary
+        assert {p["lr"] for p in summary["points"]} >= set(rounds[0]["lrs"])
+        assert "[sweep] refine:" in first.stdout
+    again = subprocess.run(args, capture_output=True, text=True, cwd=REPO_ROOT, timeout=900)
+    assert again.returncode == first.returncode
+    assert "already done, 0 to run" in again.stdout
+    rep = build_report(tmp_path / "sweep", use_wandb=False)
+    th = rep.threshold.iloc[0]
+    assert th["method"] == "SFT" and "report split" in th["ci_method"]
+    unfinished = (rep.out_dir / "unfinished.csv").read_text().splitlines()
+    finished = sum(1 for p in summary["points"] if p["status"] in ("ok", "diverged"))
+    assert len(unfinished) - 1 == len(summary["points"]) - finished
