@@ -36,6 +36,7 @@ def test_overrides_select_method_group_then_values():
         ({"methods": {"sft": {"lr": [1e-3], "beta": [0.1]}}}, "grid.methods.sft.beta"),
         ({"methods": {"minor_sft": {"lr": [1e-3]}}}, "grid.methods.minor_sft.beta"),
         ({"methods": {"minor_sft": {"lr": [1e-3], "beta": [0]}}}, "grid.methods.minor_sft.beta"),
+        ({"methods": {"kl_sft": {"lr": [1e-3], "beta": [-0.1]}}}, "grid.methods.kl_sft.beta"),
         ({"methods": {"dpo_sft": {"lr": [1e-3], "beta": [0.1], "lrs": [1]}}}, "grid.methods.dpo_sft"),
     ],
 )
@@ -43,3 +44,19 @@ def test_bad_grid_entries_are_one_line_errors_naming_them(grid, names):
     with pytest.raises(GridError) as info:
         expand_grid(grid)
     assert names in str(info.value) and "\n" not in str(info.value)
+
+
+def test_kl_sft_lambda_may_be_zero_and_dft_takes_none():
+    points = expand_grid({"methods": {"kl_sft": {"lr": [1e-3], "beta": [0, 0.5]}, "dft": {"lr": [1e-3, 1e-2]}}})
+    assert [(p.method, p.beta) for p in points] == [("kl_sft", 0.0), ("kl_sft", 0.5), ("dft", None), ("dft", None)]
+
+
+def test_losses_experiment_sweeps_every_registered_loss():
+    from omegaconf import OmegaConf
+
+    from trainers.losses import LOSSES
+    from trainers.train import compose_job
+
+    points = expand_grid(OmegaConf.to_container(compose_job(["experiment=losses"]).grid, resolve=True))
+    assert {p.method for p in points} == set(LOSSES)
+    assert len(points) == 5 * (1 + 1 + 1 + 1 + 2)  # five lrs; kl_sft at two λ
