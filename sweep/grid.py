@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from trainers.losses import BETA_METHODS, LOSSES
+from trainers.losses import BETA_METHODS, LOSSES, ZERO_COEFFICIENT_METHODS
 
 
 class GridError(ValueError):
@@ -43,15 +43,15 @@ class GridPoint:
         return f"{self.method} lr={self.lr:g}{beta} seed={self.seed}"
 
 
-def _numbers(value: object, where: str) -> list[float]:
+def _numbers(value: object, where: str, allow_zero: bool = False) -> list[float]:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = [value]
     if not isinstance(value, Sequence) or isinstance(value, str) or not value:
         raise GridError(f"{where} must be a non-empty list of numbers, got {value!r}")
     out = []
     for v in value:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-            raise GridError(f"{where} has {v!r}; every value must be a number > 0")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (v == 0 and not allow_zero):
+            raise GridError(f"{where} has {v!r}; every value must be a number {'>=' if allow_zero else '>'} 0")
         out.append(float(v))
     if len(set(out)) != len(out):
         raise GridError(f"{where} lists a value twice: {value!r}")
@@ -78,7 +78,8 @@ def expand_grid(grid: Mapping) -> list[GridPoint]:
             raise GridError(f"{where} has unknown key(s) {sorted(unknown)}; only lr and beta are read")
         lrs = _numbers(spec.get("lr"), f"{where}.lr")
         if method in BETA_METHODS:
-            betas: list[float | None] = list(_numbers(spec.get("beta"), f"{where}.beta"))
+            betas: list[float | None] = list(_numbers(spec.get("beta"), f"{where}.beta",
+                                                      allow_zero=method in ZERO_COEFFICIENT_METHODS))
         elif spec.get("beta") is not None:
             raise GridError(f"{where}.beta: {method} takes no β (it would rerun the same job per β); remove it")
         else:
