@@ -229,7 +229,8 @@ def _beta_claim(est: Estimates, setting: str, method: str, beta_table: pd.DataFr
     ev = (f"report split: chosen β={fmt_beta(r['beta'])} {_acc(r['accuracy'])} − worst β={fmt_beta(r['worst_beta'])} "
           f"{_acc(r['worst_accuracy'])} = {r['delta']:+.3f} {_ci(r['ci_low'], r['ci_high'])}, p={r['p_value']:.3g}; "
           f"{r['n_betas']} β values")
-    if int(_point(est, peak.pid)["n_scored"]) < MIN_SEEDS:
+    worst = est.point(setting, method, peak.lr, float(r["worst_beta"]))
+    if min(int(_point(est, peak.pid)["n_scored"]), int(worst["n_scored"])) < MIN_SEEDS:
         return [{**row, "outcome": UNDECIDED, "evidence": f"one seed decides nothing; {ev}"}]
     if r["ci_low"] > 0:
         outcome = HOLDS
