@@ -161,6 +161,7 @@ def welch(a: np.ndarray | list[float], b: np.ndarray | list[float]) -> tuple[flo
     diff = float(a.mean() - b.mean())
     if a.size < 2 or b.size < 2:
         return diff, math.nan
-    if a.std() == 0 and b.std() == 0:
-        return diff, (1.0 if diff == 0 else 0.0)
+    scale = max(abs(a).max(), abs(b).max(), 1e-300)
+    if a.std() <= 1e-12 * scale and b.std() <= 1e-12 * scale:  # constant within each side: no spread to test
+        return diff, (1.0 if abs(diff) <= 1e-12 * scale else 0.0)
     return diff, float(scipy_stats.ttest_ind(a, b, equal_var=False).pvalue)
