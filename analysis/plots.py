@@ -207,6 +207,9 @@ def accuracy_vs_lr(sweep: Sweep, setting: str, crv: dict, pts: pd.DataFrame, pea
                     [peak.lr], [peak.select_accuracy], marker="*", s=220, color=color, edgecolor="black", zorder=6
                 )
             ax.axvline(peak.lr, color=color, ls="--", lw=1, label=f"threshold lr {fmt_lr(peak.lr)}")
+            if math.isfinite(peak.lr_ci_low) and peak.lr_ci_high > peak.lr_ci_low:
+                ax.axvspan(peak.lr_ci_low, peak.lr_ci_high, color=color, alpha=0.12,
+                           label=f"vertex {fmt_lr(peak.vertex_lr)}, 95% interval")
             if peak.bracket:
                 title += " — not bracketed"
         ax.set_title(title, fontsize=10)
@@ -223,7 +226,8 @@ def accuracy_vs_lr(sweep: Sweep, setting: str, crv: dict, pts: pd.DataFrame, pea
         f"accuracy_vs_lr_{slug(setting)}",
         f"Accuracy against learning rate — {setting}",
         "Left: each method at its best β per lr (mean over seeds, bars = seed s.d.). Then one panel "
-        "per method with every β. ★ marks the threshold lr; red × marks learning rates where no seed "
+        "per method with every β. ★ marks the threshold lr (argmax on the selection split), the shaded band "
+        "the 95% resampled interval of its log-quadratic vertex; red × marks learning rates where no seed "
         "finished ok; the dotted line is the base model.",
         _png(fig),
     )
