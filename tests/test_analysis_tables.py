@@ -276,6 +276,9 @@ def test_several_settings_get_a_pooled_row(tmp_path):
     p = T.paired_table(e, T.best_configs(e, s))
     pooled = p[(p["setting"] == T.ALL_SETTINGS) & (p["comparison"] == "MinorSFT vs SFT")].iloc[0]
     assert pooled["delta"] == pytest.approx(0.10) and pooled["ci_low"] > 0
+    c = all_claims(s)
+    across = c[(c["setting"] == T.ALL_SETTINGS) & (c["claim"] == "MinorSFT is the best method")].iloc[0]
+    assert across["outcome"] == HOLDS and across["scope"] == "mean Δ over settings, report split"
 
 
 def test_planned_grid_lists_what_never_finished(tmp_path):
