@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from trainers.batching import collate
+from trainers.distributed import dist_ready
 from trainers.logprobs import answer_mask, answer_targets, kept_logits, sum_per_sample, token_logps
 from trainers.mcq_data import OPTION_LETTERS
 from trainers.prompts import Sample
@@ -112,3 +113,41 @@ def prediction_rows(samples: Sequence[Sample], preds: torch.Tensor) -> list[dict
             row["subject"] = s.subject
         rows.append(row)
     return rows
+
+
+def score_sharded(
+    model: torch.nn.Module,
+    samples: Sequence[Sample],
+    letter_ids: Sequence[int],
+    pad_id: int,
+    batch_size: int,
+    progress: str | None = None,
+    with_logps: bool = True,
+) -> Scores:
+    """`score_samples` split across the job's processes and gathered in sample order, without duplicates.
+
+    Each rank scores every world-th sample of the length order, so every rank sees similar lengths.
+    Shorter shards are padded with a repeat of their last sample, so that every rank runs the same
+    number of forward passes (FSDP and ZeRO-3 need every rank in every forward); repeats are dropped
+    when gathering. On one process this is `score_samples`.
+    """
+    if not dist_ready():
+        return score_samples(model, samples, letter_ids, pad_id, batch_size, progress=progress, with_logps=with_logps)
+    n_ranks, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
+    order = sorted(range(len(samples)), key=lambda i: len(samples[i].input_ids))
+    shard = order[rank::n_ranks]
+    padded = shard + [shard[-1] if shard else order[0]] * (math.ceil(len(samples) / n_ranks) - len(shard))
+    part = score_samples(model, [samples[i] for i in padded], letter_ids, pad_id, batch_size,
+                         progress=progress if rank == 0 else None, with_logps=with_logps)
+    tokens = part.tokens_per_sample([samples[i] for i in padded]) if with_logps else [None] * len(padded)
+    mine = [(i, float(part.logps[k]), int(part.preds[k]), tokens[k]) for k, i in enumerate(shard)]
+    gathered: list[list[tuple] | None] = [None] * n_ranks
+    torch.distributed.all_gather_object(gathered, mine)
+    rows = sorted((row for rows in gathered for row in rows), key=lambda row: row[0])
+    if [row[0] for row in rows] != list(range(len(samples))):
+        raise RuntimeError(f"sharded scoring gathered {len(rows)} rows for {len(samples)} samples")
+    return Scores(
+        logps=torch.tensor([row[1] for row in rows], dtype=torch.float32),
+        preds=torch.tensor([row[2] for row in rows], dtype=torch.long),
+        token_logps=torch.tensor([v for row in rows for v in row[3]], dtype=torch.float32) if with_logps else None,
+    )

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from transformers import Trainer
 
-from trainers.evaluate import Scores, prediction_rows, score_samples
+from trainers.evaluate import Scores, prediction_rows, score_sharded
 from trainers.logprobs import answer_logps
 from trainers.losses import LOSSES, REFERENCE_TOKEN_METHODS, TOKEN_METHODS, TokenLogps, m_theta, minor_coefficient
 from trainers.prompts import Sample
@@ -156,11 +156,12 @@ class LossTrainer(Trainer):
         """Multiple-choice accuracy and eval m_theta from one forward pass per question.
 
         Without m_theta tracking only the prompts are read (the choice needs no answer tokens).
-        A model that has already diverged is not scored: the job ends as diverged instead.
+        A model that has already diverged is not scored: the job ends as diverged instead. With
+        several processes each scores its shard of the questions and every rank gets them all back.
         """
         self._raise_if_diverged()
         start = time.perf_counter()
-        scores: Scores = score_samples(
+        scores: Scores = score_sharded(
             self.model, self.eval_samples, self.letter_ids, self.pad_id, self.args.per_device_eval_batch_size,
             with_logps=self.track_m_theta,
         )

@@ -10,6 +10,7 @@ changed model, tokenizer, data file or template never reuses a stale entry.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -23,11 +24,12 @@ from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from trainers.evaluate import Scores, score_samples
+from trainers.distributed import barrier, broadcast_from_main, dist_ready, is_main_process
+from trainers.evaluate import Scores, score_sharded
 from trainers.losses import REFERENCE_METHODS
 from trainers.mcq_data import McqItem, drop_overlap, load_mcq, sample_items, split_train_eval
 from trainers.prompts import PromptFormat, Sample, encode_items, letter_token_ids
-from trainers.reference import cached_scores, model_fingerprint, scores_key
+from trainers.reference import cached_scores, load_scores, model_fingerprint, scores_key
 from trainers.run_dir import atomic_write_text
 from trainers.validate import ConfigError, validate_paths
 
@@ -43,7 +45,7 @@ class Prepared:
     letter_ids: list[int]
     train_samples: list[Sample]
     eval_samples: list[Sample]
-    model: torch.nn.Module
+    model: torch.nn.Module | None  # None with keep_model=False (the job loads its own, sharded)
     base: Scores
     ref_logps: list[float]
     ref_token_logps: list[list[float]] | None  # per answer token, for token-level losses (kl_sft)
@@ -202,8 +204,39 @@ def load_model(cfg: DictConfig) -> torch.nn.Module:
     return model
 
 
-def prepare(cfg: DictConfig, device: torch.device | str = "cpu", reference: bool | None = None) -> Prepared:
-    """Build or load every cached input of the job `cfg` (reference pass if `reference`, default: if needed)."""
+def scoring_precision(cfg: DictConfig, device: torch.device) -> tuple[str, contextlib.AbstractContextManager]:
+    """(cache-key dtype, context) of the scoring passes: bf16 autocast where training computes in bf16
+    (`train.bf16` on a GPU), so that the reference and the policy at step 0 agree (m_theta starts at 0)."""
+    if cfg.train.get("bf16") and device.type == "cuda":
+        return f"{cfg.model.dtype}+autocast-bfloat16", torch.autocast("cuda", dtype=torch.bfloat16)
+    return cfg.model.dtype, contextlib.nullcontext()
+
+
+def _cached_or_sharded(cache_dir: Path, key: str, compute) -> tuple[Scores, bool]:
+    """`cached_scores`, with several processes: rank 0 looks the key up, every rank joins the sharded
+    computation if it is missing, rank 0 writes it."""
+    if not dist_ready():
+        return cached_scores(cache_dir, key, compute)
+    if broadcast_from_main(load_scores(cache_dir, key) is not None if is_main_process() else None):
+        found = load_scores(cache_dir, key)
+        if found is not None:
+            return found, False
+    scores = compute()
+    if is_main_process():
+        cached_scores(cache_dir, key, lambda: scores)
+    barrier()
+    return scores, True
+
+
+def prepare(
+    cfg: DictConfig, device: torch.device | str = "cpu", reference: bool | None = None, keep_model: bool = True,
+) -> Prepared:
+    """Build or load every cached input of the job `cfg` (reference pass if `reference`, default: if needed).
+
+    The model is loaded onto `device` only when a pass needs it or `keep_model` asks for it. With
+    several processes the passes are sharded across them (`trainers.evaluate.score_sharded`).
+    """
+    device = torch.device(device)
     if cfg.model.get("embedded"):
         from trainers.embedded_world import ensure_embedded_world
 
@@ -222,14 +255,23 @@ def prepare(cfg: DictConfig, device: torch.device | str = "cpu", reference: bool
     log.info("Data: %d train and %d eval questions (tokenized: %s)", len(train_samples), len(eval_samples),
              "computed" if tokenized else "cached")
 
-    model = load_model(cfg).to(device)
+    loaded: list[torch.nn.Module] = []
+
+    def model() -> torch.nn.Module:
+        if not loaded:
+            loaded.append(load_model(cfg).to(device))
+        return loaded[0]
+
+    key_dtype, precision = scoring_precision(cfg, device)
 
     def scores(kind: str, samples: list[Sample]) -> tuple[Scores, bool]:
-        key = scores_key(kind, fingerprint, cfg.model.dtype, cfg.model.attn_implementation, samples)
-        return cached_scores(
-            cache_dir / "scores", key,
-            lambda: score_samples(model, samples, letters, pad_id, cfg.train.eval_batch_size, progress=kind),
-        )
+        key = scores_key(kind, fingerprint, key_dtype, cfg.model.attn_implementation, samples)
+
+        def compute() -> Scores:
+            with precision:
+                return score_sharded(model(), samples, letters, pad_id, cfg.train.eval_batch_size, progress=kind)
+
+        return _cached_or_sharded(cache_dir / "scores", key, compute)
 
     base, base_computed = scores("base_eval", eval_samples)
     log.info("Base model accuracy: %.4f on %d questions (%s)", base.accuracy(eval_samples), len(eval_samples),
@@ -242,7 +284,8 @@ def prepare(cfg: DictConfig, device: torch.device | str = "cpu", reference: bool
         ref_logps, reference_pass, ref_token_logps = [0.0] * len(train_samples), "none", None
     return Prepared(
         tokenizer=tokenizer, pad_id=pad_id, letter_ids=letters, train_samples=train_samples,
-        eval_samples=eval_samples, model=model, base=base, ref_logps=ref_logps, ref_token_logps=ref_token_logps,
+        eval_samples=eval_samples, model=model() if keep_model else None, base=base, ref_logps=ref_logps,
+        ref_token_logps=ref_token_logps,
         tokenize_pass="computed" if tokenized else "cached",
         base_pass="computed" if base_computed else "cached", reference_pass=reference_pass,
     )

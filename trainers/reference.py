@@ -96,6 +96,11 @@ def cached_scores(cache_dir: Path, key: str, compute: Callable[[], Scores]) -> t
     return scores, True
 
 
+def load_scores(cache_dir: Path, key: str) -> Scores | None:
+    """The cached scores for `key`, or None when no job has computed them yet."""
+    return _load(Path(cache_dir) / f"{key}.safetensors")
+
+
 def _load(path: Path) -> Scores | None:
     """The cached scores, or None if absent or written before per-token log-probs were kept (recomputed once)."""
     if not path.exists():

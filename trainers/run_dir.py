@@ -95,8 +95,9 @@ def read_result(run_dir: Path) -> dict[str, Any] | None:
 
 
 # Keys that do not change a job's numbers: where it writes, how it logs, how many CPU threads
-# it uses, the whole grid it belongs to. A rerun that differs only in these reuses an ok result.
-_UNHASHED = ("hydra", "run_dir", "paths", "logger", "grid", "prepare_only", "launcher")
+# or processes it uses (1 process × accumulation k ≡ k processes), the whole grid it belongs to.
+# A rerun that differs only in these reuses an ok result.
+_UNHASHED = ("hydra", "run_dir", "paths", "logger", "grid", "prepare_only", "launcher", "strategy")
 _UNHASHED_TRAIN = ("num_threads", "progress_bar", "resume")
 
 

@@ -24,16 +24,17 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from transformers import PrinterCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from trainers.batching import TrainCollator
 from trainers.callbacks import RunDirCallback
 from trainers.console import hydra_mode, quiet_console, show_progress_bar
+from trainers.distributed import broadcast_from_main, check_devices, is_main_process, launch, planned_world_size
 from trainers.loss_trainer import DivergedError, LossTrainer
 from trainers.mcq_data import DataError
-from trainers.prepare import prepare, world_size
+from trainers.prepare import load_model, prepare, world_size
 from trainers.run_dir import (
     EVAL,
     PREDICTIONS,
@@ -70,8 +71,48 @@ def compose_job(overrides: list[str]) -> DictConfig:
     return cfg
 
 
+def grad_accumulation(cfg: DictConfig, processes: int) -> int:
+    """Accumulation steps that keep the global batch whatever the process count (1 × k ≡ k × 1)."""
+    return cfg.train.global_batch_size // (cfg.train.per_device_batch_size * processes)
+
+
+def fsdp_layer_classes(cfg: DictConfig) -> list[str]:
+    """The wrap unit of FSDP: `strategy.fsdp.fsdp_config.transformer_layer_cls_to_wrap`, else the model's
+    own `_no_split_modules` (its decoder layer, e.g. Qwen2DecoderLayer), read from its config.json."""
+    named = cfg.strategy.fsdp.fsdp_config.get("transformer_layer_cls_to_wrap")
+    if named:
+        return [named] if isinstance(named, str) else list(named)
+    import transformers
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)
+    classes = [getattr(transformers, arch, None) for arch in config.architectures or []]
+    layers = [name for c in classes if c is not None for name in (c._no_split_modules or [])]
+    if not layers:
+        raise ConfigError(f"model {cfg.model.name} names no decoder layer class; set "
+                          "strategy.fsdp.fsdp_config.transformer_layer_cls_to_wrap=[<LayerClass>]")
+    return layers
+
+
+def strategy_arguments(cfg: DictConfig) -> dict[str, Any]:
+    """FSDP / DeepSpeed settings of the strategy, in the shape TrainingArguments hands to accelerate."""
+    s = cfg.get("strategy")
+    if s is None:
+        return {}
+    if s.get("fsdp"):
+        fsdp_config = OmegaConf.to_container(s.fsdp.fsdp_config, resolve=True)
+        fsdp_config["transformer_layer_cls_to_wrap"] = fsdp_layer_classes(cfg)
+        return {"fsdp": s.fsdp.fsdp, "fsdp_config": fsdp_config}
+    if s.get("deepspeed"):
+        return {"deepspeed": OmegaConf.to_container(s.deepspeed, resolve=True)}
+    return {}
+
+
 def training_arguments(cfg: DictConfig, run_dir: Path, report_to: list[str]) -> TrainingArguments:
-    """The HF arguments for this job; gradient accumulation is derived from the global batch size."""
+    """The HF arguments for this job; gradient accumulation is derived from the global batch size.
+
+    On a CPU `use_cpu` makes accelerate join the gloo process group (without it each rank trains alone).
+    """
     t = cfg.train
     return TrainingArguments(
         output_dir=str(run_dir / "checkpoints"),
@@ -80,7 +121,7 @@ def training_arguments(cfg: DictConfig, run_dir: Path, report_to: list[str]) -> 
         learning_rate=t.lr,
         per_device_train_batch_size=t.per_device_batch_size,
         per_device_eval_batch_size=t.eval_batch_size,
-        gradient_accumulation_steps=t.global_batch_size // (t.per_device_batch_size * world_size()),
+        gradient_accumulation_steps=grad_accumulation(cfg, world_size()),
         num_train_epochs=t.epochs,
         max_steps=t.max_steps,
         warmup_steps=t.warmup_ratio,
@@ -103,6 +144,9 @@ def training_arguments(cfg: DictConfig, run_dir: Path, report_to: list[str]) -> 
         disable_tqdm=not show_progress_bar(cfg),
         include_num_input_tokens_seen="no",  # LossTrainer counts them from the collator, without a device sync
         report_to=report_to,
+        use_cpu=not torch.cuda.is_available(),
+        ddp_find_unused_parameters=False,  # every parameter takes part in every loss
+        **strategy_arguments(cfg),
     )
 
 
@@ -171,9 +215,21 @@ def resumable_checkpoint(cfg: DictConfig, run_dir: Path, checkpoint_dir: Path) -
     return get_last_checkpoint(str(checkpoint_dir))
 
 
+def shards_the_model(cfg: DictConfig) -> bool:
+    """FSDP and ZeRO-3 shard the weights: the training model is loaded after TrainingArguments exist
+    (ZeRO-3's zero.Init, FSDP's rank-0 loading), not reused from the scoring pass."""
+    s = cfg.get("strategy")
+    return bool(s is not None and (s.get("fsdp") or s.get("deepspeed")))
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Run one job, write its run directory, and return the result (also in result.json)."""
+    """Run one job, write its run directory, and return the result (also in result.json).
+
+    On N processes (trainers.distributed) every rank runs this; rank 0 alone writes the run
+    directory, W&B and result.json, and decides whether to resume.
+    """
     started = time.perf_counter()
+    main_process = is_main_process()
     run_dir = Path(cfg.run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     validate_config(cfg, world_size=world_size())
@@ -182,18 +238,24 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         torch.set_num_threads(cfg.train.num_threads)
     set_seed(cfg.seed)
 
-    prepared = prepare(cfg, device=training_device())
-    model, eval_samples, train_samples = prepared.model, prepared.eval_samples, prepared.train_samples
+    sharded = shards_the_model(cfg)
+    prepared = prepare(cfg, device=training_device(), keep_model=not sharded)
+    eval_samples, train_samples = prepared.eval_samples, prepared.train_samples
     base_accuracy = prepared.base_accuracy
+    args = training_arguments(cfg, run_dir, [] if cfg.logger.name == "none" else ["wandb"])
+    model = load_model(cfg) if sharded else prepared.model
     if cfg.model.get("gradient_checkpointing"):
         model.gradient_checkpointing_enable()
-    args = training_arguments(cfg, run_dir, [] if cfg.logger.name == "none" else ["wandb"])
 
-    resume_from = resumable_checkpoint(cfg, run_dir, Path(args.output_dir))
+    resume_from = None
+    if main_process:
+        resume_from = resumable_checkpoint(cfg, run_dir, Path(args.output_dir))
+        reset_logs(run_dir, int(Path(resume_from).name.split("-")[-1]) if resume_from else None)
+        if not resume_from:
+            append_jsonl(run_dir / EVAL, {"step": 0, "accuracy": base_accuracy, "m_theta": 0.0,
+                                          "n": len(eval_samples)})
+    resume_from = broadcast_from_main(resume_from)
     resumed_step = int(Path(resume_from).name.split("-")[-1]) if resume_from else None
-    reset_logs(run_dir, resumed_step)
-    if not resume_from:
-        append_jsonl(run_dir / EVAL, {"step": 0, "accuracy": base_accuracy, "m_theta": 0.0, "n": len(eval_samples)})
 
     trainer = LossTrainer(
         model=model,
@@ -215,7 +277,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if args.disable_tqdm:  # else the Trainer prints every log dict; they are in metrics.jsonl and W&B
         trainer.remove_callback(PrinterCallback)
     status, error = "ok", None
-    wandb_run = start_wandb(cfg, run_dir)
+    wandb_run = start_wandb(cfg, run_dir) if main_process else None
     train_started = time.perf_counter()
     try:
         log.info("Training <%s> (max_steps=%s)", run_name(cfg), cfg.train.max_steps)
@@ -234,7 +296,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     final = trainer.last_eval if status == "ok" else None
     predictions = mark_splits(final["predictions"], cfg.data.get("select_fraction", 0.5),
                               cfg.data.get("select_seed", 0)) if final else []
-    if final is not None:
+    if final is not None and main_process:
         write_jsonl(run_dir / PREDICTIONS, predictions)
     wall_s = time.perf_counter() - started
     train_tokens = int(trainer.state.num_input_tokens_seen)
@@ -258,6 +320,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "wall_s": wall_s,
         "tokens_per_s": train_tokens / max(train_s, 1e-9),
         "resumed_from_step": resumed_step,
+        "world_size": world_size(),
+        "strategy": cfg.strategy.name if cfg.get("strategy") else "single",
+        "per_device_batch_size": int(cfg.train.per_device_batch_size),
+        "grad_accumulation": int(args.gradient_accumulation_steps),
+        "effective_batch": int(cfg.train.per_device_batch_size) * world_size() * int(args.gradient_accumulation_steps),
         "tokenize_pass": prepared.tokenize_pass,
         "reference_pass": prepared.reference_pass,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -265,7 +332,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "slurm_job_id": slurm_job_id(),
         "base_eval": prepared.base_pass,
     }
-    atomic_write_json(run_dir / RESULT, result)
+    if main_process:
+        atomic_write_json(run_dir / RESULT, result)
     log.info("Result: %s accuracy=%s (base %.4f) m_theta=%s -> %s",
              status, result["accuracy"], base_accuracy, result["m_theta"], run_dir / RESULT)
     return result
@@ -283,11 +351,12 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         raise
     except Exception as exc:
         log.exception("Job failed")
-        result = {
-            **job_identity(cfg), "status": "failed",
-            "error": f"{type(exc).__name__}: {exc}".splitlines()[0], "accuracy": None, "m_theta": None,
-        }
-        atomic_write_json(Path(cfg.run_dir) / RESULT, result)
+        if is_main_process():  # another rank's failure ends the workers; the agent records it
+            result = {
+                **job_identity(cfg), "status": "failed",
+                "error": f"{type(exc).__name__}: {exc}".splitlines()[0], "accuracy": None, "m_theta": None,
+            }
+            atomic_write_json(Path(cfg.run_dir) / RESULT, result)
         raise
 
 
@@ -299,14 +368,16 @@ def main(cfg: DictConfig) -> float | None:
     In a multirun (sweep) an input error is raised for the sweeper to report; on its own the
     job prints it in one line and exits with status 2.
     """
-    if cfg.get("prepare_only"):
-        validate_config(cfg, world_size=world_size())
-        with quiet_console(hydra_mode() == RunMode.MULTIRUN):
-            prepare(cfg, reference=True)
-        return None
+    distributed = planned_world_size(cfg) > 1
     try:
+        check_devices(cfg)
+        validate_config(cfg)
+        if cfg.get("prepare_only"):  # the sweep's prepare job: on the same devices as its grid jobs
+            with quiet_console(hydra_mode() == RunMode.MULTIRUN):
+                launch(cfg) if distributed else prepare(cfg, device=training_device(), reference=True)
+            return None
         with quiet_console(hydra_mode() == RunMode.MULTIRUN and not show_progress_bar(cfg)):
-            result = run_job(cfg)
+            result = launch(cfg) if distributed else run_job(cfg)
     except (ConfigError, DataError) as exc:
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
             raise

@@ -21,8 +21,14 @@ def _positive(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
-def validate_config(cfg: DictConfig, world_size: int = 1) -> None:
-    """Raise ConfigError for the first invalid field of a job config (paths excluded: see validate_paths)."""
+def validate_config(cfg: DictConfig, world_size: int | None = None) -> None:
+    """Raise ConfigError for the first invalid field of a job config (paths excluded: see validate_paths).
+
+    `world_size` defaults to the processes the job's strategy asks for (nproc_per_node × nnodes).
+    """
+    if world_size is None:
+        s = cfg.get("strategy")
+        world_size = 1 if s is None else int(s.nproc_per_node) * int(s.nnodes)
     method = cfg.method.name
     if method not in LOSSES:
         raise ConfigError(
@@ -46,7 +52,8 @@ def validate_config(cfg: DictConfig, world_size: int = 1) -> None:
     if t.global_batch_size % per_step:
         raise ConfigError(
             f"train.global_batch_size={t.global_batch_size} is not a multiple of train.per_device_batch_size "
-            f"× processes = {per_step}; change one of them"
+            f"× processes ({t.per_device_batch_size} × {world_size} = {per_step}); change one of them "
+            "(or strategy.nproc_per_node)"
         )
     if t.max_steps <= 0 and not _positive(t.epochs):
         raise ConfigError(f"train.epochs={t.epochs} with train.max_steps={t.max_steps}: set one of them > 0")

@@ -1,0 +1,135 @@
+"""One grid point on two real processes (torch's elastic launcher, gloo on this CPU) against one process.
+
+Each test starts real workers through `trainers.distributed.launch` (the agent the Hydra job runs),
+on the tiny world of conftest.py, for a few steps.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from trainers.distributed import launch
+from trainers.run_dir import read_jsonl
+from trainers.train import run_job
+
+pytestmark = pytest.mark.slow
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FAULT_WORKER = (str(REPO_ROOT / "tests" / "fault_worker.py"),)
+# 8 questions per step: 1 process × 2 micro-batches of 4, or 2 processes × 1 micro-batch of 4
+BATCH = ("train.global_batch_size=8", "train.per_device_batch_size=4", "train.eval_batch_size=8")
+TWO = ("strategy=ddp", "strategy.nproc_per_node=2")
+
+
+@pytest.fixture(autouse=True)
+def _cpu_launch_env(monkeypatch):
+    """What launch() and torchrun set in the agent's environment, undone after each test."""
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "true")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.delenv("SFTSWEEP_FAULT", raising=False)
+
+
+def _rows(run_dir: Path, name: str) -> list[dict]:
+    return read_jsonl(Path(run_dir) / name)
+
+
+def test_two_processes_match_one_process_with_accumulation(job_cfg, monkeypatch):
+    common = ("method=minor_sft", "method.beta=0.1", "train.lr=3e-3", "train.max_steps=4", "train.logging_steps=1",
+              "train.eval_steps=2", *BATCH)
+    one = run_job(job_cfg(*common, run="one"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg_two = job_cfg(*common, *TWO, "logger=wandb", run="two")
+    two = launch(cfg_two)
+
+    assert (one["status"], two["status"]) == ("ok", "ok")
+    assert (one["world_size"], one["grad_accumulation"]) == (1, 2)
+    assert (two["world_size"], two["grad_accumulation"], two["strategy"]) == (2, 1, "ddp")
+    assert one["effective_batch"] == two["effective_batch"] == 8
+    assert two["train_tokens"] == one["train_tokens"] and two["steps"] == one["steps"] == 4
+    dir_one, dir_two = job_cfg(*common, run="one").run_dir, cfg_two.run_dir
+    m1, m2 = _rows(dir_one, "metrics.jsonl"), _rows(dir_two, "metrics.jsonl")
+    assert [r["step"] for r in m1] == [r["step"] for r in m2] == [1, 2, 3, 4]
+    diffs = {k: max(abs(a[k] - b[k]) for a, b in zip(m1, m2, strict=True)) for k in ("loss", "grad_norm", "m_theta")}
+    print(f"largest |1 process - 2 processes| per quantity: {diffs}")
+    assert all(d <= 1e-5 for d in diffs.values()), diffs
+    assert m1[-1]["loss"] != m1[0]["loss"]  # the model did train
+
+    e1, e2 = _rows(dir_one, "eval.jsonl"), _rows(dir_two, "eval.jsonl")
+    assert [e["step"] for e in e2] == [0, 2, 4]  # one step-0 row: rank 0 alone writes
+    assert [e["accuracy"] for e in e1] == [e["accuracy"] for e in e2]
+    assert two["accuracy"] == one["accuracy"] and two["select_accuracy"] == one["select_accuracy"]
+    p1 = _rows(dir_one, "predictions.jsonl")
+    assert p1 == _rows(dir_two, "predictions.jsonl") and len(p1) == two["eval_n"]
+    assert len(list(Path(dir_two).glob("wandb/offline-run-*"))) == 1  # one W&B run, not one per rank
+
+
+def test_nan_on_one_rank_ends_every_rank_as_diverged(job_cfg, monkeypatch):
+    monkeypatch.setenv("SFTSWEEP_FAULT", "nan:1")
+    cfg = job_cfg("method=sft", "train.max_steps=6", *BATCH, *TWO)
+    started = time.monotonic()
+    result = launch(cfg, worker=FAULT_WORKER)  # a hang would stop at the gloo timeout; the test's own below
+    assert result["status"] == "diverged" and "non-finite loss at step 1" in result["error"]
+    assert result["steps"] < 6 and result["world_size"] == 2
+    print(f"diverged on both ranks in {time.monotonic() - started:.1f} s")
+
+
+def test_exception_on_one_rank_ends_the_job_as_failed(job_cfg, monkeypatch):
+    monkeypatch.setenv("SFTSWEEP_FAULT", "raise:1")
+    cfg = job_cfg("method=sft", *BATCH, *TWO)
+    with pytest.raises(RuntimeError, match="distributed job failed"):
+        launch(cfg, worker=FAULT_WORKER)
+    saved = json.loads((Path(cfg.run_dir) / "result.json").read_text())
+    assert saved["status"] == "failed" and "injected failure on rank 1" in saved["error"], saved
+
+
+def test_kill_and_resume_on_two_processes(job_cfg):
+    overrides = ("method=minor_sft", "train.save_steps=2", "train.save_total_limit=3", "train.max_steps=4",
+                 *BATCH, *TWO)
+    cfg = job_cfg(*overrides)
+    first = launch(cfg)
+    assert first["status"] == "ok" and first["resumed_from_step"] is None
+    checkpoints = Path(cfg.run_dir) / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-2", "checkpoint-4"]
+    # as if killed between steps 2 and 4
+    shutil.rmtree(checkpoints / "checkpoint-4")
+    (Path(cfg.run_dir) / "result.json").unlink()
+    resumed = launch(job_cfg(*overrides))
+    assert resumed["status"] == "ok" and resumed["resumed_from_step"] == 2 and resumed["steps"] == 4
+    assert resumed["train_tokens"] == first["train_tokens"]  # nothing lost, nothing counted twice
+    assert [m["step"] for m in _rows(cfg.run_dir, "metrics.jsonl")] == [1, 2, 4]
+    assert [e["step"] for e in _rows(cfg.run_dir, "eval.jsonl")] == [0, 3, 4]
+
+
+def _cli(tiny_world, tmp_path, *overrides: str, patch: str = "") -> subprocess.CompletedProcess:
+    args = ["method=sft", "logger=none", "model.embedded=false", f"paths.embedded_dir={tiny_world.root}",
+            f"paths.cache_dir={tmp_path / 'cache'}", f"paths.output_dir={tmp_path / 'out'}", "train.max_steps=2",
+            "train.num_threads=1", *overrides]
+    code = f"{patch}\nimport sys\nsys.argv = ['trainers.train', *{args!r}]\nfrom trainers.train import main\nmain()"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+
+
+def test_one_process_seeing_several_gpus_is_refused(tiny_world, tmp_path):
+    # simulated: this machine has no GPU, so torch is told it sees two
+    out = _cli(tiny_world, tmp_path, patch="import torch\ntorch.cuda.device_count = lambda: 2")
+    assert out.returncode == 2, out.stderr[-2000:]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "2 GPUs are visible to one process" in lines[0]
+    assert "strategy=ddp strategy.nproc_per_node=2" in lines[0]
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("metrics.jsonl"))
+
+
+def test_batch_not_divisible_by_processes_is_refused(tiny_world, tmp_path):
+    out = _cli(tiny_world, tmp_path, "strategy=ddp", "strategy.nproc_per_node=3", "train.global_batch_size=8",
+               "train.per_device_batch_size=4")
+    assert out.returncode == 2, out.stderr[-2000:]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "train.global_batch_size=8 is not a multiple" in lines[0], lines
+    assert "4 × 3 = 12" in lines[0]
+    assert not list((tmp_path / "out").rglob("metrics.jsonl"))
