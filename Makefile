@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 EXPERIMENT ?= default
 LAUNCHER ?= local
 ARGS ?=
-# SWEEP_DIR: the sweep directory of every target (sweep, optuna, report, report-check);
+# SWEEP_DIR: the sweep directory of every target (sweep, optuna, report, report-check, dashboard);
 # rerunning the same command resumes it. SWEEP= and OPTUNA_DIR= are older spellings of it.
 SWEEP ?=
 OPTUNA_DIR ?=
@@ -20,11 +20,12 @@ DEFAULT_DIR = $(or $(SWEEP),outputs/sweeps/$(EXPERIMENT))
 SWEEP_DIR ?= $(DEFAULT_DIR)
 REPORT_ARGS ?=
 BENCH_ARGS ?=
+DASHBOARD_ARGS ?=
 METHOD ?= minor_sft
 N_TRIALS ?= 6
 optuna: DEFAULT_DIR = $(or $(OPTUNA_DIR),$(SWEEP),outputs/optuna/$(EXPERIMENT)-$(METHOD))
 
-.PHONY: install sweep optuna train test lint report report-check world bench bench-gpu
+.PHONY: install sweep optuna train test lint report report-check world bench dashboard bench-gpu
 
 install: $(STAMP)
 
@@ -71,6 +72,11 @@ lint: $(STAMP)
 ## tables, figures and report.html for SWEEP_DIR (also a W&B summary run, offline by default)
 report: $(STAMP)
 	$(PY) -m analysis.report $(SWEEP_DIR) $(REPORT_ARGS)
+
+## the W&B report and workspace comparing SWEEP_DIR's methods; offline it writes SWEEP_DIR/report/wandb_dashboard.json
+## and prints the command that publishes it: make dashboard SWEEP_DIR=… DASHBOARD_ARGS="--entity E --project P"
+dashboard: $(STAMP)
+	$(PY) -m analysis.dashboard $(SWEEP_DIR) $(DASHBOARD_ARGS)
 
 ## render SWEEP_DIR's report.html in headless Chromium and save a screenshot
 report-check: $(STAMP)

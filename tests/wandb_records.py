@@ -54,3 +54,26 @@ def offline_history(run_file: Path) -> tuple[dict, list[dict]]:
         elif kind == "history":
             rows.append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in record.history.item})
     return meta, rows
+
+
+def offline_config(run_file: Path) -> dict:
+    """The run's config as W&B shows it: nested keys flattened with dots (`method.name`, `train.lr`)."""
+    flat: dict = {}
+
+    def put(prefix: str, value) -> None:
+        if isinstance(value, dict) and set(value) != {"value"}:
+            for k, v in value.items():
+                put(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            flat[prefix] = value["value"] if isinstance(value, dict) else value
+
+    for payload in _payloads(Path(run_file).read_bytes()):
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(payload)
+        kind = record.WhichOneof("record_type")
+        items = record.run.config.update if kind == "run" else record.config.update if kind == "config" else []
+        for item in items:
+            key = item.key or ".".join(item.nested_key)
+            if not key.startswith("_wandb"):
+                put(key, json.loads(item.value_json))
+    return flat
