@@ -7,6 +7,7 @@ on the tiny world of conftest.py, for a few steps.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -14,8 +15,12 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from trainers.distributed import launch
+from trainers.evaluate import score_samples
+from trainers.prepare import prepare
 from trainers.run_dir import read_jsonl
 from trainers.train import run_job
 
@@ -133,3 +138,45 @@ def test_batch_not_divisible_by_processes_is_refused(tiny_world, tmp_path):
     assert len(lines) == 1 and "train.global_batch_size=8 is not a multiple" in lines[0], lines
     assert "4 × 3 = 12" in lines[0]
     assert not list((tmp_path / "out").rglob("metrics.jsonl"))
+
+
+def _torchrun(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, timeout=timeout, env=env)
+
+
+@pytest.mark.parametrize("mode", ["fsdp", "ddp"])
+def test_sharded_scoring_equals_one_process(job_cfg, tmp_path, mode):
+    """Evaluation and the reference pass split over 2 ranks, on a model FSDP2 shards (every rank must join
+    every forward: 31 samples in batches of 5 give shards of 16 and 15, padded to equal batch counts)."""
+    prepared = prepare(job_cfg(), reference=False)
+    samples = prepared.eval_samples[:31]
+    spec = {"samples": [[s.id, s.subject, s.input_ids, s.prompt_len, s.gold] for s in samples],
+            "letters": prepared.letter_ids, "pad": prepared.pad_id, "batch_size": 5}
+    (tmp_path / "samples.json").write_text(json.dumps(spec))
+    out = _torchrun(str(REPO_ROOT / "tests" / "fsdp_score_worker.py"), str(Path(job_cfg().model.path)),
+                    str(tmp_path / "samples.json"), str(tmp_path / "out.json"), mode)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads((tmp_path / "out.json").read_text())
+    expected = score_samples(prepared.model, samples, prepared.letter_ids, prepared.pad_id, 5)
+    assert got["preds"] == expected.preds.tolist()
+    assert len(got["logps"]) == 31 and len(got["token_logps"]) == sum(s.n_tokens for s in samples)
+    torch.testing.assert_close(torch.tensor(got["logps"]), expected.logps, rtol=0, atol=1e-5)
+    torch.testing.assert_close(torch.tensor(got["token_logps"]), expected.token_logps, rtol=0, atol=1e-5)
+
+
+def test_prepare_job_on_two_processes_fills_the_cache_like_one(job_cfg, tmp_path):
+    """The sweep's prepare job (prepare_only) on 2 ranks: base scores and reference pass sharded, one cache
+    entry each, equal to what one process computes."""
+    two = job_cfg("prepare_only=true", *TWO, run="prep", cache=tmp_path / "cache2")
+    assert launch(two) == {}
+    one = prepare(job_cfg(cache=tmp_path / "cache1"), reference=True)
+    assert one.reference_pass == "computed"
+    for kind in ("base_eval", "reference"):
+        (a,), (b,) = [list((tmp_path / c / "scores").glob(f"{kind}-*.safetensors")) for c in ("cache1", "cache2")]
+        assert a.name == b.name  # same key
+        ta, tb = load_file(str(a)), load_file(str(b))
+        assert torch.equal(ta["preds"], tb["preds"])
+        torch.testing.assert_close(ta["logps"], tb["logps"], rtol=0, atol=1e-5)
+        torch.testing.assert_close(ta["token_logps"], tb["token_logps"], rtol=0, atol=1e-5)
