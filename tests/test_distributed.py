@@ -91,7 +91,7 @@ def test_exception_on_one_rank_ends_the_job_as_failed(job_cfg, monkeypatch):
     with pytest.raises(RuntimeError, match="distributed job failed"):
         launch(cfg, worker=FAULT_WORKER)
     saved = json.loads((Path(cfg.run_dir) / "result.json").read_text())
-    assert saved["status"] == "failed" and "injected failure on rank 1" in saved["error"], saved
+    assert saved["status"] == "failed" and saved["error"] == "rank 1: RuntimeError: injected failure on rank 1", saved
 
 
 def test_kill_and_resume_on_two_processes(job_cfg):

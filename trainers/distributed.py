@@ -178,19 +178,19 @@ def launch(cfg: DictConfig, worker: tuple[str, ...] = WORKER) -> dict[str, Any]:
     try:
         run(parse_args(argv))
     except ChildFailedError as exc:
+        failed_rank, failure = exc.get_first_failure()  # the earliest: the others only lost their peer
+        message = failure.message  # a recorded worker's error file: {"message": ..., "extraInfo": ...}
+        message = str(message.get("message", message) if isinstance(message, dict) else message)
+        error = f"rank {failed_rank}: {(message.strip() or f'exit code {failure.exitcode}').splitlines()[0]}"
         result = read_result(run_dir)
         if result is None or result.get("status") == "failed":
             from trainers.train import job_identity
 
-            failed_rank, failure = exc.get_first_failure()
-            message = failure.message if isinstance(failure.message, str) else str(failure.message)
-            error = (message.strip() or f"exit code {failure.exitcode}").splitlines()[0]
             atomic_write_json(run_dir / RESULT, {
-                **job_identity(cfg), "status": "failed", "error": f"rank {failed_rank}: {error}",
-                "accuracy": None, "m_theta": None, "world_size": planned_world_size(cfg),
-                "strategy": cfg.strategy.name,
+                **job_identity(cfg), "status": "failed", "error": error, "accuracy": None, "m_theta": None,
+                "world_size": planned_world_size(cfg), "strategy": cfg.strategy.name,
             })
-        raise RuntimeError(f"distributed job failed: {exc.get_first_failure()[1].message}") from exc
+        raise RuntimeError(f"distributed job failed: {error}") from exc
     if cfg.get("prepare_only"):
         return {}
     result = read_result(run_dir)
