@@ -98,3 +98,20 @@ def test_torchrun_arguments_one_node_and_slurm_nodes(job_cfg, tmp_path):
         torchrun_argv(two_nodes, tmp_path / "job.yaml", env={})
     with pytest.raises(ConfigError, match="hydra.launcher.nodes"):
         torchrun_argv(two_nodes, tmp_path / "job.yaml", env={**slurm, "SLURM_NNODES": "1"})
+
+
+@pytest.mark.parametrize(("strategy", "gpus", "cpus", "threads"), [
+    ("single", None, 2, 2), ("ddp", None, 4, 2), ("fsdp", 8, 64, 8), ("deepspeed_zero3", 8, 64, 8),
+])
+def test_slurm_requests_what_the_strategy_needs(strategy, gpus, cpus, threads):
+    from hydra import compose, initialize_config_dir
+
+    from trainers.train import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["launcher=slurm", f"strategy={strategy}"],
+                      return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert (launcher.gpus_per_node, launcher.cpus_per_task, cfg.train.num_threads) == (gpus, cpus, threads)
+    assert launcher.tasks_per_node == 1 and launcher.nodes == cfg.strategy.nnodes  # one agent per node
+    assert launcher.max_num_timeout > 0  # a job at its time limit is requeued (hydra-submitit's default is 0)
