@@ -35,7 +35,6 @@ def test_writes_all_five_rows(smoke_results: tuple[dict, Path]) -> None:
         for r in row["results"].values():
             assert math.isfinite(r["ratio"]) and r["ratio"] > 0
     assert results["machine"]["torch_threads"] == 1
-    assert "not measured" in results["gpu"]
 
 
 def test_evaluator_agrees_with_per_option_scoring(smoke_results: tuple[dict, Path]) -> None:

@@ -108,7 +108,19 @@ def test_manifest_records_version_config_and_stats(world: EmbeddedWorld) -> None
     assert manifest["version"] == WORLD_VERSION
     assert manifest["config"]["n_entities"] == SMALL.n_entities
     stats = manifest["stats"]
-    assert 0.0 <= stats["fact_recall"] <= 1.0 and stats["n_params"] > 0 and stats["build_seconds"] > 0
+    # the recorded stats describe the saved checkpoint: recomputed from it, they agree
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainers.embedded_world import _fact_recall, _make_facts, _mc_scores
+
+    tokenizer = AutoTokenizer.from_pretrained(world.model_dir)
+    model = AutoModelForCausalLM.from_pretrained(world.model_dir).eval()
+    with world.eval_csv.open(encoding="utf-8", newline="") as f:
+        accuracy, gold_logprob = _mc_scores(model, tokenizer, list(csv.DictReader(f)))
+    assert stats["base_eval_accuracy"] == pytest.approx(accuracy)
+    assert stats["base_gold_letter_logprob"] == pytest.approx(gold_logprob, abs=1e-4)
+    assert stats["fact_recall"] == pytest.approx(_fact_recall(model, tokenizer, _make_facts(SMALL)))
+    assert stats["n_params"] == sum(p.numel() for p in model.parameters())
 
 
 def test_second_call_reuses_the_world(world: EmbeddedWorld) -> None:

@@ -40,12 +40,14 @@ from pathlib import Path
 import torch
 from filelock import FileLock
 
+from trainers.mcq_data import OPTION_LETTERS
+
 logger = logging.getLogger(__name__)
 
 # Bump when the world's content or the build procedure changes: a cached world of another version is rebuilt.
 WORLD_VERSION = 2
 
-LETTERS: tuple[str, ...] = ("A", "B", "C", "D")
+LETTERS: tuple[str, ...] = OPTION_LETTERS  # the pipeline's option letters: the world's CSVs are read by it
 CSV_COLUMNS: tuple[str, ...] = ("id", "question", "A", "B", "C", "D", "answer", "explanation")
 PAD_TOKEN, UNK_TOKEN, EOS_TOKEN = "<pad>", "<unk>", "</s>"
 
@@ -446,14 +448,18 @@ def _fact_recall(model, tokenizer, facts: _Facts) -> float:
 
 
 def _mc_scores(model, tokenizer, rows: list[dict]) -> tuple[float, float]:
-    """The pipeline's metric (argmax over the A-D letter logits at the last prompt position), and the mean
-    log-prob of the gold letter there: far below log(1/4) would mean the base never learned the letters."""
-    letter_ids = torch.tensor(tokenizer.convert_tokens_to_ids(list(LETTERS)))
+    """The pipeline's own evaluator (score_samples) on answers cut to the gold letter: the accuracy, and
+    the mean log-prob of the gold letter (far below log(1/4): the base never learned the letters)."""
+    from trainers.evaluate import score_samples
+    from trainers.prompts import Sample
+
+    letter_ids = tokenizer.convert_tokens_to_ids(list(LETTERS))
     prompts = _encode_many(tokenizer, [_mc_prompt(r) for r in rows])
-    logprobs = _last_logits(model, prompts, tokenizer.pad_token_id).log_softmax(-1)[:, letter_ids]
-    gold = torch.tensor([LETTERS.index(r["answer"]) for r in rows])
-    accuracy = (logprobs.argmax(-1) == gold).float().mean().item()
-    return accuracy, logprobs.gather(1, gold[:, None]).mean().item()
+    gold = [LETTERS.index(r["answer"]) for r in rows]
+    samples = [Sample(id=r["id"], subject="", input_ids=[*p, letter_ids[g]], prompt_len=len(p), gold=g)
+               for r, p, g in zip(rows, prompts, gold, strict=True)]
+    scores = score_samples(model, samples, letter_ids, tokenizer.pad_token_id, batch_size=256)
+    return scores.accuracy(samples), scores.logps.mean().item()
 
 
 # ------------------------------------------------------------------------------------------- build

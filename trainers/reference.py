@@ -12,17 +12,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 from filelock import FileLock
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from trainers.evaluate import Scores
 from trainers.prompts import Sample
-from trainers.run_dir import atomic_write_text
+from trainers.run_dir import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +86,10 @@ def cached_scores(cache_dir: Path, key: str, compute: Callable[[], Scores]) -> t
             return cached, False
         log.info("Computing %s (cached at %s)", key.split("-")[0], path)
         scores = compute()
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tensors = {"logps": scores.logps.contiguous(), "preds": scores.preds.contiguous()}
         if scores.token_logps is not None:
             tensors["token_logps"] = scores.token_logps.contiguous()
-        save_file(tensors, str(tmp))
-        os.replace(tmp, path)
+        atomic_write_bytes(path, save(tensors))
     return scores, True
 
 

@@ -1,0 +1,39 @@
+"""The project's one atomic write (trainers.run_dir): a reader sees the old file or the new one, never a
+half-written file or a stray temporary, also with writers racing in threads of one process."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from analysis import atomic
+from trainers import run_dir
+from trainers.run_dir import atomic_write_bytes, atomic_write_text
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "run" / "result.json"
+    atomic_write_text(path, "old")
+
+    def disk_full(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(run_dir.os, "replace", disk_full)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_text(path, "new")
+    monkeypatch.undo()
+    assert path.read_text() == "old" and [p.name for p in path.parent.iterdir()] == ["result.json"]
+    assert atomic_write_bytes(path, b"new") == path and path.read_text() == "new"
+
+
+def test_racing_writers_in_one_process_each_leave_a_whole_file(tmp_path):
+    path = tmp_path / "memo.json"
+    texts = [str(i) * 100_000 for i in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda t: atomic_write_text(path, t), texts))
+    assert path.read_text() in texts and [p.name for p in tmp_path.iterdir()] == ["memo.json"]
+
+
+def test_analysis_writes_through_the_same_helper():
+    assert (atomic.write_text, atomic.write_bytes) == (atomic_write_text, atomic_write_bytes)
