@@ -6,8 +6,9 @@ analysed anywhere its files are, and hand-made run directories are enough to tes
 
 from __future__ import annotations
 
-METHOD_NAMES: dict[str, str] = {"sft": "SFT", "dpo_sft": "SFT using DPO", "minor_sft": "MinorSFT"}
-"""Display names of the paper's methods; other registered losses are shown by their conf name."""
+METHOD_NAMES: dict[str, str] = {"sft": "SFT", "dpo_sft": "SFT using DPO", "minor_sft": "MinorSFT",
+                                 "dft": "DFT", "kl_sft": "KL-regularised SFT"}
+"""Display names of the registered losses; a loss added later is shown by its conf name until it gets one."""
 
 METHOD_ORDER: tuple[str, ...] = ("sft", "dpo_sft", "minor_sft")
 
