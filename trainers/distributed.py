@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -215,6 +216,9 @@ def worker_main(config_path: str) -> int:
     from accelerate import PartialState
 
     _setup_worker_logging()
+    # SLURM's preemption/time-limit warning is the agent's (submitit checkpoints and requeues the job);
+    # a worker that died of it would end the job as failed before the requeue.
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     cfg = load_job_config(config_path)
     if cfg.train.get("num_threads"):
         torch.set_num_threads(int(cfg.train.num_threads))

@@ -319,6 +319,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "train_tokens": train_tokens,
         "wall_s": wall_s,
         "tokens_per_s": train_tokens / max(train_s, 1e-9),
+        "train_s": train_s,
+        "peak_gpu_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
         "resumed_from_step": resumed_step,
         "world_size": world_size(),
         "strategy": cfg.strategy.name if cfg.get("strategy") else "single",
@@ -368,7 +370,7 @@ def main(cfg: DictConfig) -> float | None:
     In a multirun (sweep) an input error is raised for the sweeper to report; on its own the
     job prints it in one line and exits with status 2.
     """
-    distributed = planned_world_size(cfg) > 1
+    distributed = planned_world_size(cfg) > 1 or shards_the_model(cfg)  # FSDP/ZeRO-3 need a process group
     try:
         check_devices(cfg)
         validate_config(cfg)

@@ -1,0 +1,74 @@
+"""Through the real local SLURM (sweep/slurm/start_cluster.sh): a 2-process grid point, and a running job
+requeued as if preempted that comes back, resumes from its checkpoint and ends ok.
+
+Only with SFTSWEEP_SLURM_TESTS=1 (the `slurm_cluster` fixture of conftest.py).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+ONE_POINT = ("~grid.methods.dpo_sft", "~grid.methods.minor_sft", "grid.methods.sft.lr=[1e-3]")
+
+
+def sweep_cmd(world, tmp_path: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "trainers.train", "-m", "experiment=smoke", "launcher=slurm", *ONE_POINT,
+            "model.embedded=false", f"paths.embedded_dir={world.root}", f"paths.cache_dir={tmp_path / 'cache'}",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}", "logger=none", "data.n_train=40", "data.n_eval=20",
+            "train.num_threads=1", "hydra.sweeper.poll_interval_s=0.5", "hydra.launcher.timeout_min=10", *extra]
+
+
+def only_result(tmp_path: Path) -> dict:
+    (path,) = [p for p in (tmp_path / "sweep").rglob("result.json") if "_prepare" not in p.parts]
+    return json.loads(path.read_text())
+
+
+def test_two_process_grid_point_on_slurm(slurm_cluster, tiny_world, tmp_path):
+    out = subprocess.run(sweep_cmd(tiny_world, tmp_path, "strategy=ddp", "strategy.nproc_per_node=2",
+                                   "strategy.cpus_per_node=2", "train.per_device_batch_size=16"),
+                         capture_output=True, text=True, cwd=REPO_ROOT, timeout=900)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    result = only_result(tmp_path)
+    assert result["status"] == "ok" and result["world_size"] == 2 and result["strategy"] == "ddp"
+    assert result["effective_batch"] == 32 and result["slurm_job_id"] is not None
+
+
+def _running_job() -> str | None:
+    out = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i"], capture_output=True, text=True, timeout=30)
+    ids = out.stdout.split()
+    return ids[0] if ids else None
+
+
+def test_requeued_job_resumes_from_its_checkpoint(slurm_cluster, tiny_world, tmp_path):
+    cmd = sweep_cmd(tiny_world, tmp_path, "train.max_steps=400", "train.save_steps=20", "train.logging_steps=20",
+                    "train.save_total_limit=2")
+    sweep = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+    try:
+        run_dir = tmp_path / "sweep" / "sft" / "lr0.001_betaNone_seed0"
+        deadline = time.monotonic() + 600
+        while not list((run_dir / "checkpoints").glob("checkpoint-*")):  # the grid job is running and saved
+            assert sweep.poll() is None and time.monotonic() < deadline, "the job never saved a checkpoint"
+            time.sleep(0.5)
+        job = _running_job()
+        assert job is not None
+        requeued = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+        assert requeued.returncode == 0, requeued.stderr
+        stdout, stderr = sweep.communicate(timeout=900)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode == 0, stdout[-2000:] + stderr[-3000:]
+    result = only_result(tmp_path)
+    assert result["status"] == "ok" and result["steps"] == 400
+    assert result["resumed_from_step"] is not None and result["resumed_from_step"] > 0, result
+    print(f"requeued SLURM job {job}: resumed from step {result['resumed_from_step']}, ended {result['status']}")
