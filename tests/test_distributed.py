@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from trainers.distributed import launch
+from trainers.distributed import launch, save_job_config
 from trainers.evaluate import score_samples
 from trainers.prepare import prepare
 from trainers.run_dir import read_jsonl
@@ -38,7 +39,6 @@ def _cpu_launch_env(monkeypatch):
     """What launch() and torchrun set in the agent's environment, undone after each test."""
     monkeypatch.setenv("ACCELERATE_USE_CPU", "true")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.delenv("SFTSWEEP_FAULT", raising=False)
 
 
 def _rows(run_dir: Path, name: str) -> list[dict]:
@@ -75,21 +75,40 @@ def test_two_processes_match_one_process_with_accumulation(job_cfg, monkeypatch)
     assert len(list(Path(dir_two).glob("wandb/offline-run-*"))) == 1  # one W&B run, not one per rank
 
 
-def test_nan_on_one_rank_ends_every_rank_as_diverged(job_cfg, monkeypatch):
-    monkeypatch.setenv("SFTSWEEP_FAULT", "nan:1")
-    cfg = job_cfg("method=sft", "train.max_steps=6", *BATCH, *TWO)
+def _launch_with_fault(cfg, fault: str, timeout: float = 300) -> tuple[int, float]:
+    """The agent in its own process group with a fault injected; (exit code, seconds). A hang fails the test:
+    the whole group (agent and workers) is killed at `timeout`."""
+    path = save_job_config(cfg)
+    code = ("import sys\nfrom trainers.distributed import launch, load_job_config\n"
+            f"try:\n    launch(load_job_config({str(path)!r}), worker={FAULT_WORKER!r})\n"
+            "except RuntimeError as exc:\n    print(exc)\n    sys.exit(1)\n")
     started = time.monotonic()
-    result = launch(cfg, worker=FAULT_WORKER)  # a hang would stop at the gloo timeout; the test's own below
-    assert result["status"] == "diverged" and "non-finite loss at step 1" in result["error"]
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO_ROOT, start_new_session=True, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "SFTSWEEP_FAULT": fault})
+    try:
+        proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail(f"fault {fault}: the job hung for {timeout} s")
+    return proc.returncode, time.monotonic() - started
+
+
+def test_nan_on_one_rank_ends_every_rank_as_diverged(job_cfg):
+    cfg = job_cfg("method=sft", "train.max_steps=6", *BATCH, *TWO)
+    code, seconds = _launch_with_fault(cfg, "nan:1")
+    result = json.loads((Path(cfg.run_dir) / "result.json").read_text())
+    assert code == 0 and result["status"] == "diverged" and "non-finite loss at step 1" in result["error"]
     assert result["steps"] < 6 and result["world_size"] == 2
-    print(f"diverged on both ranks in {time.monotonic() - started:.1f} s")
+    print(f"NaN on rank 1: both ranks ended, job diverged, in {seconds:.1f} s (agent start to exit)")
 
 
-def test_exception_on_one_rank_ends_the_job_as_failed(job_cfg, monkeypatch):
-    monkeypatch.setenv("SFTSWEEP_FAULT", "raise:1")
+def test_exception_on_one_rank_ends_the_job_as_failed(job_cfg):
     cfg = job_cfg("method=sft", *BATCH, *TWO)
-    with pytest.raises(RuntimeError, match="distributed job failed"):
-        launch(cfg, worker=FAULT_WORKER)
+    code, seconds = _launch_with_fault(cfg, "raise:1")
+    assert code == 1
+    print(f"exception on rank 1: job failed in {seconds:.1f} s (agent start to exit)")
     saved = json.loads((Path(cfg.run_dir) / "result.json").read_text())
     assert saved["status"] == "failed" and saved["error"] == "rank 1: RuntimeError: injected failure on rank 1", saved
 
