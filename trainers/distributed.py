@@ -135,11 +135,18 @@ WORKER = ("--module", "trainers.distributed")
 
 
 def torchrun_argv(cfg: DictConfig, config_path: Path, env: dict[str, str] | None = None,
-                  worker: tuple[str, ...] = WORKER) -> list[str]:
-    """torch.distributed.run's arguments: standalone on one node, c10d on the first SLURM host across nodes."""
+                  worker: tuple[str, ...] = WORKER, quiet: bool = False) -> list[str]:
+    """torch.distributed.run's arguments: standalone on one node, c10d on the first SLURM host across nodes.
+
+    Every rank's output goes to `<run_dir>/.distributed/logs/`; the console shows rank 0's, or (`quiet`,
+    inside a sweep) none: the job's end line and errors still come from the agent.
+    """
     env = dict(os.environ) if env is None else env
     s = cfg.strategy
-    argv = ["--nproc_per_node", str(s.nproc_per_node), "--max_restarts", "0", "--monitor_interval", "1"]
+    argv = ["--nproc_per_node", str(s.nproc_per_node), "--max_restarts", "0", "--monitor_interval", "1",
+            "--log_dir", str(Path(config_path).parent / "logs"), "--redirects" if quiet else "--tee", "3"]
+    if not quiet:
+        argv += ["--local_ranks_filter", "0"]
     if int(s.nnodes) == 1:
         argv += ["--standalone", "--nnodes", "1"]
     else:
@@ -155,7 +162,7 @@ def torchrun_argv(cfg: DictConfig, config_path: Path, env: dict[str, str] | None
     return argv + [*worker, str(config_path)]
 
 
-def launch(cfg: DictConfig, worker: tuple[str, ...] = WORKER) -> dict[str, Any]:
+def launch(cfg: DictConfig, worker: tuple[str, ...] = WORKER, quiet: bool = False) -> dict[str, Any]:
     """Run the job on `planned_world_size(cfg)` processes and return rank 0's result.json.
 
     `worker` is what torchrun starts per rank with the saved config's path (tests start a worker
@@ -174,7 +181,7 @@ def launch(cfg: DictConfig, worker: tuple[str, ...] = WORKER) -> dict[str, Any]:
     (run_dir / RESULT).unlink(missing_ok=True)
     if not torch.cuda.is_available():
         os.environ["ACCELERATE_USE_CPU"] = "true"  # else accelerate leaves each CPU rank training alone
-    argv = torchrun_argv(cfg, config_path, worker=worker)
+    argv = torchrun_argv(cfg, config_path, worker=worker, quiet=quiet)
     log.info("Starting %d workers: torchrun %s", planned_world_size(cfg), " ".join(argv))
     try:
         run(parse_args(argv))

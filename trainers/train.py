@@ -376,10 +376,12 @@ def main(cfg: DictConfig) -> float | None:
         validate_config(cfg)
         if cfg.get("prepare_only"):  # the sweep's prepare job: on the same devices as its grid jobs
             with quiet_console(hydra_mode() == RunMode.MULTIRUN):
-                launch(cfg) if distributed else prepare(cfg, device=training_device(), reference=True)
+                launch(cfg, quiet=hydra_mode() == RunMode.MULTIRUN) if distributed else prepare(
+                    cfg, device=training_device(), reference=True)
             return None
-        with quiet_console(hydra_mode() == RunMode.MULTIRUN and not show_progress_bar(cfg)):
-            result = launch(cfg) if distributed else run_job(cfg)
+        quiet = hydra_mode() == RunMode.MULTIRUN and not show_progress_bar(cfg)
+        with quiet_console(quiet):
+            result = launch(cfg, quiet=quiet) if distributed else run_job(cfg)
     except (ConfigError, DataError) as exc:
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
             raise
