@@ -14,8 +14,8 @@ whatever its numbers. Accuracies are on the report split; choices were made on t
 4. deviation: train mθ (mean over the last quarter of logged steps) and the final eval |mθ| (forgetting
    cannot make it small), Welch's test over seeds, at each method's best configuration and at SFT's
    best lr.
-5. β needs tuning (per β method): at its best lr, the β chosen on the selection split against the worst
-   β; holds when Δ's interval is above 0, does not hold when it lies within ±EQUIVALENCE.
+5. β needs tuning (per β method): at its best lr that ran several β, the β chosen on the selection split
+   against the worst β; holds when Δ's interval is above 0, does not hold when it lies within ±EQUIVALENCE.
 """
 
 from __future__ import annotations
@@ -220,17 +220,21 @@ def _beta_claim(est: Estimates, setting: str, method: str, beta_table: pd.DataFr
     peak = est.peaks.get((setting, method))
     if peak is None or math.isnan(peak.beta):
         return []
-    row = {"setting": setting, "claim": CLAIM_BETA, "scope": f"{method_name(method)} at its best lr {fmt_lr(peak.lr)}"}
-    t = beta_table[(beta_table["setting"] == setting) & (beta_table["method"] == method_name(method))
-                   & (beta_table["lr"] == peak.lr)]
+    t = beta_table[(beta_table["setting"] == setting) & (beta_table["method"] == method_name(method))]
     if t.empty:
-        return [{**row, "outcome": UNDECIDED, "evidence": "not measured: one β at that lr"}]
-    r = t.iloc[0]
+        return [{"setting": setting, "claim": CLAIM_BETA, "scope": method_name(method), "outcome": UNDECIDED,
+                 "evidence": "not measured: no lr ran several β"}]
+    # the best lr of the curve among those that ran several β (refinement midpoints run only the peak's β)
+    curve = est.curves[(setting, method)].set_index("lr")["accuracy"]
+    r = t.loc[t["lr"].map(curve).idxmax()]
+    where = "its best lr" if r["lr"] == peak.lr else "its best lr with several β"
+    row = {"setting": setting, "claim": CLAIM_BETA, "scope": f"{method_name(method)} at {where} {fmt_lr(r['lr'])}"}
     ev = (f"report split: chosen β={fmt_beta(r['beta'])} {_acc(r['accuracy'])} − worst β={fmt_beta(r['worst_beta'])} "
           f"{_acc(r['worst_accuracy'])} = {r['delta']:+.3f} {_ci(r['ci_low'], r['ci_high'])}, p={r['p_value']:.3g}; "
           f"{r['n_betas']} β values")
-    worst = est.point(setting, method, peak.lr, float(r["worst_beta"]))
-    if min(int(_point(est, peak.pid)["n_scored"]), int(worst["n_scored"])) < MIN_SEEDS:
+    chosen = est.point(setting, method, r["lr"], float(r["beta"]))
+    worst = est.point(setting, method, r["lr"], float(r["worst_beta"]))
+    if min(int(chosen["n_scored"]), int(worst["n_scored"])) < MIN_SEEDS:
         return [{**row, "outcome": UNDECIDED, "evidence": f"one seed decides nothing; {ev}"}]
     if r["ci_low"] > 0:
         outcome = HOLDS

@@ -12,8 +12,8 @@ report says to extend the grid):
     grid:
       refine: {rounds: 2, factor: 2.5, seeds: [0, 1, 2]}
 
-`seeds` (default: the grid's) run at every refinement point and are added at each round's peak (every β
-there) and its two neighbours, where the threshold is decided. The rounds are a function of the results on disk, so a
+`seeds` (default: the grid's) run at every refinement point and are added at each round's peak and its
+two neighbours (every β there), where the threshold is decided. The rounds are a function of the results on disk, so a
 rerun replays them, skipping finished points: refinement resumes like the grid does, on any launcher.
 """
 
@@ -136,9 +136,11 @@ def plan_round(scores: Mapping[GridPoint, float | None], spec: RefineSpec, seeds
         lrs = [m.lr] + [x for x in (m.below, m.above) if x is not None]
         lrs += [_mid(m.lr, x) for x in (m.below, m.above) if x is not None and max(x, m.lr) / min(x, m.lr) > 1.0001]
         todo = [(lr, m.beta) for lr in sorted(set(lrs))]
-        # every β at the peak lr too: how much β matters there is decided on seeds as well
-        todo += sorted({(m.lr, p.beta) for p in scores if p.method == m.method and p.lr == m.lr} - set(todo),
-                       key=lambda t: t[1] or 0.0)
+        # every β at the peak and its neighbours too: the curve there may pick another β, and how much β
+        # matters is decided on seeds as well
+        around = {m.lr, m.below, m.above}
+        todo += sorted({(p.lr, p.beta) for p in scores if p.method == m.method and p.lr in around} - set(todo),
+                       key=lambda t: (t[0], t[1] or 0.0))
         for lr, beta in todo:
             for s in seeds:
                 p = GridPoint(m.method, lr, beta, s)
