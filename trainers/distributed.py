@@ -181,6 +181,8 @@ def launch(cfg: DictConfig, worker: tuple[str, ...] = WORKER, quiet: bool = Fals
     (run_dir / RESULT).unlink(missing_ok=True)
     if not torch.cuda.is_available():
         os.environ["ACCELERATE_USE_CPU"] = "true"  # else accelerate leaves each CPU rank training alone
+    # each worker sets torch's threads from train.num_threads; OpenMP's own pool follows it (torchrun's default: 1)
+    os.environ.setdefault("OMP_NUM_THREADS", str(cfg.train.get("num_threads") or 1))
     argv = torchrun_argv(cfg, config_path, worker=worker, quiet=quiet)
     log.info("Starting %d workers: torchrun %s", planned_world_size(cfg), " ".join(argv))
     try:
