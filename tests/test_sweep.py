@@ -82,7 +82,7 @@ def test_failing_and_diverging_jobs_are_recorded_and_the_rest_go_on(tiny_world, 
     """In-process sweep (basic launcher): dpo_sft raises, sft at lr 1e12 diverges, the others finish."""
     from trainers.train import main
 
-    def broken(*args):
+    def broken(*args, **kwargs):
         raise RuntimeError("dpo_sft exploded")
 
     monkeypatch.setitem(losses.LOSSES, "dpo_sft", broken)

@@ -107,7 +107,7 @@ def test_non_finite_loss_stops_the_job_as_diverged(job_cfg):
 
 
 def test_unexpected_error_is_recorded_as_failed(job_cfg, monkeypatch):
-    def broken(*args):
+    def broken(*args, **kwargs):
         raise RuntimeError("loss exploded in a way nobody expected")
 
     monkeypatch.setitem(losses.LOSSES, "sft", broken)
