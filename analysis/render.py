@@ -20,7 +20,7 @@ LR_COLUMNS = {"lr", "threshold_lr", "next_lr", "bracket_low", "bracket_high", "v
               "baseline_vertex_lr"}
 SIGNED_COLUMNS = {"delta", "gain_over_base", "drop"}
 BETA_COLUMNS = {"beta", "worst_beta"}
-INT_COLUMNS = {"n_seeds", "n_questions", "seed", "steps", "eval_n"}
+INT_COLUMNS = {"n_seeds", "n_questions", "seed", "steps", "eval_n", "train_n"}
 INT_COLUMNS |= {"trial", "n_trials", "n_ok", "n_diverged", "n_failed"}  # analysis.search
 INT_COLUMNS |= {"n_runs", "n_betas"}
 MTHETA_COLUMNS = {"m_theta", "train_m_theta", "abs_m_theta"}

@@ -93,6 +93,10 @@ def _notes(sweep: Sweep, est: Estimates) -> list[str]:
     pts = est.points
     notes = []
     for setting, info in est.settings.items():
+        train_n = sweep.runs.loc[sweep.runs["setting"] == setting, "train_n"].dropna().unique()
+        if len(train_n):
+            notes.append(f"{setting}: trained on {', '.join(str(int(n)) for n in sorted(train_n))} questions "
+                         "(result.json train_n).")
         if info.split_source == "predictions.jsonl":
             notes.append(f"{setting}: β and lr chosen on {info.n_select} selection questions, accuracies "
                          f"reported on {info.n_report} other questions (split from predictions.jsonl).")

@@ -130,6 +130,7 @@ def write_run(
         "train_m_theta": train_m_theta,
         "base_accuracy": base_accuracy,
         "eval_n": n_questions,
+        "train_n": 3200,
         "steps": steps,
         "train_tokens": steps * 2048,
         "wall_s": 10.0,

@@ -65,6 +65,7 @@ def test_report_numbers_on_the_demo(demo):
     assert div.loc[(div["method"] == "SFT") & (div["lr"] == 1e-2), "divergence_rate"].item() == 1.0
     md = (rep.out_dir / "report.md").read_text()
     assert "β and lr chosen on 200 selection questions, accuracies reported on 200 other questions" in md
+    assert "trained on 3200 questions" in md
 
 
 def test_cli_prints_location_and_threshold_table(demo, capsys):
