@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+from tiny_chat import save_tiny_chat_checkpoint
 
 from conftest import REPO_ROOT
 from trainers.mcq_data import load_mcq
@@ -18,35 +16,12 @@ from trainers.train import run_job
 FINEVAL = REPO_ROOT.parent / "shared" / "data" / "fineval"
 pytestmark = [pytest.mark.skipif(not FINEVAL.is_dir(), reason=f"FinEval not found at {FINEVAL}"), pytest.mark.slow]
 
-# A ChatML-style template, as Qwen2-Instruct's tokenizer carries one.
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-
 @pytest.fixture(scope="module")
 def tiny_chat_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A byte-level BPE trained on FinEval's own text and a random tiny Qwen2, saved like a real checkpoint."""
     items, _ = load_mcq(FINEVAL, "val")
     texts = [" ".join([i.question, *i.options.values()]) for i in items[:1500]]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    tok.train_from_iterator(texts, trainers.BpeTrainer(
-        vocab_size=1200, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
-    tokenizer.chat_template = CHAT_TEMPLATE
-    out = tmp_path_factory.mktemp("qwen2-tiny")
-    tokenizer.save_pretrained(out)
-    torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                         tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
-    Qwen2ForCausalLM(config).save_pretrained(out)
-    return out
+    return save_tiny_chat_checkpoint(tmp_path_factory.mktemp("qwen2-tiny"), texts)
 
 
 def test_fineval_subset_trains_end_to_end(job_cfg, tiny_chat_checkpoint, tmp_path):
