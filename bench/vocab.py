@@ -53,16 +53,15 @@ SMOKE_SHAPE = VocabShape(vocab_size=4096, hidden_size=32, intermediate_size=64, 
 
 
 def build_model(shape: VocabShape) -> torch.nn.Module:
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    """The GPU bench's Qwen2 builder (bench/gpu.py), at this row's shape, on the CPU."""
+    from bench.gpu import ModelShape
+    from bench.gpu import build_model as build_qwen2
 
-    torch.manual_seed(0)
-    config = Qwen2Config(
+    return build_qwen2(ModelShape(
         vocab_size=shape.vocab_size, hidden_size=shape.hidden_size, intermediate_size=shape.intermediate_size,
-        num_hidden_layers=shape.num_layers, num_attention_heads=shape.num_heads,
-        num_key_value_heads=shape.num_kv_heads, max_position_embeddings=shape.seq_len,
-        tie_word_embeddings=True, attn_implementation="sdpa",
-    )
-    return Qwen2ForCausalLM(config)
+        num_layers=shape.num_layers, num_heads=shape.num_heads, num_kv_heads=shape.num_kv_heads,
+        max_positions=shape.seq_len,
+    ), torch.device("cpu"))
 
 
 def build_batch(shape: VocabShape) -> dict[str, torch.Tensor]:
