@@ -92,11 +92,12 @@ class LossTrainer(Trainer):
 
     def _note_if_non_finite(self, loss: torch.Tensor) -> None:
         """Remember (on the device, no sync) the first step whose loss was NaN or infinite."""
-        step = torch.tensor(self.state.global_step, device=loss.device)
         bad = ~torch.isfinite(loss.detach())
         if self._first_bad_step is None:
             self._first_bad_step = torch.full((), -1, dtype=torch.long, device=loss.device)
-        self._first_bad_step = torch.where(bad & (self._first_bad_step < 0), step, self._first_bad_step)
+        # the step as a Python scalar: no host-to-device copy per micro-batch
+        self._first_bad_step = torch.where(bad & (self._first_bad_step < 0), self.state.global_step,
+                                           self._first_bad_step)
 
     def _raise_if_diverged(self) -> None:
         """End the job as diverged if any process saw a non-finite loss; every process decides alike.
