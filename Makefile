@@ -10,7 +10,9 @@ TORCH_DEFAULT := torch==2.13.0
 STAMP := $(VENV)/.installed
 
 EXPERIMENT ?= default
-LAUNCHER ?= local
+# LAUNCHER: conf/launcher/<name>.yaml; empty = the experiment's own (default: joblib, the others: local)
+LAUNCHER ?=
+LAUNCHER_ARG = $(if $(LAUNCHER),launcher=$(LAUNCHER))
 ARGS ?=
 # SWEEP_DIR: the sweep directory of every target (sweep, optuna, report, report-check, dashboard);
 # rerunning the same command resumes it. SWEEP= and OPTUNA_DIR= are older spellings of it.
@@ -50,7 +52,7 @@ train: $(STAMP)
 ## the main job: the experiment's grid through the chosen launcher, then the report.
 ## Exit status: 0 all ok or diverged, 1 some jobs failed (report still written), 2 bad input (nothing ran).
 sweep: $(STAMP)
-	@status=0; $(PY) -m trainers.train -m experiment=$(EXPERIMENT) launcher=$(LAUNCHER) \
+	@status=0; $(PY) -m trainers.train -m experiment=$(EXPERIMENT) $(LAUNCHER_ARG) \
 	  hydra.sweep.dir=$(abspath $(SWEEP_DIR)) $(ARGS) || status=$$?; \
 	if [ $$status -le 1 ]; then $(PY) -m analysis.report $(SWEEP_DIR) $(REPORT_ARGS) || status=$$?; fi; \
 	exit $$status
@@ -58,7 +60,7 @@ sweep: $(STAMP)
 ## Optuna (TPE) search over β for one method; rerunning continues the study up to N_TRIALS in total.
 optuna: $(STAMP)
 	@status=0; $(PY) -m trainers.train -m experiment=$(EXPERIMENT) hparams_search=beta_optuna method=$(METHOD) \
-	  launcher=$(LAUNCHER) hydra.sweeper.n_trials=$(N_TRIALS) hydra.sweep.dir=$(abspath $(SWEEP_DIR)) $(ARGS) \
+	  $(LAUNCHER_ARG) hydra.sweeper.n_trials=$(N_TRIALS) hydra.sweep.dir=$(abspath $(SWEEP_DIR)) $(ARGS) \
 	  || status=$$?; \
 	if [ $$status -le 1 ]; then $(PY) -m analysis.report $(SWEEP_DIR) $(REPORT_ARGS) || status=$$?; fi; \
 	exit $$status

@@ -104,16 +104,17 @@ class GridSweeper(Sweeper):
 
     def _refine(self, spec: RefineSpec, fixed: list[str], points: list[GridPoint], run_dirs: list[Path],
                 by_index: dict[int, JobReturn], prepared: bool) -> list[dict[str, Any]]:
-        """grid.refine (sweep/refine.py): more learning rates around each method's peak, validated, skipped
-        when done and launched exactly like the grid's own points; extends points and run_dirs."""
+        """grid.refine (sweep/refine.py): more learning rates around each method's peak, and seeds where the
+        threshold is decided, validated, skipped when done and launched exactly like the grid's own points;
+        extends points and run_dirs."""
         state = {"prepared": prepared or not self.prepare, "job_idx": REFINE_JOB_IDX}
 
-        def launch(new: list[GridPoint]) -> list[Path]:
+        def launch(new: list[GridPoint], what: str) -> list[Path]:
             jobs = [fixed + p.overrides() for p in new]
             job_cfgs = self._validate(new, jobs)
             ids = [_identity(c) for c in job_cfgs]
             pending = [i for i, (run_dir, digest) in enumerate(ids) if not is_done(run_dir, digest)]
-            print(f"[sweep] refine: {len(new)} points around the peaks, {len(new) - len(pending)} already done, "
+            print(f"[sweep] refine: {len(new)} points {what}, {len(new) - len(pending)} already done, "
                   f"{len(pending)} to run", flush=True)
             if pending:
                 if not state["prepared"]:

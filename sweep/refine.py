@@ -12,9 +12,12 @@ report says to extend the grid):
     grid:
       refine: {rounds: 2, factor: 2.5, seeds: [0, 1, 2]}
 
-`seeds` (default: the grid's) run at every refinement point and are added at each round's peak and its
-two neighbours (every β there), where the threshold is decided. The rounds are a function of the results on disk, so a
-rerun replays them, skipping finished points: refinement resumes like the grid does, on any launcher.
+`seeds` (default: the grid's) run at every midpoint and are added at the round's peak (its β). Once the
+rounds are done, the points that decide each threshold get the same seeds: the scored lr on each side of
+the peak (the peak's β) and the peak with every β that ran there, so the bracket, the choice of β and
+whether β matters all rest on seeds; this repeats if the seeds move the peak. Everything is a function
+of the results on disk, so a rerun replays it, skipping finished points: refinement resumes like the
+grid does, on any launcher.
 """
 
 from __future__ import annotations
@@ -124,28 +127,34 @@ def _mid(a: float, b: float) -> float:
     return float(f"{math.sqrt(a * b):.{SIG_DIGITS}g}")
 
 
+def _seeded(method: str, todo: Sequence[tuple[float, float | None]], seeds: Sequence[int],
+            known: set[GridPoint]) -> list[GridPoint]:
+    """The points (method, each (lr, β), each seed) not yet planned."""
+    return [p for lr, beta in todo for s in seeds if (p := GridPoint(method, lr, beta, s)) not in known]
+
+
 def plan_round(scores: Mapping[GridPoint, float | None], spec: RefineSpec, seeds: Sequence[int]) -> list[GridPoint]:
-    """The next round's new points: midpoints on both sides of each unsettled method's peak, and the
-    refinement seeds at the peak and its neighbours. Points already planned are left out."""
-    seeds = list(spec.seeds or seeds)
-    known = set(scores)
-    new: list[GridPoint] = []
+    """The next round's new points: for each method whose bracket is wider than the target, the midpoints
+    on both sides of its peak and the peak itself, with the refinement seeds (the peak's β)."""
+    seeds, known, new = list(spec.seeds or seeds), set(scores), []
     for m in peaks(scores).values():
         if m.below is None or m.above is None or m.bracket_ratio() <= spec.factor:
             continue  # settled, or a peak on the grid's edge: refining cannot bracket it (extend the grid)
-        lrs = [m.lr] + [x for x in (m.below, m.above) if x is not None]
-        lrs += [_mid(m.lr, x) for x in (m.below, m.above) if x is not None and max(x, m.lr) / min(x, m.lr) > 1.0001]
-        todo = [(lr, m.beta) for lr in sorted(set(lrs))]
-        # every β at the peak and its neighbours too: the curve there may pick another β, and how much β
-        # matters is decided on seeds as well
-        around = {m.lr, m.below, m.above}
-        todo += sorted({(p.lr, p.beta) for p in scores if p.method == m.method and p.lr in around} - set(todo),
-                       key=lambda t: (t[0], t[1] or 0.0))
-        for lr, beta in todo:
-            for s in seeds:
-                p = GridPoint(m.method, lr, beta, s)
-                if p not in known and p not in new:
-                    new.append(p)
+        mids = [_mid(m.lr, x) for x in (m.below, m.above) if max(x, m.lr) / min(x, m.lr) > 1.0001]
+        new += _seeded(m.method, [(lr, m.beta) for lr in sorted({m.lr, *mids})], seeds, known | set(new))
+    return new
+
+
+def plan_bracket_seeds(scores: Mapping[GridPoint, float | None], spec: RefineSpec,
+                       seeds: Sequence[int]) -> list[GridPoint]:
+    """The refinement seeds at the points that decide each method's threshold, where they have not run:
+    the scored learning rate on each side of the peak (the peak's β) and the peak with every β that ran
+    there (the choice of β, and whether β matters, are then decided on seeds too)."""
+    seeds, known, new = list(spec.seeds or seeds), set(scores), []
+    for m in peaks(scores).values():
+        betas = sorted({p.beta for p in scores if p.method == m.method and p.lr == m.lr}, key=lambda b: b or 0.0)
+        todo = [(lr, m.beta) for lr in (m.below, m.above) if lr is not None] + [(m.lr, b) for b in betas]
+        new += _seeded(m.method, sorted(todo, key=lambda t: (t[0], t[1] or 0.0)), seeds, known | set(new))
     return new
 
 
@@ -158,12 +167,18 @@ def refine(
     points: list[GridPoint],
     run_dirs: list[Path],
     seeds: Sequence[int],
-    launch: Callable[[list[GridPoint]], list[Path]],
+    launch: Callable[[list[GridPoint], str], list[Path]],
     scores_of: Callable[[list[GridPoint], list[Path]], Mapping[GridPoint, float | None]] = read_scores,
 ) -> list[dict[str, Any]]:
-    """Run the refinement rounds through `launch` (which runs new points, skipping finished ones, and
-    returns their run directories); extends points and run_dirs in place; returns one record per round."""
+    """Run the refinement rounds, then the seeds at each bracket, through `launch(new_points, what)` (which
+    runs new points, skipping finished ones, and returns their run directories); extends points and
+    run_dirs in place; returns one record per round and one per seeding pass."""
     log: list[dict[str, Any]] = []
+
+    def run(new: list[GridPoint], what: str) -> None:
+        run_dirs.extend(launch(new, what))
+        points.extend(new)
+
     for r in range(1, spec.rounds + 1):
         scores = scores_of(points, run_dirs)
         before = {m.method: [m.below, m.lr, m.above] for m in peaks(scores).values()}
@@ -172,10 +187,12 @@ def refine(
             log.append({"round": r, "brackets": before, "new_points": 0,
                         "stopped": "no new point: every bracket within factor, on an edge, or its midpoints ran"})
             break
-        run_dirs.extend(launch(new))
-        points.extend(new)
-        log.append({"round": r, "brackets": before, "new_points": len(new),
-                    "lrs": sorted({p.lr for p in new})})
+        run(new, "around the peaks")
+        log.append({"round": r, "brackets": before, "new_points": len(new), "lrs": sorted({p.lr for p in new})})
+    # terminates: every pass runs at least one point of the finite set (scored lrs × seeds)
+    while spec.rounds and (new := plan_bracket_seeds(scores_of(points, run_dirs), spec, seeds)):
+        run(new, "seeds at the brackets")
+        log.append({"bracket_seeds": len(new), "points": [p.label() for p in new]})
     final = peaks(scores_of(points, run_dirs))
     log.append({"final_brackets": {m.method: [m.below, m.lr, m.above] for m in final.values()},
                 "settled": {m.method: m.bracket_ratio() <= spec.factor for m in final.values()}})

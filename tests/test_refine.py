@@ -14,7 +14,7 @@ import pytest
 from analysis.report import build_report
 from conftest import REPO_ROOT
 from sweep.grid import GridError, GridPoint, expand_grid
-from sweep.refine import RefineSpec, peaks, plan_round, refine, refine_spec
+from sweep.refine import RefineSpec, peaks, plan_bracket_seeds, plan_round, refine, refine_spec
 
 COARSE = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]  # the default half-decade grid
 TRUE_PEAK = {"sft": 7e-4, "minor_sft": 2.2e-3}
@@ -36,7 +36,7 @@ def simulate(spec: RefineSpec, grid: dict, done: dict | None = None):
             done[p] = accuracy(p)
             launched.append(p)
 
-    def launch(new):
+    def launch(new, what):
         for p in new:
             if p not in done:
                 done[p] = accuracy(p)
@@ -66,15 +66,41 @@ def test_one_round_adds_midpoints_around_each_peak_with_the_refinement_seeds():
     assert (pk["sft"].lr, pk["sft"].below, pk["sft"].above) == (1e-3, 3e-4, 3e-3)
     assert (pk["minor_sft"].lr, pk["minor_sft"].beta) == (3e-3, 0.1)
     new = plan_round(scores, RefineSpec(1, 2.0, (0, 1, 2)), [0])
-    sft_lrs = sorted({p.lr for p in new if p.method == "sft"})
-    assert sft_lrs == [3e-4, 5.48e-4, 1e-3, 1.73e-3, 3e-3]  # midpoints and the deciding neighbours
-    assert {p.seed for p in new if p.lr == 5.48e-4} == {0, 1, 2}
-    assert {p.seed for p in new if p.lr == 1e-3} == {1, 2}  # seed 0 ran in the grid
-    # midpoints for the peak's β only; at the peak and its neighbours every β gets the seeds
-    assert {p.beta for p in new if p.method == "minor_sft" and p.lr not in (1e-3, 3e-3, 1e-2)} == {0.1}
-    for lr in (1e-3, 3e-3, 1e-2):
-        assert {(p.beta, p.seed) for p in new if p.method == "minor_sft" and p.lr == lr} == {
-            (0.1, 1), (0.1, 2), (0.5, 1), (0.5, 2)}
+    sft = {(p.lr, p.seed) for p in new if p.method == "sft"}
+    # both midpoints on every seed, the peak on the seeds the grid did not run
+    assert sft == {(5.48e-4, 0), (5.48e-4, 1), (5.48e-4, 2), (1e-3, 1), (1e-3, 2),
+                   (1.73e-3, 0), (1.73e-3, 1), (1.73e-3, 2)}
+    assert {p.beta for p in new if p.method == "minor_sft"} == {0.1}  # the peak's β only
+    assert len(new) == len(set(new)) == 2 * 8
+
+
+def test_seeds_follow_the_bracket_that_decides_the_threshold():
+    """After the round both peaks move to a midpoint (the curves peak at 7e-4 and 2.2e-3), so the grid lr
+    at one end of each bracket (seed 0 only) gets the refinement seeds."""
+    spec = RefineSpec(1, 2.0, (0, 1, 2))
+    scores = {p: accuracy(p) for p in expand_grid(GRID)}
+    scores |= {p: accuracy(p) for p in plan_round(scores, spec, [0])}
+    pk = peaks(scores)
+    assert (pk["sft"].below, pk["sft"].lr, pk["sft"].above) == (3e-4, 5.48e-4, 1e-3)
+    assert (pk["minor_sft"].below, pk["minor_sft"].lr, pk["minor_sft"].above) == (1e-3, 1.73e-3, 3e-3)
+    new = plan_bracket_seeds(scores, spec, [0])
+    assert {(p.method, p.lr, p.beta, p.seed) for p in new} == {
+        ("sft", 3e-4, None, 1), ("sft", 3e-4, None, 2), ("minor_sft", 1e-3, 0.1, 1), ("minor_sft", 1e-3, 0.1, 2)}
+    points, launched, log, done = simulate(spec, GRID)
+    assert log[1] == {"bracket_seeds": 4, "points": [p.label() for p in new]}
+    for method, (lo, peak, hi) in log[-1]["final_brackets"].items():
+        beta = 0.1 if method == "minor_sft" else None
+        for lr in (lo, peak, hi):
+            assert {p.seed for p in done if (p.method, p.lr, p.beta) == (method, lr, beta)} == {0, 1, 2}
+
+
+def test_at_a_peak_on_the_grid_every_beta_gets_the_seeds():
+    """Where the peak is a grid lr, every β that ran there gets the seeds (the β choice and claim 5 rest
+    on them); the bracket ends get the peak's β."""
+    scores = {p: accuracy(p) for p in expand_grid(GRID)}
+    new = plan_bracket_seeds(scores, RefineSpec(1, 2.0, (0, 1, 2)), [0])
+    assert {(p.lr, p.beta, p.seed) for p in new if p.method == "minor_sft"} == {
+        (lr, b, s) for s in (1, 2) for lr, b in ((1e-3, 0.1), (3e-3, 0.1), (3e-3, 0.5), (1e-2, 0.1))}
 
 
 def test_refinement_brackets_the_true_peak_at_half_the_cost_of_a_dense_grid():
