@@ -12,11 +12,12 @@ report says to extend the grid):
     grid:
       refine: {rounds: 2, factor: 2.5, seeds: [0, 1, 2]}
 
-`seeds` (default: the grid's) run at every midpoint and are added at the round's peak (its β). Once the
-rounds are done, the points that decide each threshold get the same seeds: the scored lr on each side of
-the peak (the peak's β) and the peak with every β that ran there, so the bracket, the choice of β and
-whether β matters all rest on seeds; this repeats if the seeds move the peak. Everything is a function
-of the results on disk, so a rerun replays it, skipping finished points: refinement resumes like the
+Midpoints run on the grid's seeds, so every round picks its peak among points with the same seeds.
+Once the rounds are done, `seeds` (default: the grid's) run where each threshold is decided: the peak
+and the scored lr on each side of it, every β that ran there. The bracket, the choice of β at those
+learning rates and whether β matters then rest on seeds, and no one-seed point competes with a mean
+over three. If the seeds move the peak, its new neighbours get them too. Everything is a function of
+the results on disk, so a rerun replays it, skipping finished points: refinement resumes like the
 grid does, on any launcher.
 """
 
@@ -135,25 +136,24 @@ def _seeded(method: str, todo: Sequence[tuple[float, float | None]], seeds: Sequ
 
 def plan_round(scores: Mapping[GridPoint, float | None], spec: RefineSpec, seeds: Sequence[int]) -> list[GridPoint]:
     """The next round's new points: for each method whose bracket is wider than the target, the midpoints
-    on both sides of its peak and the peak itself, with the refinement seeds (the peak's β)."""
-    seeds, known, new = list(spec.seeds or seeds), set(scores), []
+    on both sides of its peak, for the peak's β, on the grid's `seeds`."""
+    known, new = set(scores), []
     for m in peaks(scores).values():
         if m.below is None or m.above is None or m.bracket_ratio() <= spec.factor:
             continue  # settled, or a peak on the grid's edge: refining cannot bracket it (extend the grid)
-        mids = [_mid(m.lr, x) for x in (m.below, m.above) if max(x, m.lr) / min(x, m.lr) > 1.0001]
-        new += _seeded(m.method, [(lr, m.beta) for lr in sorted({m.lr, *mids})], seeds, known | set(new))
+        mids = sorted({_mid(m.lr, x) for x in (m.below, m.above) if max(x, m.lr) / min(x, m.lr) > 1.0001})
+        new += _seeded(m.method, [(lr, m.beta) for lr in mids], seeds, known | set(new))
     return new
 
 
 def plan_bracket_seeds(scores: Mapping[GridPoint, float | None], spec: RefineSpec,
                        seeds: Sequence[int]) -> list[GridPoint]:
-    """The refinement seeds at the points that decide each method's threshold, where they have not run:
-    the scored learning rate on each side of the peak (the peak's β) and the peak with every β that ran
-    there (the choice of β, and whether β matters, are then decided on seeds too)."""
+    """The refinement seeds where each method's threshold is decided and they have not run: its peak and
+    the scored learning rate on each side, with every β that ran at those learning rates."""
     seeds, known, new = list(spec.seeds or seeds), set(scores), []
     for m in peaks(scores).values():
-        betas = sorted({p.beta for p in scores if p.method == m.method and p.lr == m.lr}, key=lambda b: b or 0.0)
-        todo = [(lr, m.beta) for lr in (m.below, m.above) if lr is not None] + [(m.lr, b) for b in betas]
+        lrs = {x for x in (m.below, m.lr, m.above) if x is not None}
+        todo = {(p.lr, p.beta) for p in scores if p.method == m.method and p.lr in lrs} | {(x, m.beta) for x in lrs}
         new += _seeded(m.method, sorted(todo, key=lambda t: (t[0], t[1] or 0.0)), seeds, known | set(new))
     return new
 

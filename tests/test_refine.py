@@ -60,23 +60,21 @@ def test_refine_spec_checks_its_fields():
             refine_spec({"refine": bad})
 
 
-def test_one_round_adds_midpoints_around_each_peak_with_the_refinement_seeds():
+def test_one_round_adds_midpoints_around_each_peak_on_the_grids_seeds():
     scores = {p: accuracy(p) for p in expand_grid(GRID)}
     pk = peaks(scores)
     assert (pk["sft"].lr, pk["sft"].below, pk["sft"].above) == (1e-3, 3e-4, 3e-3)
     assert (pk["minor_sft"].lr, pk["minor_sft"].beta) == (3e-3, 0.1)
     new = plan_round(scores, RefineSpec(1, 2.0, (0, 1, 2)), [0])
-    sft = {(p.lr, p.seed) for p in new if p.method == "sft"}
-    # both midpoints on every seed, the peak on the seeds the grid did not run
-    assert sft == {(5.48e-4, 0), (5.48e-4, 1), (5.48e-4, 2), (1e-3, 1), (1e-3, 2),
-                   (1.73e-3, 0), (1.73e-3, 1), (1.73e-3, 2)}
-    assert {p.beta for p in new if p.method == "minor_sft"} == {0.1}  # the peak's β only
-    assert len(new) == len(set(new)) == 2 * 8
+    # the midpoints, for the peak's β, on the grid's seed: the round compares like with like
+    assert {(p.method, p.lr, p.beta, p.seed) for p in new} == {
+        ("sft", 5.48e-4, None, 0), ("sft", 1.73e-3, None, 0),
+        ("minor_sft", 1.73e-3, 0.1, 0), ("minor_sft", 5.48e-3, 0.1, 0)}
 
 
-def test_seeds_follow_the_bracket_that_decides_the_threshold():
-    """After the round both peaks move to a midpoint (the curves peak at 7e-4 and 2.2e-3), so the grid lr
-    at one end of each bracket (seed 0 only) gets the refinement seeds."""
+def test_seeds_go_where_the_threshold_is_decided():
+    """After the round both peaks move to a midpoint (the curves peak at 7e-4 and 2.2e-3); the seeds then
+    run at the peak and the lr on each side, every β that ran there."""
     spec = RefineSpec(1, 2.0, (0, 1, 2))
     scores = {p: accuracy(p) for p in expand_grid(GRID)}
     scores |= {p: accuracy(p) for p in plan_round(scores, spec, [0])}
@@ -85,22 +83,17 @@ def test_seeds_follow_the_bracket_that_decides_the_threshold():
     assert (pk["minor_sft"].below, pk["minor_sft"].lr, pk["minor_sft"].above) == (1e-3, 1.73e-3, 3e-3)
     new = plan_bracket_seeds(scores, spec, [0])
     assert {(p.method, p.lr, p.beta, p.seed) for p in new} == {
-        ("sft", 3e-4, None, 1), ("sft", 3e-4, None, 2), ("minor_sft", 1e-3, 0.1, 1), ("minor_sft", 1e-3, 0.1, 2)}
+        (m, lr, b, s) for s in (1, 2) for m, lr, b in (
+            ("sft", 3e-4, None), ("sft", 5.48e-4, None), ("sft", 1e-3, None),
+            ("minor_sft", 1e-3, 0.1), ("minor_sft", 1e-3, 0.5), ("minor_sft", 1.73e-3, 0.1),
+            ("minor_sft", 3e-3, 0.1), ("minor_sft", 3e-3, 0.5))}
     points, launched, log, done = simulate(spec, GRID)
-    assert log[1] == {"bracket_seeds": 4, "points": [p.label() for p in new]}
+    assert log[1] == {"bracket_seeds": len(new), "points": [p.label() for p in new]}
+    assert len(launched) == 3 * 5 + 4 + len(new)  # the grid, the midpoints, the seeds; nothing twice
     for method, (lo, peak, hi) in log[-1]["final_brackets"].items():
-        beta = 0.1 if method == "minor_sft" else None
         for lr in (lo, peak, hi):
-            assert {p.seed for p in done if (p.method, p.lr, p.beta) == (method, lr, beta)} == {0, 1, 2}
-
-
-def test_at_a_peak_on_the_grid_every_beta_gets_the_seeds():
-    """Where the peak is a grid lr, every β that ran there gets the seeds (the β choice and claim 5 rest
-    on them); the bracket ends get the peak's β."""
-    scores = {p: accuracy(p) for p in expand_grid(GRID)}
-    new = plan_bracket_seeds(scores, RefineSpec(1, 2.0, (0, 1, 2)), [0])
-    assert {(p.lr, p.beta, p.seed) for p in new if p.method == "minor_sft"} == {
-        (lr, b, s) for s in (1, 2) for lr, b in ((1e-3, 0.1), (3e-3, 0.1), (3e-3, 0.5), (1e-2, 0.1))}
+            ran = {(p.beta, p.seed) for p in done if (p.method, p.lr) == (method, lr)}
+            assert ran == {(b, s) for b, _ in ran for s in (0, 1, 2)}  # every β there on every seed
 
 
 def test_refinement_brackets_the_true_peak_at_half_the_cost_of_a_dense_grid():
