@@ -7,7 +7,10 @@ PY := $(VENV)/bin/python
 # pinned here; set it to install a specific build, e.g. TORCH_SPEC="torch==2.13.0".
 TORCH_SPEC ?=
 TORCH_DEFAULT := torch==2.13.0
+# STAMP: the package and what it needs to run (sweep, report, optuna); DEV_STAMP: also the test and
+# benchmark tools (pytest, ruff, peft, lm_eval, deepspeed)
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 
 EXPERIMENT ?= default
 # LAUNCHER: conf/launcher/<name>.yaml; empty = the experiment's own (default: joblib, the others: local)
@@ -37,9 +40,15 @@ $(STAMP): pyproject.toml
 	@$(PY) -m pip install -q --upgrade pip
 	@if [ -n "$(TORCH_SPEC)" ]; then $(PY) -m pip install -q "$(TORCH_SPEC)"; \
 	 elif ! $(PY) -c "import torch" 2>/dev/null; then $(PY) -m pip install -q "$(TORCH_DEFAULT)"; fi
-	@$(PY) -m pip install -q -e ".[dev]"
+	@$(PY) -m pip install -q -e .
 	@touch $(STAMP)
 	@echo "environment ready: $(VENV)"
+
+# `make sweep` on a fresh clone does not wait for the test tools (about 30 s of installing)
+$(DEV_STAMP): $(STAMP)
+	@$(PY) -m pip install -q -e ".[dev]"
+	@touch $(DEV_STAMP)
+	@echo "test tools ready: $(VENV)"
 
 ## the embedded base model and data (built on first use by every command; this only prebuilds it)
 world: $(STAMP)
@@ -65,10 +74,10 @@ optuna: $(STAMP)
 	if [ $$status -le 1 ]; then $(PY) -m analysis.report $(SWEEP_DIR) $(REPORT_ARGS) || status=$$?; fi; \
 	exit $$status
 
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(PY) -m pytest -q
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(PY) -m ruff check trainers sweep analysis bench hydra_plugins tests
 
 ## tables, figures and report.html for SWEEP_DIR (also a W&B summary run, offline by default)
@@ -86,9 +95,9 @@ report-check: $(STAMP)
 
 ## the five benchmark ratios of BENCHMARKS.md (not part of `make test`); writes bench/results.json.
 ## On a machine shared with other jobs: make bench BENCH_ARGS="--threads 1"
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(PY) -m bench $(BENCH_ARGS)
 
 ## the training step on one GPU (Qwen2-0.5B shape from a config, bf16 mixed precision): tokens/s, MFU, memory
-bench-gpu: $(STAMP)
+bench-gpu: $(DEV_STAMP)
 	$(PY) -m bench.gpu $(BENCH_ARGS)

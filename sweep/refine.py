@@ -153,7 +153,7 @@ def plan_bracket_seeds(scores: Mapping[GridPoint, float | None], spec: RefineSpe
     seeds, known, new = list(spec.seeds or seeds), set(scores), []
     for m in peaks(scores).values():
         lrs = {x for x in (m.below, m.lr, m.above) if x is not None}
-        todo = {(p.lr, p.beta) for p in scores if p.method == m.method and p.lr in lrs} | {(x, m.beta) for x in lrs}
+        todo = {(p.lr, p.beta) for p in scores if p.method == m.method and p.lr in lrs}
         new += _seeded(m.method, sorted(todo, key=lambda t: (t[0], t[1] or 0.0)), seeds, known | set(new))
     return new
 

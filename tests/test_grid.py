@@ -60,3 +60,19 @@ def test_losses_experiment_sweeps_every_registered_loss():
     points = expand_grid(OmegaConf.to_container(compose_job(["experiment=losses"]).grid, resolve=True))
     assert {p.method for p in points} == set(LOSSES)
     assert len(points) == 5 * (1 + 1 + 1 + 1 + 2)  # five lrs; kl_sft at two λ
+
+
+def test_default_experiment_is_the_sized_grid_with_its_refinement_and_launcher():
+    """`make sweep`'s grid: 4 lrs × (sft + two β for each β method) on seed 0, one refinement round with
+    seeds 0-2, two one-thread jobs at a time (what keeps it within 15 minutes on 2 cores)."""
+    from omegaconf import OmegaConf
+
+    from sweep.refine import RefineSpec, refine_spec
+    from trainers.train import compose_job
+
+    cfg = compose_job(["experiment=default"])
+    grid = OmegaConf.to_container(cfg.grid, resolve=True)
+    assert len(expand_grid(grid)) == 4 * (1 + 2 + 2)
+    assert refine_spec(grid) == RefineSpec(rounds=1, factor=2.0, seeds=(0, 1, 2))
+    assert cfg.train.num_threads == 1
+    assert compose_job(["experiment=default", "launcher=local"]).train.num_threads == 2  # the user's launcher wins
