@@ -114,7 +114,7 @@ class GridSweeper(Sweeper):
             job_cfgs = self._validate(new, jobs)
             ids = [_identity(c) for c in job_cfgs]
             pending = [i for i, (run_dir, digest) in enumerate(ids) if not is_done(run_dir, digest)]
-            print(f"[sweep] refine: {len(new)} points {what}, {len(new) - len(pending)} already done, "
+            print(f"[sweep] refine, {what}: {len(new)} points, {len(new) - len(pending)} already done, "
                   f"{len(pending)} to run", flush=True)
             if pending:
                 if not state["prepared"]:

@@ -187,11 +187,11 @@ def refine(
             log.append({"round": r, "brackets": before, "new_points": 0,
                         "stopped": "no new point: every bracket within factor, on an edge, or its midpoints ran"})
             break
-        run(new, "around the peaks")
+        run(new, "midpoints around the peaks")
         log.append({"round": r, "brackets": before, "new_points": len(new), "lrs": sorted({p.lr for p in new})})
     # terminates: every pass runs at least one point of the finite set (scored lrs × seeds)
     while spec.rounds and (new := plan_bracket_seeds(scores_of(points, run_dirs), spec, seeds)):
-        run(new, "seeds at the brackets")
+        run(new, "seeds where the thresholds are decided")
         log.append({"bracket_seeds": len(new), "points": [p.label() for p in new]})
     final = peaks(scores_of(points, run_dirs))
     log.append({"final_brackets": {m.method: [m.below, m.lr, m.above] for m in final.values()},

@@ -150,7 +150,7 @@ def test_refined_sweep_through_hydra_resumes_and_feeds_the_report(tiny_world, tm
     assert len(summary["points"]) == 4 + n_refined
     if n_refined:  # the tiny world's peak was interior: its midpoints ran and are in the summary
         assert {p["lr"] for p in summary["points"]} >= set(rounds[0]["lrs"])
-        assert "[sweep] refine:" in first.stdout
+        assert "[sweep] refine, midpoints around the peaks:" in first.stdout
     again = subprocess.run(args, capture_output=True, text=True, cwd=REPO_ROOT, timeout=900)
     assert again.returncode == first.returncode
     assert "already done, 0 to run" in again.stdout
