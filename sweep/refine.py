@@ -190,10 +190,12 @@ def refine(
         run(new, "midpoints around the peaks")
         log.append({"round": r, "brackets": before, "new_points": len(new), "lrs": sorted({p.lr for p in new})})
     # terminates: every pass runs at least one point of the finite set (scored lrs × seeds)
-    while spec.rounds and (new := plan_bracket_seeds(scores_of(points, run_dirs), spec, seeds)):
+    scores = scores_of(points, run_dirs)
+    while spec.rounds and (new := plan_bracket_seeds(scores, spec, seeds)):
         run(new, "seeds where the thresholds are decided")
         log.append({"bracket_seeds": len(new), "points": [p.label() for p in new]})
-    final = peaks(scores_of(points, run_dirs))
+        scores = scores_of(points, run_dirs)
+    final = peaks(scores)
     log.append({"final_brackets": {m.method: [m.below, m.lr, m.above] for m in final.values()},
                 "settled": {m.method: m.bracket_ratio() <= spec.factor for m in final.values()}})
     return log

@@ -374,12 +374,15 @@ def main(cfg: DictConfig) -> float | None:
     try:
         check_devices(cfg)
         validate_config(cfg)
+        multirun = hydra_mode() == RunMode.MULTIRUN
         if cfg.get("prepare_only"):  # the sweep's prepare job: on the same devices as its grid jobs
-            with quiet_console(hydra_mode() == RunMode.MULTIRUN):
-                launch(cfg, quiet=hydra_mode() == RunMode.MULTIRUN) if distributed else prepare(
-                    cfg, device=training_device(), reference=True)
+            with quiet_console(multirun):
+                if distributed:
+                    launch(cfg, quiet=multirun)
+                else:
+                    prepare(cfg, device=training_device(), reference=True)
             return None
-        quiet = hydra_mode() == RunMode.MULTIRUN and not show_progress_bar(cfg)
+        quiet = multirun and not show_progress_bar(cfg)
         with quiet_console(quiet):
             result = launch(cfg, quiet=quiet) if distributed else run_job(cfg)
     except (ConfigError, DataError) as exc:
