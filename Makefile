@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?=
 TORCH_DEFAULT := torch==2.13.0
 # STAMP: the package and what it needs to run (sweep, report, optuna); DEV_STAMP: also the test and
-# benchmark tools (pytest, ruff, peft, lm_eval, deepspeed)
+# benchmark tools (pytest, ruff, import-linter, peft, lm_eval, deepspeed)
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
@@ -52,14 +52,15 @@ $(DEV_STAMP): $(STAMP)
 
 ## the embedded base model and data (built on first use by every command; this only prebuilds it)
 world: $(STAMP)
-	$(PY) -m trainers.embedded_world
+	$(PY) -m trainers.world
 
 ## one training job: make train ARGS="method=minor_sft train.lr=2e-4 method.beta=0.1"
 train: $(STAMP)
 	$(PY) -m trainers.train $(ARGS)
 
 ## the main job: the experiment's grid through the chosen launcher, then the report.
-## Exit status: 0 all ok or diverged, 1 some jobs failed (report still written), 2 bad input (nothing ran).
+## Exit status: 0 all ok or diverged, 1 some jobs failed or missing (report still written), 2 nothing ran (bad input
+## or a failed prepare step).
 sweep: $(STAMP)
 	@status=0; $(PY) -m trainers.train -m experiment=$(EXPERIMENT) $(LAUNCHER_ARG) \
 	  hydra.sweep.dir=$(abspath $(SWEEP_DIR)) $(ARGS) || status=$$?; \
@@ -77,8 +78,10 @@ optuna: $(STAMP)
 test: $(DEV_STAMP)
 	$(PY) -m pytest -q
 
+## ruff, then the import contracts of pyproject.toml (trainers/ in floors, sweep and analysis independent)
 lint: $(DEV_STAMP)
 	$(PY) -m ruff check trainers sweep analysis bench hydra_plugins tests
+	$(VENV)/bin/lint-imports
 
 ## tables, figures and report.html for SWEEP_DIR (also a W&B summary run, offline by default)
 report: $(STAMP)
@@ -93,7 +96,7 @@ dashboard: $(STAMP)
 report-check: $(STAMP)
 	$(PY) -m analysis.browser_check $(SWEEP_DIR)/report/report.html --screenshot $(SWEEP_DIR)/report/screenshot.png
 
-## the five benchmark ratios of BENCHMARKS.md (not part of `make test`); writes bench/results.json.
+## the benchmark rows of docs/benchmarks.md (not part of `make test`); writes bench/results.json.
 ## On a machine shared with other jobs: make bench BENCH_ARGS="--threads 1"
 bench: $(DEV_STAMP)
 	$(PY) -m bench $(BENCH_ARGS)

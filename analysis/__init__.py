@@ -1,4 +1,4 @@
-"""Analysis of sftsweep sweeps: reads run directories (DESIGN §3) and writes tables, plots and a report.
+"""Analysis of sftsweep sweeps: reads run directories (docs/architecture.md) and writes tables, plots and a report.
 
 This package reads run directories only — never W&B, never trainer internals — so that a sweep can be
 analysed anywhere its files are, and hand-made run directories are enough to test it.

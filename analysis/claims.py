@@ -1,4 +1,4 @@
-"""The paper's findings (DESIGN §5) checked against a sweep, each decided with its uncertainty.
+"""The paper's findings (docs/report.md) checked against a sweep, each decided with its uncertainty.
 
 Every row says "holds", "does not hold" or "undecided", and always the numbers behind the verdict (an
 interval, a probability or a p-value), so a reader can disagree with the rule. One seed decides

@@ -27,7 +27,7 @@ from typing import Any
 
 from analysis.atomic import write_text
 
-# The keys the jobs log (transformers' WandbCallback prefixes train/ and eval/; trainers.tracking
+# The keys the jobs log (transformers' WandbCallback prefixes train/ and eval/; trainers.job.tracking
 # sends the resolved Hydra config, which W&B shows with dotted names) and the summary run's tables.
 TRAIN_M_THETA, EVAL_M_THETA, ACCURACY = "train/m_theta", "eval/m_theta", "eval/accuracy"
 METHOD, LR = "method.name", "train.lr"

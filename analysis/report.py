@@ -44,7 +44,7 @@ class Report:
 
 
 EXPLAIN = {
-    "claims": "The paper's findings (DESIGN §5), one per row: <b>holds</b> / <b>does not hold</b> / "
+    "claims": "The paper's findings (docs/report.md), one per row: <b>holds</b> / <b>does not hold</b> / "
     "<b>undecided</b>, always with the interval, probability or p-value behind the verdict. Accuracies "
     f"are on the report split. One seed decides nothing: a claim whose deciding points have fewer than "
     f"{MIN_SEEDS} scored seeds is undecided whatever its numbers.",

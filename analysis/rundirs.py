@@ -1,4 +1,4 @@
-"""Find and load run directories (DESIGN §3) into pandas DataFrames.
+"""Find and load run directories (docs/architecture.md) into pandas DataFrames.
 
 A sweep directory holds run directories at any depth. A run is finished when its `result.json` exists
 (written last, atomically, by the trainer); a directory with `.hydra/config.yaml` and no result.json is

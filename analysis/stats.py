@@ -1,11 +1,12 @@
 """Intervals and tests for accuracies, seed-aware.
 
-Training-run variance is as large as question-sampling variance on the embedded world (DESIGN §5), so
-the report's intervals and p-values come from a hierarchical bootstrap (analysis.estimate): resample
-the seeds of a configuration, then the questions, shared by every configuration of a setting so that
-comparisons stay paired. This module holds the pieces: question-resampling weights, percentile
-intervals, the two-sided bootstrap p-value, and scipy's t, Welch and Wilson for the few places where a
-closed form is the right tool. All resampling is seeded: the same sweep gives the same report.
+Training-run variance is as large as question-sampling variance on the embedded world (5-7 points from
+seed to seed at one lr), so the report's intervals and p-values come from a hierarchical bootstrap
+(analysis.estimate): resample the seeds of a configuration, then the questions, shared by every
+configuration of a setting so that comparisons stay paired. This module holds the pieces:
+question-resampling weights, percentile intervals, the two-sided bootstrap p-value, and scipy's t, Welch
+and Wilson for the few places where a closed form is the right tool. All resampling is seeded: the same
+sweep gives the same report.
 """
 
 from __future__ import annotations

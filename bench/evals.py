@@ -24,9 +24,9 @@ from transformers import PreTrainedModel
 
 from bench.setup import BenchData
 from bench.timing import interleave, min_ratio, paired_ratio, spread
-from trainers.evaluate import score_samples
-from trainers.mcq_data import OPTION_LETTERS
-from trainers.prompts import IGNORE_INDEX, Sample, render_prompt
+from trainers.data.mcq import OPTION_LETTERS
+from trainers.data.prompts import IGNORE_INDEX, Sample, render_prompt
+from trainers.model.scoring import score_samples
 
 
 def _requests(samples: Sequence[Sample], letter_ids: Sequence[int]) -> list[tuple[int, int, list[int], list[int]]]:

@@ -103,8 +103,8 @@ def _sync(device: torch.device) -> None:
 def time_steps(model: torch.nn.Module, batch: dict, method: str, beta: float, steps: int,
                device: torch.device, bf16: bool) -> list[float]:
     """Wall time of `steps` training steps after one warm-up step (which allocates AdamW state)."""
-    from trainers.logprobs import answer_logps
-    from trainers.losses import LOSSES
+    from trainers.model.logprobs import answer_logps
+    from trainers.model.losses import LOSSES
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device.type == "cuda")
     autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if bf16
@@ -222,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda but no GPU is visible here; run on a GPU machine or pass --device cpu")
     results = measure(args)
-    from trainers.run_dir import atomic_write_text
+    from trainers.runtime.run_dir import atomic_write_text
 
     atomic_write_text(args.out, json.dumps(results, indent=2) + "\n")
     print(format_rows(results))

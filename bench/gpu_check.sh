@@ -26,7 +26,7 @@ import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from bench.gpu import SHAPES
-from trainers.embedded_world import WorldConfig, ensure_embedded_world
+from trainers.world import WorldConfig, ensure_embedded_world
 
 out = Path(sys.argv[1])
 world = ensure_embedded_world(out / "world", WorldConfig(n_entities=48, n_train_entities=24, n_attributes=4,

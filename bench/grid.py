@@ -20,8 +20,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from trainers import evaluate, prompts
-from trainers.train import compose_job, run_job
+from trainers.data import prompts
+from trainers.job.config import compose_job
+from trainers.model import scoring as scoring_module
+from trainers.train import run_job
 
 GRID_METHODS: tuple[str, ...] = ("sft", "minor_sft", "dpo_sft")
 GRID_LRS: tuple[float, ...] = (1e-3, 3e-4)
@@ -59,7 +61,7 @@ def measure_grid(base_overrides: list[str], steps: int, work_dir: Path | None = 
         jobs = [(m, lr) for m in GRID_METHODS for lr in GRID_LRS]
         results = []
         with counting(prompts.encode_items, lambda items, *a, **k: "calls") as tokenize, \
-                counting(evaluate.score_samples, lambda *a, progress=None, **k: progress or "eval") as scoring:
+                counting(scoring_module.score_samples, lambda *a, progress=None, **k: progress or "eval") as scoring:
             for method, lr in jobs:
                 cfg = compose_job(base_overrides + [
                     f"method={method}", f"train.lr={lr}", f"train.max_steps={steps}",

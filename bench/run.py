@@ -1,4 +1,4 @@
-"""`make bench`: the ratios of BENCHMARKS.md, measured side by side in one run, into bench/results.json.
+"""`make bench`: the ratios of docs/benchmarks.md, measured side by side in one run, into bench/results.json.
 
     python -m bench                     # full run (~5-10 min on 2 CPU cores)
     python -m bench --smoke             # two steps, one repetition: the harness, not the hardware
@@ -29,9 +29,9 @@ from bench.report import GPU_NOTE, format_table
 from bench.setup import MediumSpec, ensure_world, job_overrides, load_data, medium_model, model_summary
 from bench.steps import measure_steps
 from bench.vocab import SMOKE_SHAPE, VocabShape, measure_vocab
-from trainers.embedded_world import EmbeddedWorld
-from trainers.run_dir import atomic_write_text
-from trainers.train import compose_job
+from trainers.job.config import compose_job
+from trainers.runtime.run_dir import atomic_write_text
+from trainers.world import EmbeddedWorld
 
 log = logging.getLogger("bench")
 

@@ -15,10 +15,10 @@ import torch
 from omegaconf import DictConfig
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
-from trainers.embedded_world import EmbeddedWorld, WorldConfig, ensure_embedded_world
-from trainers.mcq_data import McqItem
-from trainers.prepare import load_items, prepare, prompt_format
-from trainers.prompts import PromptFormat, Sample
+from trainers.data.mcq import McqItem
+from trainers.data.prompts import PromptFormat, Sample
+from trainers.job.prepare import load_items, prepare, prompt_format
+from trainers.world import EmbeddedWorld, WorldConfig, ensure_embedded_world
 
 
 @dataclass(frozen=True)

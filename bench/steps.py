@@ -22,13 +22,13 @@ from transformers.trainer_callback import PrinterCallback
 
 from bench.setup import BenchData, fresh_copy
 from bench.timing import interleave, median_time, min_ratio, paired_ratio, spread
-from trainers.batching import TrainCollator, collate
-from trainers.callbacks import RunDirCallback
-from trainers.evaluate import score_samples
-from trainers.loss_trainer import LossTrainer
-from trainers.losses import LOSSES, sequence_logps
-from trainers.prompts import Sample
-from trainers.train import training_arguments
+from trainers.data.batching import TrainCollator, collate
+from trainers.data.prompts import Sample
+from trainers.job.arguments import training_arguments
+from trainers.job.callbacks import RunDirCallback
+from trainers.model.loss_trainer import LossTrainer
+from trainers.model.losses import LOSSES, sequence_logps
+from trainers.model.scoring import score_samples
 
 BETA = 0.1  # the conf default; a step's cost does not depend on it (sft ignores it)
 
@@ -68,7 +68,7 @@ def _trainer_run(
     """One timed `trainer.train()` over `rows`; a fresh Trainer per call, exactly as a job builds it."""
 
     def run() -> list[float]:
-        args = training_arguments(data.cfg, run_dir, [])
+        args = training_arguments(data.cfg, run_dir)
         args.train_sampling_strategy = "sequential"  # the same batches, in the same order, as the bare loop
         clock = StepClock()
         trainer = cls(

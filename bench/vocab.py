@@ -4,7 +4,7 @@ The model is Qwen2-shaped (Qwen2's vocabulary, tied embeddings) but shallow and 
 two CPU cores; the batch is like the paper's prompts: 8 questions × 256 tokens, 6 answer tokens
 each. "full" is what the code did before answer-only logits: the model's whole `[batch, length,
 vocab]` logits, then the answer positions picked out (`losses.sequence_logps`); "answer-only" is
-what training and scoring do now (`trainers.logprobs`, `trainers.evaluate.score_samples`).
+what training and scoring do now (`trainers.model.logprobs`, `trainers.model.scoring.score_samples`).
 
 Peak memory is a process's peak resident set, so every (variant, phase) runs in a process of its
 own; the processes alternate, repetition after repetition, so that the machine's slow phases hit
@@ -66,8 +66,8 @@ def build_model(shape: VocabShape) -> torch.nn.Module:
 
 def build_batch(shape: VocabShape) -> dict[str, torch.Tensor]:
     """Random prompts of slightly different lengths (right-padded), each followed by its answer."""
-    from trainers.batching import collate
-    from trainers.prompts import Sample
+    from trainers.data.batching import collate
+    from trainers.data.prompts import Sample
 
     g = torch.Generator().manual_seed(0)
     samples = []
@@ -79,8 +79,8 @@ def build_batch(shape: VocabShape) -> dict[str, torch.Tensor]:
 
 
 def _train_step(model: torch.nn.Module, batch: dict, optimizer: torch.optim.Optimizer, variant: str) -> None:
-    from trainers.logprobs import answer_logps
-    from trainers.losses import LOSSES, sequence_logps
+    from trainers.model.logprobs import answer_logps
+    from trainers.model.losses import LOSSES, sequence_logps
 
     if variant == "lean":
         lp = answer_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"])[0]
@@ -94,8 +94,8 @@ def _train_step(model: torch.nn.Module, batch: dict, optimizer: torch.optim.Opti
 
 @torch.no_grad()
 def _eval_batch(model: torch.nn.Module, batch: dict, variant: str) -> torch.Tensor:
-    from trainers.evaluate import score_samples
-    from trainers.losses import sequence_logps
+    from trainers.model.losses import sequence_logps
+    from trainers.model.scoring import score_samples
 
     letters = [1, 2, 3, 4]
     if variant == "lean":

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from trainers.losses import BETA_METHODS, LOSSES, ZERO_COEFFICIENT_METHODS
+from trainers.model.losses import BETA_METHODS, LOSSES, ZERO_COEFFICIENT_METHODS
 
 
 class GridError(ValueError):

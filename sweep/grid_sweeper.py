@@ -29,8 +29,9 @@ from sweep.grid import GridError, GridPoint, expand_grid
 from sweep.overrides import grid_override_error
 from sweep.progress import ProgressMonitor, statuses
 from sweep.refine import RefineSpec, refine, refine_spec
-from trainers.run_dir import atomic_write_json, config_hash, is_done
-from trainers.validate import ConfigError, validate_config, validate_paths
+from trainers.job.validate import validate_config, validate_paths
+from trainers.runtime.errors import ConfigError
+from trainers.runtime.run_dir import atomic_write_json, config_hash, is_done
 
 log = logging.getLogger(__name__)
 

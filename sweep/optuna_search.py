@@ -1,7 +1,7 @@
 """Optuna search over β (and optionally the learning rate) through hydra-optuna-sweeper.
 
 hydra-optuna-sweeper 1.1.2 is the release that runs with current Optuna, and three of its
-behaviours break a long search (DESIGN §7); this subclass keeps its config, sampler and search
+behaviours break a long search; this subclass keeps its config, sampler and search
 space and changes only the trial loop:
 - `n_trials` is the study's total: a rerun runs only the trials still missing, so a killed or
   extended search continues the same study from its storage;
@@ -29,8 +29,9 @@ from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import OmegaConf
 
 from sweep.grid_sweeper import fail
-from trainers.losses import BETA_METHODS
-from trainers.validate import ConfigError, validate_config
+from trainers.job.validate import validate_config
+from trainers.model.losses import BETA_METHODS
+from trainers.runtime.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from trainers.run_dir import RESULT, read_result
+from trainers.runtime.run_dir import RESULT, read_result
 
 
 def _fmt_duration(seconds: float) -> str:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from sweep.grid import GridError, GridPoint
-from trainers.run_dir import read_result
+from trainers.runtime.run_dir import read_result
 
 SIG_DIGITS = 3  # midpoints are rounded (5.48e-4, not 5.477225575e-4): readable run directories
 

@@ -1,4 +1,4 @@
-"""Benchmark of `python -m analysis.report` at the scale of a real sweep (BENCHMARKS.md):
+"""Benchmark of `python -m analysis.report` at the scale of a real sweep (docs/benchmarks.md):
 
     .venv/bin/python tests/bench_report.py --runs 500 --questions 3000 --seeds 3
 

@@ -11,8 +11,8 @@ import pytest
 from omegaconf import DictConfig
 
 from sweep.slurm import PARTITION, ensure_slurm_cluster, slurm_cluster_is_up, stop_slurm_cluster
-from trainers.embedded_world import EmbeddedWorld, WorldConfig, ensure_embedded_world
-from trainers.train import compose_job
+from trainers.job.config import compose_job
+from trainers.world import EmbeddedWorld, WorldConfig, ensure_embedded_world
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""A distributed worker (trainers.distributed.worker_main) with a fault injected on one rank, for the tests.
+"""A distributed worker (trainers.worker.worker_main) with a fault injected on one rank, for the tests.
 
     torchrun ... tests/fault_worker.py <job.yaml>      with SFTSWEEP_FAULT=nan:<rank> or raise:<rank>
 
@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import sys
 
-from trainers import losses
-from trainers.distributed import rank, worker_main
+from trainers.model import losses
+from trainers.runtime.process import rank
+from trainers.worker import worker_main
 
 
 def inject(kind: str, method: str) -> None:
@@ -30,7 +31,7 @@ def inject(kind: str, method: str) -> None:
 if __name__ == "__main__":
     kind, fault_rank = os.environ["SFTSWEEP_FAULT"].split(":")
     if rank() == int(fault_rank):
-        from trainers.distributed import load_job_config
+        from trainers.job.config import load_job_config
 
         inject(kind, load_job_config(sys.argv[1]).method.name)
     sys.exit(worker_main(sys.argv[1]))

@@ -1,4 +1,4 @@
-"""Score samples on N ranks with `trainers.evaluate.score_sharded`, the model sharded by FSDP2 or whole.
+"""Score samples on N ranks with `trainers.model.scoring.score_sharded`, the model sharded by FSDP2 or whole.
 
     torchrun --nproc_per_node 2 tests/fsdp_score_worker.py <model_dir> <samples.json> <out.json> <fsdp|ddp>
 
@@ -15,8 +15,8 @@ import torch
 from accelerate import PartialState
 from transformers import AutoModelForCausalLM
 
-from trainers.evaluate import score_sharded
-from trainers.prompts import Sample
+from trainers.data.prompts import Sample
+from trainers.model.scoring import score_sharded
 
 
 def main(model_dir: str, samples_path: str, out_path: str, mode: str) -> None:

@@ -1,4 +1,4 @@
-"""Write run directories by hand, exactly as the trainer does (DESIGN §3).
+"""Write run directories by hand, exactly as the trainer does (docs/architecture.md).
 
 The analysis must be testable before any sweep exists, and a report must be previewable without
 training anything: `write_run` writes the five contract files from given numbers, and

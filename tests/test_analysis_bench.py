@@ -1,4 +1,4 @@
-"""tests/bench_report.py (the report benchmark of BENCHMARKS.md) at a tiny scale: it writes what it says
+"""tests/bench_report.py (the report benchmark of docs/benchmarks.md) at a tiny scale: it writes what it says
 and the report reads all of it."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""analysis.estimate, analysis.tables and analysis.claims on hand-built run directories (DESIGN §3)."""
+"""analysis.estimate, analysis.tables and analysis.claims on hand-built run directories (docs/architecture.md)."""
 
 from __future__ import annotations
 

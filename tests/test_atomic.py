@@ -1,4 +1,4 @@
-"""The project's one atomic write (trainers.run_dir): a reader sees the old file or the new one, never a
+"""The project's one atomic write (trainers.runtime.run_dir): a reader sees the old file or the new one, never a
 half-written file or a stray temporary, also with writers racing in threads of one process."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from analysis import atomic
-from trainers import run_dir
-from trainers.run_dir import atomic_write_bytes, atomic_write_text
+from trainers.runtime import run_dir
+from trainers.runtime.run_dir import atomic_write_bytes, atomic_write_text
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch):

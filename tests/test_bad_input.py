@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from trainers.mcq_data import DataError
+from trainers.data.mcq import DataError
+from trainers.runtime.errors import ConfigError
 from trainers.train import run_job
-from trainers.validate import ConfigError
 
 
 @pytest.mark.parametrize(
@@ -103,7 +103,7 @@ def test_cli_exits_nonzero_with_one_line(tmp_path):
 
 def test_kl_sft_accepts_lambda_zero(job_cfg):
     """λ = 0 is a legitimate kl_sft point (it is raw SFT); only a negative λ is refused."""
-    from trainers.validate import validate_config
+    from trainers.job.validate import validate_config
 
     validate_config(job_cfg("method=kl_sft", "method.beta=0"))
     with pytest.raises(ConfigError, match="λ must be >= 0"):

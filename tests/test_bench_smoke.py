@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench.run import main
-from trainers.embedded_world import EmbeddedWorld
+from trainers.world import EmbeddedWorld
 
 pytestmark = pytest.mark.slow  # the whole bench, two steps per row
 

@@ -12,7 +12,7 @@ import pytest
 from test_sweep import SMOKE_POINTS, run_sweep
 
 from conftest import REPO_ROOT
-from trainers.console import show_progress_bar
+from trainers.job.console import show_progress_bar
 
 # Hydra's launcher line (a job's start), a job's end line, the sweeper's own lines, and the embedded
 # world's build log (the prepare job may build it for minutes; silence would look like a hang).
@@ -20,7 +20,7 @@ SWEEP_LINE = re.compile(
     r"^(\[sweep\] .*"
     r"|\[[-0-9 :,]+\]\[HYDRA\] .*"
     r"|\S+-lr[0-9.e+-]+(-b[0-9.e+-]+)?-s\d+: (ok|diverged|failed), base accuracy .*"
-    r"|\[[-0-9 :,]+\]\[trainers\.embedded_world\]\[INFO\] - .*)$"
+    r"|\[[-0-9 :,]+\]\[trainers\.world\.[a-z]+\]\[INFO\] - .*)$"
 )
 
 

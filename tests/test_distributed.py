@@ -1,6 +1,6 @@
 """One grid point on two real processes (torch's elastic launcher, gloo on this CPU) against one process.
 
-Each test starts real workers through `trainers.distributed.launch` (the agent the Hydra job runs),
+Each test starts real workers through `trainers.job.agent.launch` (the agent the Hydra job runs),
 on the tiny world of conftest.py, for a few steps.
 """
 
@@ -19,10 +19,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from trainers.distributed import launch, save_job_config
-from trainers.evaluate import score_samples
-from trainers.prepare import prepare
-from trainers.run_dir import read_jsonl
+from trainers.job.agent import launch
+from trainers.job.config import save_job_config
+from trainers.job.prepare import prepare
+from trainers.model.scoring import score_samples
+from trainers.runtime.run_dir import read_jsonl
 from trainers.train import run_job
 
 pytestmark = pytest.mark.slow
@@ -79,7 +80,7 @@ def _launch_with_fault(cfg, fault: str, timeout: float = 300) -> tuple[int, floa
     """The agent in its own process group with a fault injected; (exit code, seconds). A hang fails the test:
     the whole group (agent and workers) is killed at `timeout`."""
     path = save_job_config(cfg)
-    code = ("import sys\nfrom trainers.distributed import launch, load_job_config\n"
+    code = ("import sys\nfrom trainers.job.agent import launch\nfrom trainers.job.config import load_job_config\n"
             f"try:\n    launch(load_job_config({str(path)!r}), worker={FAULT_WORKER!r})\n"
             "except RuntimeError as exc:\n    print(exc)\n    sys.exit(1)\n")
     started = time.monotonic()

@@ -12,17 +12,18 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from trainers.distributed import JOB_CONFIG, load_job_config, save_job_config, torchrun_argv
-from trainers.run_dir import config_hash
-from trainers.train import compose_job, grad_accumulation, training_arguments
-from trainers.validate import ConfigError
+from trainers.job.agent import torchrun_argv
+from trainers.job.arguments import grad_accumulation, training_arguments
+from trainers.job.config import JOB_CONFIG, compose_job, load_job_config, save_job_config
+from trainers.runtime.errors import ConfigError
+from trainers.runtime.run_dir import config_hash
 
 
 def test_fsdp_arguments_are_what_accelerate_expects(job_cfg, tmp_path):
     from accelerate.utils import FullyShardedDataParallelPlugin
 
     cfg = job_cfg("strategy=fsdp")
-    args = training_arguments(cfg, tmp_path, [])
+    args = training_arguments(cfg, tmp_path)
     plugin_args = args.fsdp_plugin_args
     assert plugin_args["fsdp_version"] == 2
     assert plugin_args["auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
@@ -42,7 +43,7 @@ def test_zero3_arguments_are_filled_from_the_job(job_cfg, tmp_path):
     cfg = job_cfg("strategy=deepspeed_zero3", "train.bf16=true", "train.global_batch_size=16",
                   "train.per_device_batch_size=4", "train.max_grad_norm=0.5")
     try:
-        args = training_arguments(cfg, tmp_path, [])
+        args = training_arguments(cfg, tmp_path)
         # TrainingArguments exist before the model is loaded, so from_pretrained runs under zero.Init
         assert is_deepspeed_zero3_enabled()
         ds = args.hf_deepspeed_config.config
@@ -85,7 +86,7 @@ def test_torchrun_arguments_one_node_and_slurm_nodes(job_cfg, tmp_path):
     cfg = job_cfg("strategy=ddp", "strategy.nproc_per_node=4")
     argv = torchrun_argv(cfg, tmp_path / "job.yaml", env={})
     assert argv[:2] == ["--nproc_per_node", "4"] and "--standalone" in argv
-    assert argv[-3:] == ["--module", "trainers.distributed", str(tmp_path / "job.yaml")]
+    assert argv[-3:] == ["--module", "trainers.worker", str(tmp_path / "job.yaml")]
 
     two_nodes = job_cfg("strategy=ddp", "strategy.nnodes=2", "strategy.rdzv_port=29555")
     slurm = {"SLURM_JOB_ID": "77", "SLURM_NNODES": "2", "SLURM_JOB_NODELIST": "gpu[03-04]",
@@ -106,7 +107,7 @@ def test_torchrun_arguments_one_node_and_slurm_nodes(job_cfg, tmp_path):
 def test_slurm_requests_what_the_strategy_needs(strategy, gpus, cpus, threads):
     from hydra import compose, initialize_config_dir
 
-    from trainers.train import CONF_DIR
+    from trainers.job.config import CONF_DIR
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="train", overrides=["launcher=slurm", f"strategy={strategy}"],

@@ -12,13 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from trainers.embedded_world import (
-    CSV_COLUMNS,
-    WORLD_VERSION,
-    EmbeddedWorld,
-    WorldConfig,
-    ensure_embedded_world,
-)
+from trainers.world import EmbeddedWorld, WorldConfig, ensure_embedded_world
+from trainers.world.build import WORLD_VERSION
+from trainers.world.facts import CSV_COLUMNS
 
 # Small enough to build in a few seconds; every code path of the real build still runs.
 SMALL = WorldConfig(
@@ -71,7 +67,7 @@ def test_csvs_have_the_real_datasets_shape(world: EmbeddedWorld) -> None:
 
 
 def test_answers_vary_in_length(world: EmbeddedWorld) -> None:
-    """Single-length answers make minor_sft and dpo_sft coincide (DESIGN 4)."""
+    """Single-length answers make minor_sft and dpo_sft coincide: Adam cancels a constant loss scale."""
     lengths = {len(_answer(r).split()) for r in _rows(world.train_csv)}
     assert len(lengths) >= 3 and min(lengths) == 1
 
@@ -111,15 +107,16 @@ def test_manifest_records_version_config_and_stats(world: EmbeddedWorld) -> None
     # the recorded stats describe the saved checkpoint: recomputed from it, they agree
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from trainers.embedded_world import _fact_recall, _make_facts, _mc_scores
+    from trainers.world.facts import make_facts
+    from trainers.world.pretrain import fact_recall, mc_scores
 
     tokenizer = AutoTokenizer.from_pretrained(world.model_dir)
     model = AutoModelForCausalLM.from_pretrained(world.model_dir).eval()
     with world.eval_csv.open(encoding="utf-8", newline="") as f:
-        accuracy, gold_logprob = _mc_scores(model, tokenizer, list(csv.DictReader(f)))
+        accuracy, gold_logprob = mc_scores(model, tokenizer, list(csv.DictReader(f)))
     assert stats["base_eval_accuracy"] == pytest.approx(accuracy)
     assert stats["base_gold_letter_logprob"] == pytest.approx(gold_logprob, abs=1e-4)
-    assert stats["fact_recall"] == pytest.approx(_fact_recall(model, tokenizer, _make_facts(SMALL)))
+    assert stats["fact_recall"] == pytest.approx(fact_recall(model, tokenizer, make_facts(SMALL)))
     assert stats["n_params"] == sum(p.numel() for p in model.parameters())
 
 
@@ -153,7 +150,7 @@ def test_changed_config_rebuilds_in_place(world: EmbeddedWorld, tmp_path: Path) 
 def test_concurrent_callers_build_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Two callers at once (as two sweep workers would be): one builds under the lock, the other reuses."""
     root = tmp_path / "embedded"
-    caplog.set_level(logging.INFO, logger="trainers.embedded_world")
+    caplog.set_level(logging.INFO, logger="trainers.world")
     with ThreadPoolExecutor(max_workers=2) as pool:
         worlds = list(pool.map(lambda _: ensure_embedded_world(root, SMALL), range(2)))
     assert worlds[0] == worlds[1]

@@ -11,10 +11,11 @@ from omegaconf import OmegaConf
 from tiny_chat import save_tiny_chat_checkpoint
 
 from conftest import REPO_ROOT
-from trainers.mcq_data import DataError, load_mcq, normalize_text, subject_quotas
-from trainers.prepare import load_items
-from trainers.run_dir import read_jsonl
-from trainers.train import compose_job, run_job
+from trainers.data.mcq import DataError, load_mcq, normalize_text, subject_quotas
+from trainers.job.config import compose_job
+from trainers.job.prepare import load_items
+from trainers.runtime.run_dir import read_jsonl
+from trainers.train import run_job
 
 FINANCE_IQ = REPO_ROOT.parent / "shared" / "data" / "finance_iq"
 pytestmark = pytest.mark.skipif(not FINANCE_IQ.is_dir(), reason=f"FinanceIQ not found at {FINANCE_IQ}")

@@ -8,9 +8,9 @@ import pytest
 from tiny_chat import save_tiny_chat_checkpoint
 
 from conftest import REPO_ROOT
-from trainers.mcq_data import load_mcq
-from trainers.prepare import load_items
-from trainers.run_dir import read_jsonl
+from trainers.data.mcq import load_mcq
+from trainers.job.prepare import load_items
+from trainers.runtime.run_dir import read_jsonl
 from trainers.train import run_job
 
 FINEVAL = REPO_ROOT.parent / "shared" / "data" / "fineval"
@@ -50,7 +50,7 @@ def test_fineval_subset_trains_end_to_end(job_cfg, tiny_chat_checkpoint, tmp_pat
 def test_chat_template_renders_system_prompt_and_generation_prompt(tiny_chat_checkpoint):
     from transformers import AutoTokenizer
 
-    from trainers.prompts import PromptFormat, encode_items, render_prompt
+    from trainers.data.prompts import PromptFormat, encode_items, render_prompt
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_chat_checkpoint)
     item = load_mcq(FINEVAL, "dev")[0][0]

@@ -54,8 +54,8 @@ def test_kl_sft_lambda_may_be_zero_and_dft_takes_none():
 def test_losses_experiment_sweeps_every_registered_loss():
     from omegaconf import OmegaConf
 
-    from trainers.losses import LOSSES
-    from trainers.train import compose_job
+    from trainers.job.config import compose_job
+    from trainers.model.losses import LOSSES
 
     points = expand_grid(OmegaConf.to_container(compose_job(["experiment=losses"]).grid, resolve=True))
     assert {p.method for p in points} == set(LOSSES)
@@ -68,7 +68,7 @@ def test_default_experiment_is_the_sized_grid_with_its_refinement_and_launcher()
     from omegaconf import OmegaConf
 
     from sweep.refine import RefineSpec, refine_spec
-    from trainers.train import compose_job
+    from trainers.job.config import compose_job
 
     cfg = compose_job(["experiment=default"])
     grid = OmegaConf.to_container(cfg.grid, resolve=True)

@@ -15,11 +15,11 @@ import torch.distributed as dist
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from trainers.batching import collate
-from trainers.evaluate import score_samples
-from trainers.logprobs import answer_logps, supports_kept_logits
-from trainers.losses import sequence_logps
-from trainers.prompts import Sample
+from trainers.data.batching import collate
+from trainers.data.prompts import Sample
+from trainers.model.logprobs import answer_logps, supports_kept_logits
+from trainers.model.losses import sequence_logps
+from trainers.model.scoring import score_samples
 
 VOCAB, PAD = 300, 0
 LETTERS = [11, 12, 13, 14]

@@ -1,4 +1,4 @@
-"""Gradient identities of DESIGN §1 on a real (tiny) transformers model."""
+"""Gradient identities of the losses (trainers/model/losses.py) on a real (tiny) transformers model."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from trainers.logprobs import answer_mask, answer_targets, token_logps
-from trainers.losses import LOSSES, TokenLogps, m_theta, minor_coefficient, sequence_logps
+from trainers.model.logprobs import answer_mask, answer_targets, token_logps
+from trainers.model.losses import LOSSES, TokenLogps, m_theta, minor_coefficient, sequence_logps
 
 BETA = 0.3
 

@@ -1,4 +1,4 @@
-"""Tests for trainers/mcq_data.py: the real FinEval files, then small constructed files per rule."""
+"""Tests for trainers/data/mcq.py: the real FinEval files, then small constructed files per rule."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from trainers.mcq_data import (
+from trainers.data.mcq import (
     OPTION_LETTERS,
     DataError,
     LoadReport,
@@ -24,7 +24,7 @@ from trainers.mcq_data import (
     split_train_eval,
     subject_quotas,
 )
-from trainers.prepare import load_items
+from trainers.job.prepare import load_items
 
 FINEVAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fineval"
 HEADER = ["id", "question", "A", "B", "C", "D", "answer"]

@@ -1,4 +1,4 @@
-"""trainers.selection: a seeded, stable select/report split of the eval questions, written by every job."""
+"""trainers.data.selection: a seeded, stable select/report split of the eval questions, written by every job."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from trainers.run_dir import read_jsonl
-from trainers.selection import REPORT, SELECT, assign_split, mark_splits, split_accuracy, validate_split_config
+from trainers.data.selection import REPORT, SELECT, assign_split, mark_splits, split_accuracy, validate_split_config
+from trainers.runtime.errors import ConfigError
+from trainers.runtime.run_dir import read_jsonl
 from trainers.train import run_job
-from trainers.validate import ConfigError
 
 
 def test_assignment_is_stable_seeded_and_near_the_fraction():

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO_ROOT
-from trainers import losses
-from trainers.run_dir import read_jsonl
+from trainers.model import losses
+from trainers.runtime.run_dir import read_jsonl
 
 pytestmark = pytest.mark.slow  # every test here runs a sweep of real (tiny) training jobs
 

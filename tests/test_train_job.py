@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from trainers import losses
-from trainers.prepare import prepare
-from trainers.run_dir import read_jsonl
+from trainers.job.prepare import prepare
+from trainers.model import losses
+from trainers.runtime.run_dir import read_jsonl
 from trainers.train import run_job
 from wandb_records import offline_history
 

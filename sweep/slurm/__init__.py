@@ -1,4 +1,4 @@
-"""A real single-node SLURM cluster for dev/CI machines (see DESIGN §6).
+"""A real single-node SLURM cluster for dev/CI machines (docs/cluster.md).
 
 ``ensure_slurm_cluster()`` runs ``start_cluster.sh`` (idempotent: install slurm-wlm/munge/slurmdbd
 through apt when missing, write /etc/slurm/slurm.conf, start the daemons, smoke-test with srun).

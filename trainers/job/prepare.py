@@ -4,7 +4,7 @@
     → base-model scores on the eval set (cached) → reference log-probs of the train set (cached)
 
 The sweep calls `prepare` once per (model, data) before it launches; every job then calls it
-again and only reads the caches. Keys cover whatever changes the numbers (see reference.py), so a
+again and only reads the caches. Keys cover whatever changes the numbers (see trainers/model/reference.py), so a
 changed model, tokenizer, data file or template never reuses a stale entry.
 """
 
@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,14 +23,16 @@ from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from trainers.distributed import barrier, broadcast_from_main, dist_ready, is_main_process
-from trainers.evaluate import Scores, score_sharded
-from trainers.losses import REFERENCE_METHODS
-from trainers.mcq_data import McqItem, drop_overlap, load_mcq, sample_items, split_train_eval
-from trainers.prompts import PromptFormat, Sample, encode_items, letter_token_ids
-from trainers.reference import cached_scores, load_scores, model_fingerprint, scores_key
-from trainers.run_dir import atomic_write_text
-from trainers.validate import ConfigError, validate_paths
+from trainers.data.mcq import McqItem, drop_overlap, load_mcq, sample_items, split_train_eval
+from trainers.data.prompts import PromptFormat, Sample, encode_items, letter_token_ids
+from trainers.job.validate import validate_paths
+from trainers.model.losses import REFERENCE_METHODS
+from trainers.model.reference import cached_scores, load_scores, model_fingerprint, scores_key
+from trainers.model.scoring import Scores, score_sharded
+from trainers.runtime.errors import ConfigError
+from trainers.runtime.process import barrier, broadcast_from_main, dist_ready, is_main_process
+from trainers.runtime.run_dir import atomic_write_text
+from trainers.world import ensure_embedded_world
 
 log = logging.getLogger(__name__)
 
@@ -234,12 +235,10 @@ def prepare(
     """Build or load every cached input of the job `cfg` (reference pass if `reference`, default: if needed).
 
     The model is loaded onto `device` only when a pass needs it or `keep_model` asks for it. With
-    several processes the passes are sharded across them (`trainers.evaluate.score_sharded`).
+    several processes the passes are sharded across them (`trainers.model.scoring.score_sharded`).
     """
     device = torch.device(device)
     if cfg.model.get("embedded"):
-        from trainers.embedded_world import ensure_embedded_world
-
         log.info("Preparing the embedded world <%s>", cfg.paths.embedded_dir)
         ensure_embedded_world(Path(cfg.paths.embedded_dir))
     validate_paths(cfg)
@@ -289,7 +288,3 @@ def prepare(
         tokenize_pass="computed" if tokenized else "cached",
         base_pass="computed" if base_computed else "cached", reference_pass=reference_pass,
     )
-
-
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))

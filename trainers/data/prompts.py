@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
-from trainers.mcq_data import OPTION_LETTERS, DataError, McqItem
+from trainers.data.mcq import OPTION_LETTERS, DataError, McqItem
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Reference log-probs and base-model scores: computed once per key, shared by every job.
 
-The key covers everything that changes the numbers (DESIGN §3): the model's files (weights,
+The key covers everything that changes the numbers (docs/architecture.md): the model's files (weights,
 config, tokenizer), the dtype and attention kernel, and the exact token ids of every sample,
 which in turn cover the data, its sampling, the prompt template and the max length. A changed
 model or dataset therefore can never reuse a stale cache. Entries are written atomically under
@@ -19,9 +19,9 @@ import torch
 from filelock import FileLock
 from safetensors.torch import load_file, save
 
-from trainers.evaluate import Scores
-from trainers.prompts import Sample
-from trainers.run_dir import atomic_write_bytes, atomic_write_text
+from trainers.data.prompts import Sample
+from trainers.model.scoring import Scores
+from trainers.runtime.run_dir import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ The input is prompt + gold answer. Under causal attention the logits at the last
 position do not see the answer, so the option letters' logits there are the model's choice,
 while the answer positions of the same pass give lp, hence m_theta on the eval set for free.
 The reference pass over a set is the same computation on the initial model. The LM head runs at
-those positions only (`trainers.logprobs`), never over the whole prompt.
+those positions only (`trainers.model.logprobs`), never over the whole prompt.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 import torch
 
-from trainers.batching import collate
-from trainers.distributed import dist_ready
-from trainers.logprobs import answer_mask, answer_targets, kept_logits, sum_per_sample, token_logps
-from trainers.mcq_data import OPTION_LETTERS
-from trainers.prompts import Sample
+from trainers.data.batching import collate
+from trainers.data.mcq import OPTION_LETTERS
+from trainers.data.prompts import Sample
+from trainers.model.logprobs import answer_mask, answer_targets, kept_logits, sum_per_sample, token_logps
+from trainers.runtime.process import dist_ready
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-from trainers.validate import ConfigError
+from trainers.runtime.errors import ConfigError
 
 SELECT, REPORT = "select", "report"
 
@@ -44,3 +44,4 @@ def split_accuracy(predictions: list[dict], split: str) -> float | None:
     """Accuracy over the rows of one split (rows carry "split"); None when the split is empty."""
     rows = [r["correct"] for r in predictions if r.get("split") == split]
     return sum(map(bool, rows)) / len(rows) if rows else None
+

@@ -18,7 +18,7 @@ import inspect
 import torch
 from torch import nn
 
-from trainers.prompts import IGNORE_INDEX
+from trainers.data.prompts import IGNORE_INDEX
 
 
 def answer_mask(labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:

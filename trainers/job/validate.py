@@ -8,32 +8,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig
 
-from trainers.losses import BETA_METHODS, LOSSES, ZERO_COEFFICIENT_METHODS
+from trainers.model.losses import BETA_METHODS, LOSSES, ZERO_COEFFICIENT_METHODS
+from trainers.runtime.errors import ConfigError
+from trainers.runtime.process import is_worker, planned_world_size, world_size
 
-
-class ConfigError(ValueError):
-    """A user-fixable config mistake; the message is one line naming the field and the fix."""
-
+STRATEGIES = ("single", "ddp", "fsdp", "deepspeed_zero3")
 
 def _positive(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
-def validate_config(cfg: DictConfig, world_size: int | None = None) -> None:
+def validate_config(cfg: DictConfig, processes: int | None = None) -> None:
     """Raise ConfigError for the first invalid field of a job config (paths excluded: see validate_paths).
 
-    `world_size` defaults to the processes the job's strategy asks for (nproc_per_node × nnodes).
+    `processes` defaults to the processes the job's strategy asks for (`planned_world_size`).
     """
-    if world_size is None:
-        s = cfg.get("strategy")
-        world_size = 1 if s is None else int(s.nproc_per_node) * int(s.nnodes)
+    processes = planned_world_size(cfg) if processes is None else processes
     method = cfg.method.name
     if method not in LOSSES:
         raise ConfigError(
             f"method={method!r} is not a known method; use one of {', '.join(sorted(LOSSES))} "
-            "(a new one is a function in trainers/losses.py LOSSES and a file in conf/method/)"
+            "(a new one is a function in trainers/model/losses.py LOSSES and a file in conf/method/)"
         )
     beta = cfg.method.get("beta")
     if method in ZERO_COEFFICIENT_METHODS:
@@ -48,11 +46,11 @@ def validate_config(cfg: DictConfig, world_size: int | None = None) -> None:
     for field in ("global_batch_size", "per_device_batch_size", "eval_batch_size"):
         if not (isinstance(t[field], int) and t[field] > 0):
             raise ConfigError(f"train.{field}={t[field]} is invalid: it must be a positive integer")
-    per_step = t.per_device_batch_size * world_size
+    per_step = t.per_device_batch_size * processes
     if t.global_batch_size % per_step:
         raise ConfigError(
             f"train.global_batch_size={t.global_batch_size} is not a multiple of train.per_device_batch_size "
-            f"× processes ({t.per_device_batch_size} × {world_size} = {per_step}); change one of them "
+            f"× processes ({t.per_device_batch_size} × {processes} = {per_step}); change one of them "
             "(or strategy.nproc_per_node)"
         )
     if t.max_steps <= 0 and not _positive(t.epochs):
@@ -73,3 +71,30 @@ def validate_paths(cfg: DictConfig) -> None:
         )
     if not (model_dir / "config.json").exists():
         raise ConfigError(f"model.path={cfg.model.path} has no config.json; is it a transformers checkpoint directory?")
+
+
+def check_devices(cfg: DictConfig, visible_gpus: int | None = None) -> None:
+    """Refuse what would silently change the experiment or re-enter Hydra per rank."""
+    gpus = torch.cuda.device_count() if visible_gpus is None else visible_gpus
+    planned = planned_world_size(cfg)
+    if planned == 1 and gpus > 1:
+        raise ConfigError(
+            f"{gpus} GPUs are visible to one process (the HF Trainer would use DataParallel and multiply the batch); "
+            f"run strategy=ddp strategy.nproc_per_node={gpus}, or set CUDA_VISIBLE_DEVICES to one GPU"
+        )
+    if is_worker():
+        raise ConfigError(
+            "trainers.train was started under torchrun; run it directly with "
+            f"strategy=ddp strategy.nproc_per_node={max(world_size(), 2)}: the job starts its own workers"
+        )
+    s = cfg.get("strategy")
+    if s is not None and s.name not in STRATEGIES:
+        raise ConfigError(f"strategy={s.name!r} is not known; use one of {', '.join(STRATEGIES)}")
+    if s is not None and (int(s.nproc_per_node) < 1 or int(s.nnodes) < 1):
+        raise ConfigError(f"strategy.nproc_per_node={s.nproc_per_node} and strategy.nnodes={s.nnodes} must be >= 1")
+    if s is not None and s.name != "single" and torch.cuda.is_available() and gpus < int(s.nproc_per_node):
+        raise ConfigError(f"strategy.nproc_per_node={s.nproc_per_node} but {gpus} GPUs are visible on this node; "
+                          f"lower it or request more GPUs (hydra.launcher.gpus_per_node)")
+    if s is not None and s.name in ("fsdp", "deepspeed_zero3") and not torch.cuda.is_available():
+        raise ConfigError(f"strategy={s.name} needs GPUs (on CPU the HF Trainer silently falls back to DDP); "
+                          "use strategy=ddp here")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from trainers.run_dir import EVAL, METRICS, append_jsonl
+from trainers.runtime.run_dir import EVAL, METRICS, append_jsonl
 
 _TRAIN_KEYS = {"loss": "loss", "m_theta": "m_theta", "learning_rate": "lr", "grad_norm": "grad_norm",
                "tokens_per_s": "tokens_per_s", "minor_coef": "minor_coef", "epoch": "epoch"}

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from trainers.prompts import IGNORE_INDEX, Sample
+from trainers.data.prompts import IGNORE_INDEX, Sample
 
 
 def collate(
@@ -17,7 +17,7 @@ def collate(
     """Right-padded batch; labels mask the prompt and the padding.
 
     Per-token values (`token_sample`, `ref_token_logps`) are flattened in row-major order, the order
-    of `trainers.logprobs.answer_logps`' per-token log-probs.
+    of `trainers.model.logprobs.answer_logps`' per-token log-probs.
 
     Right padding leaves every real position's logits unchanged under causal attention, so a
     sample's log-prob does not depend on which batch it lands in (up to float noise).

@@ -1,6 +1,6 @@
 """The one place that defines the multiple-choice data format (FinanceIQ, FinEval, ceval-exam).
 
-Every dataset in DESIGN.md §5 is four-option multiple choice with columns
+Every dataset this tool reads (docs/data.md) is four-option multiple choice with columns
 ``id,question,A,B,C,D,answer[,explanation]``. This module turns the layouts those datasets ship in
 into validated ``McqItem`` lists, reports every rejected row by reason, and makes the seeded
 down-sampling and the overlap-free train/eval split. Errors a user can cause are raised here, once,

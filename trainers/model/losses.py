@@ -3,7 +3,7 @@
 Every loss works on sequence-level quantities of the answer tokens only:
 
     lp      = sum_t log pi_theta(y_t | x, y_<t)     policy log-prob of the answer
-    lp_ref  = the same under the frozen reference   (precomputed once, see trainers/reference.py)
+    lp_ref  = the same under the frozen reference   (precomputed once, see trainers/model/reference.py)
     m       = number of answer tokens
     r       = lp - lp_ref
 
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from trainers.logprobs import answer_mask, answer_targets, sum_per_sample, token_logps
+from trainers.model.logprobs import answer_mask, answer_targets, sum_per_sample, token_logps
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int
 
     `labels` is aligned with the input ids (prompt and padding set to `ignore_index`); the shift
     by one (logits at t predict token t+1) happens here. Training and scoring do not build the full
-    logits at all (`trainers.logprobs.answer_logps`); this is the same computation for callers that
+    logits at all (`trainers.model.logprobs.answer_logps`); this is the same computation for callers that
     already hold them, and the reference the lean path is tested against.
     """
     keep = answer_mask(labels, ignore_index)

@@ -1,4 +1,4 @@
-"""The run directory contract (DESIGN §3): what one job writes, and how.
+"""The run directory contract (docs/architecture.md): what one job writes, and how.
 
     metrics.jsonl      one line per logging step
     eval.jsonl         one line per evaluation (step 0 = the base model)
@@ -24,6 +24,10 @@ METRICS = "metrics.jsonl"
 EVAL = "eval.jsonl"
 PREDICTIONS = "predictions.jsonl"
 RESULT = "result.json"
+
+LATE_FRACTION = 0.25
+"""result.json's train_m_theta, and analysis' train mθ of a run: the mean over the last quarter of its
+logged steps (one batch is too noisy to compare methods by)."""
 
 
 def _jsonable(value: Any) -> Any:

@@ -44,7 +44,7 @@ class _Quiet(logging.Filter):
 
 
 @contextlib.contextmanager
-def quiet_console(enabled: bool, keep: tuple[str, ...] = ("trainers.embedded_world",)) -> Iterator[None]:
+def quiet_console(enabled: bool, keep: tuple[str, ...] = ("trainers.world",)) -> Iterator[None]:
     """While the block runs: the console shows warnings and errors only (the job's .log file keeps
     everything) and transformers' own progress bars ("Loading weights") are off; both restored
     afterwards, so the launcher's line for the next job still shows."""

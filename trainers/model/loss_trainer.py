@@ -4,7 +4,7 @@ Only the objective, its metrics and the multiple-choice evaluation are ours; acc
 mixed precision, accelerate/FSDP/DeepSpeed and checkpoint-resume stay the library's.
 
 A training micro-batch makes no host sync of its own: the LM head runs at the answer positions
-only (`trainers.logprobs`), a non-finite loss is remembered on the device and checked when the
+only (`trainers.model.logprobs`), a non-finite loss is remembered on the device and checked when the
 Trainer logs (it syncs then anyway) and when training ends, and the input-token count comes from
 the collator, which already knows it on the host.
 """
@@ -19,10 +19,10 @@ from typing import Any
 import torch
 from transformers import Trainer
 
-from trainers.evaluate import Scores, prediction_rows, score_sharded
-from trainers.logprobs import answer_logps
-from trainers.losses import LOSSES, REFERENCE_TOKEN_METHODS, TOKEN_METHODS, TokenLogps, m_theta, minor_coefficient
-from trainers.prompts import Sample
+from trainers.data.prompts import Sample
+from trainers.model.logprobs import answer_logps
+from trainers.model.losses import LOSSES, REFERENCE_TOKEN_METHODS, TOKEN_METHODS, TokenLogps, m_theta, minor_coefficient
+from trainers.model.scoring import Scores, prediction_rows, score_sharded
 
 
 class DivergedError(RuntimeError):

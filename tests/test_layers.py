@@ -1,0 +1,97 @@
+"""The package layout holds: trainers/ in floors that import only downward, no import circle, and the
+top-level rules (sweep/ and analysis/ never import each other; nothing imports bench/ or the test
+helpers). The contracts live in pyproject.toml ([tool.importlinter]); `make lint` runs them too."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import grimp
+import pytest
+
+from conftest import REPO_ROOT
+
+PACKAGES = ("trainers", "sweep", "analysis", "bench", "hydra_plugins")
+LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
+
+
+def lint_imports(root: Path) -> subprocess.CompletedProcess:
+    """import-linter over the packages under `root`, with `root`'s pyproject.toml contracts."""
+    if not LINT_IMPORTS.exists():
+        pytest.fail(f"{LINT_IMPORTS} is missing: import-linter is a dev dependency (make test installs it)")
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    return subprocess.run([str(LINT_IMPORTS), "--config", str(root / "pyproject.toml"), "--no-cache"],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=300)
+
+
+def copy_of_the_packages(tmp_path: Path) -> Path:
+    """The repository's packages and contracts in a scratch directory, to break on purpose."""
+    for name in PACKAGES:
+        shutil.copytree(REPO_ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO_ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    return tmp_path
+
+
+def import_circles(package: str) -> list[list[str]]:
+    """Strongly connected sets of modules (more than one) in `package`'s import graph (Tarjan)."""
+    graph = grimp.build_graph(package, cache_dir=None)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    circles: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for other in graph.find_modules_directly_imported_by(module):
+            if other not in index:
+                visit(other)
+                low[module] = min(low[module], low[other])
+            elif other in stack:
+                low[module] = min(low[module], index[other])
+        if low[module] == index[module]:
+            members = []
+            while True:
+                member = stack.pop()
+                members.append(member)
+                if member == module:
+                    break
+            if len(members) > 1:
+                circles.append(sorted(members))
+
+    for module in sorted(graph.modules):
+        if module not in index:
+            visit(module)
+    return circles
+
+
+def test_import_contracts_hold_on_the_repository():
+    result = lint_imports(REPO_ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "broken" in result.stdout and " 0 broken" in result.stdout
+
+
+def test_trainers_has_no_import_circle():
+    assert import_circles("trainers") == []
+
+
+def test_an_upward_import_breaks_the_floor_contract(tmp_path):
+    root = copy_of_the_packages(tmp_path)
+    losses = root / "trainers" / "model" / "losses.py"
+    losses.write_text(losses.read_text() + "\nfrom trainers.job import prepare  # noqa: E402  (model -> job: upward)\n")
+    result = lint_imports(root)
+    assert result.returncode != 0
+    assert "trainers.model is not allowed to import trainers.job" in result.stdout
+
+
+def test_analysis_importing_sweep_breaks_the_independence_contract(tmp_path):
+    root = copy_of_the_packages(tmp_path)
+    planned = root / "analysis" / "planned.py"
+    planned.write_text(planned.read_text() + "\nimport sweep.grid  # noqa: E402\n")
+    result = lint_imports(root)
+    assert result.returncode != 0
+    assert "analysis is not allowed to import sweep" in result.stdout

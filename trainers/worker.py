@@ -1,0 +1,63 @@
+"""What torchrun starts on every rank of a multi-process job (`trainers.job.agent` names it by module).
+
+Each rank joins the process group (accelerate's own state: gloo on CPU, NCCL on GPUs), reads the
+resolved config the agent saved, and prepares or trains exactly as a one-process job does; it never
+re-enters Hydra.
+
+    python -m trainers.worker <run_dir>/.distributed/job.yaml       (started by torchrun, not by hand)
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+import torch
+from torch.distributed.elastic.multiprocessing.errors import record
+
+from trainers.job.config import load_job_config
+from trainers.job.prepare import prepare
+from trainers.runtime.process import barrier, is_main_process, rank, training_device
+from trainers.train import run_job
+
+
+def setup_logging() -> None:
+    """Rank 0 logs like a job run by hand; the others say only what is wrong."""
+    logging.basicConfig(
+        level=logging.INFO if is_main_process() else logging.WARNING,
+        format=f"[%(asctime)s][rank {rank()}][%(name)s][%(levelname)s] - %(message)s",
+    )
+
+
+@record  # a worker's exception reaches the agent (ChildFailedError) with its message
+def worker_main(config_path: str) -> int:
+    """One rank: join the process group, then prepare or train from the saved config."""
+    from accelerate import PartialState
+
+    setup_logging()
+    # SLURM's preemption/time-limit warning is the agent's (submitit checkpoints and requeues the job);
+    # a worker that died of it would end the job as failed before the requeue.
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    cfg = load_job_config(config_path)
+    if cfg.train.get("num_threads"):
+        torch.set_num_threads(int(cfg.train.num_threads))
+    PartialState(cpu=not torch.cuda.is_available())
+    try:
+        if cfg.get("prepare_only"):
+            prepare(cfg, device=training_device(), reference=True)
+        else:
+            run_job(cfg)
+        barrier()
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        print("usage: python -m trainers.worker <run_dir>/.distributed/job.yaml (started by torchrun)",
+              file=sys.stderr)
+        sys.exit(2)
+    sys.exit(worker_main(sys.argv[1]))

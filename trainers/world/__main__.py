@@ -1,0 +1,5 @@
+"""`python -m trainers.world [--root DIR]`: build (or reuse) the embedded world and print its stats."""
+
+from trainers.world.build import main
+
+main()
