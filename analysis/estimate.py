@@ -15,7 +15,8 @@ The rules, each stated in the report:
   replacement within each split (one draw shared by every configuration, so comparisons are paired),
   then each configuration's seeds are drawn with replacement. Inside every resample the β choice and
   the argmax over lr are redone.
-- **Threshold.** The argmax lr of the best-β selection curve (ties → the lower β, then the lower lr);
+- **Threshold.** The argmax lr of the best-β selection curve, by the peak rule the sweep's refinement
+  also uses (`trainers.data.selection`: ties → the lower β, then the lower lr);
   its bracket is the scored lr just below and just above; its vertex is the maximum of the parabola in
   log10(lr) through the peak and its two neighbours, clipped to the bracket (the edge lr when the peak
   is on an edge); its interval is the percentile interval of the vertex over the resamples.
@@ -32,12 +33,11 @@ import pandas as pd
 from analysis import method_sort_key
 from analysis.rundirs import Sweep
 from analysis.stats import percentile_interval, question_weights
+from trainers.data.selection import best_of
+from trainers.runtime.run_dir import LATE_FRACTION
 
 N_RESAMPLES = 2000
 SEED = 0
-TIE_ATOL = 1e-9  # accuracies are k/n (or means of them): equal ones compare equal up to float noise
-LATE_FRACTION = 0.25
-"""Train mθ of a run: the mean over the last quarter of its logged steps (one batch is too noisy)."""
 MIN_SEEDS = 2
 """Fewest scored seeds at a deciding point for a claim to be decided: one seed decides nothing."""
 
@@ -275,8 +275,7 @@ def lr_curve(method_points: pd.DataFrame, select_b: np.ndarray) -> tuple[pd.Data
                          "n_runs": int(g["n_runs"].sum()), "status": "failed", "runs": [], "m_theta": math.nan,
                          "beta_tie": []})
             continue
-        acc = cand["accuracy"].to_numpy()
-        tied = cand[np.isclose(acc, acc.max(), rtol=0, atol=TIE_ATOL)]
+        tied = cand.iloc[best_of(cand["accuracy"].tolist())]
         best = tied.iloc[0]
         rows.append({
             "lr": float(lr), "beta": best["beta"], "pid": int(best["pid"]), "accuracy": best["accuracy"],
@@ -318,8 +317,8 @@ def find_peak(
     if sc.empty or (sc["n_ok"] == 0).all():  # nothing scored, or every scored seed diverged: no peak
         return None, None
     acc = sc["accuracy"].to_numpy(dtype=float)
-    tied = np.nonzero(np.isclose(acc, acc.max(), rtol=0, atol=TIE_ATOL))[0]
-    i = int(tied[0])
+    tied = best_of(acc.tolist())
+    i = tied[0]
     x = np.log10(sc["lr"].to_numpy(dtype=float))
     lrs = [float(v) for v in sc["lr"]]
     v_obs = float(vertex(x, acc[:, None], np.array([i]))[0])

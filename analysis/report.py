@@ -23,11 +23,12 @@ from analysis import search as S
 from analysis import tables as T
 from analysis.atomic import write_bytes, write_text
 from analysis.claims import claims_table
-from analysis.estimate import LATE_FRACTION, MIN_SEEDS, Estimates, estimate
+from analysis.estimate import MIN_SEEDS, Estimates, estimate
 from analysis.planned import read_plan, unfinished
 from analysis.plots import Plot, all_plots, search_plots, slug
 from analysis.render import html_page, png_img, to_html_table, to_markdown
 from analysis.rundirs import Sweep, load_sweep
+from trainers.runtime.run_dir import LATE_FRACTION
 
 
 class NoFinishedRuns(Exception):

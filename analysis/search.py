@@ -17,9 +17,9 @@ import pandas as pd
 
 from analysis import method_name, method_sort_key
 from analysis.rundirs import Sweep
+from trainers.data.selection import best_of
 
 SEARCH_MIN_BETAS = 3
-TIE_ATOL = 1e-9  # as analysis.tables: accuracies are k/n, equal ones compare equal up to float noise
 
 TRIAL_COLUMNS = [
     "setting",
@@ -119,8 +119,9 @@ def best_beta(tr: pd.DataFrame) -> pd.DataFrame:
             row["note"] = "no trial finished ok"
             rows.append(row)
             continue
-        top = ok[(ok["accuracy"] - ok["accuracy"].max()).abs() <= TIE_ATOL]
-        best = top.sort_values(["beta", "trial"]).iloc[0]
+        ordered = ok.sort_values(["beta", "trial"])
+        top = ordered.iloc[best_of(ordered["accuracy"].tolist())]
+        best = top.iloc[0]
         base = g["base_accuracy"].mean()
         row.update(
             beta=best["beta"],

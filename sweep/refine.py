@@ -2,11 +2,11 @@
 
 A half-decade grid answers "which lr" to the nearest grid cell, so two methods that peak in the same cell
 look the same. A dense grid everywhere costs GPU-hours on learning rates far from any peak. After the
-coarse grid, each round reads the finished results, finds each method's peak on the selection split (at
-every lr the best β; mean over seeds; a diverged seed scores the base model, a failed one is missing)
-and adds the geometric midpoints between the peak and the scored learning rate on each side, for the
-peak's β, until each method's bracket (the scored lr above over the one below) is at most `factor`
-or the rounds are used. A peak on the grid's edge is not refined (no midpoint can bracket it; the
+coarse grid, each round reads the finished results, finds each method's peak on the selection split (the
+peak rule of `trainers.data.selection`, over means across seeds; a diverged seed scores the base model, a
+failed one is missing) and adds the geometric midpoints between the peak and the scored learning rate on
+each side, for the peak's β, until each method's bracket (the scored lr above over the one below) is at
+most `factor` or the rounds are used. A peak on the grid's edge is not refined (no midpoint can bracket it; the
 report says to extend the grid):
 
     grid:
@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from sweep.grid import GridError, GridPoint
+from trainers.data.selection import peak, run_score
 from trainers.runtime.run_dir import read_result
 
 SIG_DIGITS = 3  # midpoints are rounded (5.48e-4, not 5.477225575e-4): readable run directories
@@ -66,19 +67,6 @@ def refine_spec(grid: Mapping | None) -> RefineSpec | None:
     return RefineSpec(int(rounds), float(factor), seeds)
 
 
-def score(result: Mapping[str, Any] | None) -> float | None:
-    """A finished run's selection-split score: select_accuracy (else accuracy) when ok, the base model's
-    accuracy when diverged, None when failed or not finished (missing data)."""
-    if not result:
-        return None
-    if result.get("status") == "ok":
-        v = result.get("select_accuracy")
-        return v if v is not None else result.get("accuracy")
-    if result.get("status") == "diverged":
-        return result.get("base_accuracy")
-    return None
-
-
 @dataclass
 class MethodPeak:
     method: str
@@ -102,25 +90,20 @@ class MethodPeak:
 
 
 def peaks(scores: Mapping[GridPoint, float | None]) -> dict[str, MethodPeak]:
-    """Each method's selection peak: at each lr the best β by mean score over seeds (ties → lower β),
-    then the lr with the best score (ties → lower lr)."""
+    """Each method's selection peak by the one peak rule (`trainers.data.selection.peak`), over the mean
+    score of each (lr, β) across its scored seeds."""
     by_point: dict[tuple[str, float, float | None], list[float]] = {}
     for p, s in scores.items():
         if s is not None:
             by_point.setdefault((p.method, p.lr, p.beta), []).append(s)
     out: dict[str, MethodPeak] = {}
     for method in sorted({m for m, _, _ in by_point}):
-        curve: dict[float, tuple[float, float | None]] = {}
-        for (m, lr, beta), v in sorted(by_point.items(), key=lambda kv: (kv[0][1], kv[0][2] or 0.0)):
-            if m != method:
-                continue
-            mean = sum(v) / len(v)
-            if lr not in curve or mean > curve[lr][0] + 1e-12:
-                curve[lr] = (mean, beta)
-        lrs = sorted(curve)
-        best = max(curve[lr][0] for lr in lrs)
-        lr = next(lr for lr in lrs if curve[lr][0] >= best - 1e-12)
-        out[method] = MethodPeak(method, lr, curve[lr][1], lrs)
+        curve: dict[float, dict[float | None, float]] = {}
+        for (m, lr, beta), v in by_point.items():
+            if m == method:
+                curve.setdefault(lr, {})[beta] = sum(v) / len(v)
+        lr, beta = peak(curve)
+        out[method] = MethodPeak(method, lr, beta, sorted(curve))
     return out
 
 
@@ -159,7 +142,7 @@ def plan_bracket_seeds(scores: Mapping[GridPoint, float | None], spec: RefineSpe
 
 
 def read_scores(points: Sequence[GridPoint], run_dirs: Sequence[Path]) -> dict[GridPoint, float | None]:
-    return {p: score(read_result(d)) for p, d in zip(points, run_dirs, strict=True)}
+    return {p: run_score(read_result(d)) for p, d in zip(points, run_dirs, strict=True)}
 
 
 def refine(

@@ -1,16 +1,21 @@
-"""Which held-out questions choose a configuration and which score it.
+"""Which held-out questions choose a configuration, which score it, and how the choice is made.
 
 Choosing the best lr and β on the questions that then score them is a winner's curse (the more
 configurations, the more optimistic the winner). Every eval question is therefore assigned, once and
 for all, to "select" (the split the sweep's choices and the Optuna objective use) or "report" (the
 split the report quotes). The assignment is a seeded hash of the question id: the same for every job,
 every dataset and every launcher, with no change to how data is loaded or evaluated.
+
+The choice itself is one rule (`peak`, with `best_of` for its ties), called by the sweep's refinement
+(which learning rates to run next) and by the report's estimates (which configuration to quote), so the
+two cannot disagree on where a method peaks.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from trainers.runtime.errors import ConfigError
@@ -45,3 +50,47 @@ def split_accuracy(predictions: list[dict], split: str) -> float | None:
     rows = [r["correct"] for r in predictions if r.get("split") == split]
     return sum(map(bool, rows)) / len(rows) if rows else None
 
+
+# ---- how a configuration is chosen on the selection split: the one peak rule ------------------------
+
+TIE_ATOL = 1e-9
+"""Accuracies are k/n, or means of them: scores this close are the same score (float noise)."""
+
+
+def run_score(result: Mapping[str, Any] | None) -> float | None:
+    """A finished run's selection score: select_accuracy (else accuracy) when ok; the base model's accuracy
+    when diverged (a failure at its point, not a gap); None when failed or not finished (missing data)."""
+    if not result:
+        return None
+    if result.get("status") == "ok":
+        v = result.get("select_accuracy")
+        return v if v is not None else result.get("accuracy")
+    if result.get("status") == "diverged":
+        return result.get("base_accuracy")
+    return None
+
+
+def best_of(scores: Sequence[float]) -> list[int]:
+    """Indices of the best score and of its ties (within TIE_ATOL), in the order given; the first is chosen.
+
+    Candidates are listed in ascending β (or lr), so a tie goes to the lower β (or lr). NaN scores never win.
+    """
+    finite = [s for s in scores if not math.isnan(s)]
+    if not finite:
+        return []
+    best = max(finite)
+    return [i for i, s in enumerate(scores) if not math.isnan(s) and s >= best - TIE_ATOL]
+
+
+def peak(curve: Mapping[float, Mapping[float | None, float]]) -> tuple[float, float | None]:
+    """The peak rule: at each lr the best β (ties → the lower β), then the lr whose best β scores best
+    (ties → the lower lr). `curve[lr][β]` is a configuration's selection score (a mean over its seeds;
+    β None for β-free methods, which sorts first). Returns (lr, β) of the peak."""
+    chosen: dict[float, tuple[float | None, float]] = {}
+    for lr, by_beta in curve.items():
+        betas = sorted(by_beta, key=lambda b: -math.inf if b is None else b)
+        beta = betas[best_of([by_beta[b] for b in betas])[0]]
+        chosen[lr] = (beta, by_beta[beta])
+    lrs = sorted(chosen)
+    lr = lrs[best_of([chosen[x][1] for x in lrs])[0]]
+    return lr, chosen[lr][0]
