@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?=
 TORCH_DEFAULT := torch==2.13.0
 # STAMP: the package and what it needs to run (sweep, report, optuna); DEV_STAMP: also the test and
-# benchmark tools (pytest, ruff, import-linter, peft, lm_eval, deepspeed)
+# benchmark tools (pytest, pytest-xdist, ruff, import-linter, peft, lm_eval, deepspeed)
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
@@ -26,11 +26,13 @@ SWEEP_DIR ?= $(DEFAULT_DIR)
 REPORT_ARGS ?=
 BENCH_ARGS ?=
 DASHBOARD_ARGS ?=
+STATUS_ARGS ?=
+PYTEST_WORKERS ?= auto
 METHOD ?= minor_sft
 N_TRIALS ?= 6
 optuna: DEFAULT_DIR = $(or $(OPTUNA_DIR),$(SWEEP),outputs/optuna/$(EXPERIMENT)-$(METHOD))
 
-.PHONY: install sweep optuna train test lint report report-check world bench dashboard bench-gpu
+.PHONY: install sweep optuna status train test lint report report-check world bench dashboard bench-gpu
 
 install: $(STAMP)
 
@@ -75,8 +77,14 @@ optuna: $(STAMP)
 	if [ $$status -le 1 ]; then $(PY) -m analysis.report $(SWEEP_DIR) $(REPORT_ARGS) || status=$$?; fi; \
 	exit $$status
 
+## where every point of SWEEP_DIR is (running: step, loss, ETA; ok; failed: why; pending), from its files alone;
+## works for any launcher and after the sweeper has died: make status SWEEP_DIR=… STATUS_ARGS=--watch
+status: $(STAMP)
+	$(PY) -m sweep.status $(SWEEP_DIR) $(STATUS_ARGS)
+
+## PYTEST_WORKERS: pytest-xdist workers (auto: one per core); the SLURM tests share one worker
 test: $(DEV_STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
 
 ## ruff, then the import contracts of pyproject.toml (trainers/ in floors, sweep and analysis independent)
 lint: $(DEV_STAMP)

@@ -17,7 +17,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
@@ -26,12 +25,13 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from sweep.grid import GridError, GridPoint, expand_grid
+from sweep.launching import job_identity, launch_recorded, launcher_failure, stop_on_sigterm
 from sweep.overrides import grid_override_error
-from sweep.progress import ProgressMonitor, statuses
+from sweep.progress import PLAN, ProgressMonitor, statuses, write_plan
 from sweep.refine import RefineSpec, refine, refine_spec
 from trainers.job.validate import validate_config, validate_paths
 from trainers.runtime.errors import ConfigError
-from trainers.runtime.run_dir import atomic_write_json, config_hash, is_done
+from trainers.runtime.run_dir import atomic_write_json, is_done, read_result
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +44,6 @@ def fail(message: str, code: int = 2) -> None:
     """One line on stderr, then exit: nothing has been launched, nothing computed is touched."""
     print(f"error: {message}", file=sys.stderr, flush=True)
     raise SystemExit(code)
-
-
-def _identity(job_cfg: DictConfig) -> tuple[Path, str]:
-    """(run directory, config hash) of a composed job config, as the job itself will see them."""
-    HydraConfig.instance().set_config(job_cfg)  # its paths read ${hydra:runtime.cwd}
-    return Path(job_cfg.hydra.sweep.dir) / job_cfg.hydra.sweep.subdir, config_hash(job_cfg)
 
 
 class GridSweeper(Sweeper):
@@ -81,25 +75,35 @@ class GridSweeper(Sweeper):
             fail(str(exc))
         jobs = [fixed + point.overrides() for point in points]
         job_cfgs = self._validate(points, jobs)
-        identities = [_identity(c) for c in job_cfgs]
+        identities = [job_identity(c) for c in job_cfgs]
         run_dirs = [run_dir for run_dir, _ in identities]
         pending = [i for i, (run_dir, digest) in enumerate(identities) if not is_done(run_dir, digest)]
 
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, sweep_dir / "multirun.yaml")
+        write_plan(self._plan_path(), points, run_dirs)
         print(f"[sweep] {cfg.experiment_name}: {len(points)} grid points, {len(points) - len(pending)} already done, "
               f"{len(pending)} to run -> {sweep_dir}", flush=True)
         returns: list[JobReturn] = []
-        if pending:
-            if self.prepare:
-                self._prepare([jobs[i] for i in pending], [job_cfgs[i] for i in pending])
-            with ProgressMonitor([run_dirs[i] for i in pending], total=len(points),
-                                 already_done=len(points) - len(pending), interval_s=self.poll_interval_s):
-                returns = list(self.launcher.launch([jobs[i] for i in pending], initial_job_idx=0))
-        by_index = dict(zip(pending, returns, strict=False))
-        rounds = None
-        if refinement is not None:
-            rounds = self._refine(refinement, fixed, points, run_dirs, by_index, prepared=bool(pending))
+        stop_on_sigterm()
+        try:
+            if pending:
+                if self.prepare:
+                    self._prepare([jobs[i] for i in pending], [job_cfgs[i] for i in pending])
+                with ProgressMonitor([run_dirs[i] for i in pending], total=len(points),
+                                     already_done=len(points) - len(pending), interval_s=self.poll_interval_s):
+                    returns = launch_recorded(self.launcher, [jobs[i] for i in pending],
+                                              [job_cfgs[i] for i in pending], [run_dirs[i] for i in pending],
+                                              initial_job_idx=0)
+            by_index = dict(zip(pending, returns, strict=False))
+            rounds = None
+            if refinement is not None:
+                rounds = self._refine(refinement, fixed, points, run_dirs, by_index, prepared=bool(pending))
+        except KeyboardInterrupt:
+            print(f"[sweep] stopped: jobs that had not finished were stopped or cancelled; rerun the same "
+                  f"command to run them (make status SWEEP_DIR={sweep_dir} shows where each point is)",
+                  file=sys.stderr, flush=True)
+            raise SystemExit(130) from None
         self._summarize(sweep_dir, points, run_dirs, by_index, rounds)
         return returns
 
@@ -113,7 +117,7 @@ class GridSweeper(Sweeper):
         def launch(new: list[GridPoint], what: str) -> list[Path]:
             jobs = [fixed + p.overrides() for p in new]
             job_cfgs = self._validate(new, jobs)
-            ids = [_identity(c) for c in job_cfgs]
+            ids = [job_identity(c) for c in job_cfgs]
             pending = [i for i, (run_dir, digest) in enumerate(ids) if not is_done(run_dir, digest)]
             print(f"[sweep] refine, {what}: {len(new)} points, {len(new) - len(pending)} already done, "
                   f"{len(pending)} to run", flush=True)
@@ -121,14 +125,19 @@ class GridSweeper(Sweeper):
                 if not state["prepared"]:
                     self._prepare([jobs[i] for i in pending], [job_cfgs[i] for i in pending])
                     state["prepared"] = True
+                write_plan(self._plan_path(), points + new, run_dirs + [run_dir for run_dir, _ in ids])
                 with ProgressMonitor([ids[i][0] for i in pending], total=len(new), already_done=len(new) - len(pending),
                                      interval_s=self.poll_interval_s):
-                    rets = self.launcher.launch([jobs[i] for i in pending], initial_job_idx=state["job_idx"])
+                    rets = launch_recorded(self.launcher, [jobs[i] for i in pending], [job_cfgs[i] for i in pending],
+                                           [ids[i][0] for i in pending], initial_job_idx=state["job_idx"])
                 state["job_idx"] += len(pending)
                 by_index.update({len(points) + i: ret for i, ret in zip(pending, rets, strict=False)})
             return [run_dir for run_dir, _ in ids]
 
         return refine(spec, points, run_dirs, sorted({p.seed for p in points}), launch)
+
+    def _plan_path(self) -> Path:
+        return Path(self.config.hydra.sweep.dir) / PLAN
 
     def _fixed_overrides(self, arguments: list[str]) -> list[str]:
         """The user's overrides, applied to every job; sweeps over them belong in the grid."""
@@ -179,7 +188,10 @@ class GridSweeper(Sweeper):
             print(f"[sweep] preparing {job_cfgs[i].model.name} × {job_cfgs[i].data.name} "
                   f"(tokenized data, base accuracy, reference log-probs; cached)", flush=True)
             overrides = jobs[i] + ["prepare_only=true", f"hydra.sweep.subdir={PREPARE_SUBDIR}/{n}"]
-            (ret,) = self.launcher.launch([overrides], initial_job_idx=len(jobs) + n)
+            try:
+                (ret,) = self.launcher.launch([overrides], initial_job_idx=len(jobs) + n)
+            except Exception as exc:  # the launcher lost the prepare job (cancelled, node failure)
+                fail(f"prepare failed before any job launched: {launcher_failure(exc)}")
             if ret.status != JobStatus.COMPLETED:
                 exc = ret._return_value
                 fail(f"prepare failed before any job launched: {str(exc).splitlines()[0] if exc else 'unknown'}")
@@ -194,7 +206,9 @@ class GridSweeper(Sweeper):
         for i, (point, run_dir, s) in enumerate(zip(points, run_dirs, status, strict=True)):
             row = {"method": point.method, "lr": point.lr, "beta": point.beta, "seed": point.seed,
                    "status": s, "run_dir": str(run_dir)}
-            if s == "missing" and i in returns and returns[i].status == JobStatus.FAILED:
+            if s == "failed":
+                row["error"] = str((read_result(run_dir) or {}).get("error") or "")
+            elif s == "missing" and i in returns and returns[i].status == JobStatus.FAILED:
                 row["error"] = str(returns[i]._return_value).splitlines()[0]
             rows.append(row)
         summary = {"experiment": self.config.experiment_name, "counts": dict(counts), "points": rows}

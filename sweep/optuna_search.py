@@ -6,8 +6,8 @@ space and changes only the trial loop:
 - `n_trials` is the study's total: a rerun runs only the trials still missing, so a killed or
   extended search continues the same study from its storage;
 - a rerun reseeds the sampler, so it does not replay the same start-up trials (the same β again);
-- a trial that diverged (no accuracy) or failed is told to Optuna as FAIL and the search goes
-  on; it never crashes the study and is never given a made-up accuracy.
+- a trial that diverged (no accuracy), failed, or died (killed, cancelled: `sweep.launching`) is told to
+  Optuna as FAIL and the search goes on; it never crashes the study and is never given a made-up accuracy.
 Pruning from intermediate accuracy is not possible here: each trial is a separate Hydra job
 (possibly a SLURM task) whose only channel back to the sweeper is its return value.
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import OmegaConf
 
 from sweep.grid_sweeper import fail
+from sweep.launching import job_identity, launch_recorded, stop_on_sigterm
 from trainers.job.validate import validate_config
 from trainers.model.losses import BETA_METHODS
 from trainers.runtime.errors import ConfigError
@@ -92,25 +94,35 @@ class ResumableOptunaSweeper(OptunaSweeper):
               f"-> {impl.storage}", flush=True)
 
         job_idx = len(study.trials)
-        while to_go > 0:
-            trials = [study.ask() for _ in range(min(to_go, impl.n_jobs))]
-            overrides = []
-            for trial in trials:
-                for name, distribution in search_space.items():
-                    trial._suggest(name, distribution)
-                params = {**trial.params, **fixed}
-                overrides.append(tuple(f"{name}={value}" for name, value in params.items()))
-            returns = impl.launcher.launch(overrides, initial_job_idx=job_idx)
-            job_idx += len(returns)
-            for trial, ret in zip(trials, returns, strict=True):
-                value = trial_value(ret)
-                if value is None:
-                    study.tell(trial, state=states.FAIL)
-                else:
-                    study.tell(trial, value)
-                print(f"[optuna] trial {trial.number} {trial.params}: "
-                      f"{'failed or diverged' if value is None else f'accuracy {value:.4f}'}", flush=True)
-            to_go -= len(trials)
+        stop_on_sigterm()
+        try:
+            while to_go > 0:
+                trials = [study.ask() for _ in range(min(to_go, impl.n_jobs))]
+                overrides = []
+                for trial in trials:
+                    for name, distribution in search_space.items():
+                        trial._suggest(name, distribution)
+                    params = {**trial.params, **fixed}
+                    overrides.append(tuple(f"{name}={value}" for name, value in params.items()))
+                jobs = [list(o) for o in overrides]
+                job_cfgs = [impl.hydra_context.config_loader.load_sweep_config(master_config=impl.config,
+                                                                               sweep_overrides=job) for job in jobs]
+                run_dirs = [job_identity(c)[0] for c in job_cfgs]
+                returns = launch_recorded(impl.launcher, jobs, job_cfgs, run_dirs, initial_job_idx=job_idx)
+                job_idx += len(returns)
+                for trial, ret in zip(trials, returns, strict=True):
+                    value = trial_value(ret)
+                    if value is None:
+                        study.tell(trial, state=states.FAIL)
+                    else:
+                        study.tell(trial, value)
+                    print(f"[optuna] trial {trial.number} {trial.params}: "
+                          f"{'failed or diverged' if value is None else f'accuracy {value:.4f}'}", flush=True)
+                to_go -= len(trials)
+        except KeyboardInterrupt:
+            print("[optuna] stopped: the running trials were stopped or cancelled and count as failed; rerun the "
+                  "same command to continue the study", file=sys.stderr, flush=True)
+            raise SystemExit(130) from None
 
         completed = study.get_trials(deepcopy=False, states=(states.COMPLETE,))
         if not completed:

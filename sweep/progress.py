@@ -1,7 +1,10 @@
 """Progress and summary of a sweep, read from the run directories' result.json files.
 
 Reading results from disk rather than from the launcher works the same for every launcher:
-in-process, joblib workers, or SLURM jobs on other nodes sharing the filesystem.
+in-process, joblib workers, or SLURM jobs on other nodes sharing the filesystem. The sweeper writes
+its plan (`sweep_plan.json`: every point it will run and its run directory, refinement's included as
+they are added) before it launches anything, so that a status view can list the points that have not
+started, even after the sweeper itself has died.
 """
 
 from __future__ import annotations
@@ -12,12 +15,23 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from trainers.runtime.run_dir import RESULT, read_result
+from sweep.grid import GridPoint
+from trainers.runtime.run_dir import RESULT, atomic_write_json, read_result
+
+PLAN = "sweep_plan.json"
 
 
 def _fmt_duration(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def write_plan(path: Path, points: Sequence[GridPoint], run_dirs: Sequence[Path]) -> None:
+    """sweep_plan.json: every planned point with its run directory, written atomically."""
+    atomic_write_json(path, {"points": [
+        {"method": p.method, "lr": p.lr, "beta": p.beta, "seed": p.seed, "label": p.label(), "run_dir": str(d)}
+        for p, d in zip(points, run_dirs, strict=True)
+    ]})
 
 
 def statuses(run_dirs: Sequence[Path], since: float | None = None) -> list[str]:

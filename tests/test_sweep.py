@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO_ROOT
-from trainers.model import losses
 from trainers.runtime.run_dir import read_jsonl
 
 pytestmark = pytest.mark.slow  # every test here runs a sweep of real (tiny) training jobs
@@ -78,27 +77,21 @@ def test_invalid_point_config_is_named_before_launch(tiny_world, tmp_path):
     assert not list(tmp_path.rglob("result.json"))
 
 
-def test_failing_and_diverging_jobs_are_recorded_and_the_rest_go_on(tiny_world, tmp_path, monkeypatch, capsys):
-    """In-process sweep (basic launcher): dpo_sft raises, sft at lr 1e12 diverges, the others finish."""
-    from trainers.train import main
-
-    def broken(*args, **kwargs):
-        raise RuntimeError("dpo_sft exploded")
-
-    monkeypatch.setitem(losses.LOSSES, "dpo_sft", broken)
-    monkeypatch.setattr(sys, "argv", ["train", *sweep_args(tiny_world, tmp_path, "grid.methods.sft.lr=[1e-3,1e12]",
-                                                          "train.max_grad_norm=0", "train.warmup_ratio=0")])
-    monkeypatch.chdir(REPO_ROOT)
-    with pytest.raises(SystemExit) as info:
-        main()
-    assert info.value.code == 1
+def test_failing_and_diverging_jobs_are_recorded_and_the_rest_go_on(tiny_world, tmp_path):
+    """dpo_sft raises (a fault injected into every process of the sweep), sft at lr 1e12 diverges, the others
+    finish."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "tests" / "fault_site"), "SFTSWEEP_TEST_FAULT": "dpo_sft"}
+    out = subprocess.run([sys.executable, "-m", "trainers.train",
+                          *sweep_args(tiny_world, tmp_path, "grid.methods.sft.lr=[1e-3,1e12]", "train.max_grad_norm=0",
+                                      "train.warmup_ratio=0")],
+                         capture_output=True, text=True, cwd=REPO_ROOT, timeout=600, env=env)
+    assert out.returncode == 1, out.stderr[-3000:]
     by_method = {(r["method"], r["lr"]): r["status"] for r in results(tmp_path / "sweep")}
     assert by_method == {("sft", 1e-3): "ok", ("sft", 1e12): "diverged", ("dpo_sft", 1e-3): "failed",
                          ("minor_sft", 1e-3): "ok", ("minor_sft", 1e-2): "ok"}
     failed = json.loads(next((tmp_path / "sweep" / "dpo_sft").rglob("result.json")).read_text())
     assert "dpo_sft exploded" in failed["error"]
-    out = capsys.readouterr().out
-    assert "[sweep] finished: 3 ok, 1 diverged, 1 failed, 0 missing of 5" in out
+    assert "[sweep] finished: 3 ok, 1 diverged, 1 failed, 0 missing of 5" in out.stdout
 
 
 def test_killed_sweep_resumes_with_exactly_one_ok_result_per_point(tiny_world, tmp_path):

@@ -28,10 +28,11 @@ from trainers.data.mcq import DataError
 from trainers.data.selection import mark_splits, validate_split_config
 from trainers.job.agent import launch
 from trainers.job.arguments import shards_the_model, training_arguments
-from trainers.job.callbacks import RunDirCallback
+from trainers.job.callbacks import RunDirCallback, mark_started
 from trainers.job.checkpoints import checkpoint_step, start_or_resume
 from trainers.job.config import CONF_DIR
 from trainers.job.console import hydra_mode, quiet_console, show_progress_bar
+from trainers.job.isolate import run_isolated
 from trainers.job.prepare import Prepared, load_model, prepare
 from trainers.job.result import Fit, failed_result, training_result
 from trainers.job.tracking import finish_wandb, run_name, start_wandb
@@ -53,6 +54,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     run_dir = Path(cfg.run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
+    if is_main_process():
+        mark_started(cfg, run_dir)
     set_up(cfg)
     prepared = prepare(cfg, device=training_device(), keep_model=not shards_the_model(cfg))
     args = training_arguments(cfg, run_dir)
@@ -147,6 +150,11 @@ def final_predictions(cfg: DictConfig, run_dir: Path, final: dict[str, Any] | No
     return predictions
 
 
+def prepare_caches(cfg: DictConfig) -> None:
+    """The sweep's prepare job: tokenized data, base-model scores and reference log-probs, into the cache."""
+    prepare(cfg, device=training_device(), reference=True)
+
+
 def run_job(cfg: DictConfig) -> dict[str, Any]:
     """`train` with failures recorded: an unexpected error leaves result.json with status "failed".
 
@@ -182,12 +190,19 @@ def main(cfg: DictConfig) -> float | None:
             with quiet_console(multirun):
                 if distributed:
                     launch(cfg, quiet=multirun)
+                elif multirun:
+                    run_isolated("trainers.train:prepare_caches", cfg, quiet=multirun)
                 else:
-                    prepare(cfg, device=training_device(), reference=True)
+                    prepare_caches(cfg)
             return None
         quiet = multirun and not show_progress_bar(cfg)
         with quiet_console(quiet):
-            result = launch(cfg, quiet=quiet) if distributed else run_job(cfg)
+            if distributed:
+                result = launch(cfg, quiet=quiet)
+            elif multirun:  # in a sweep a job's death is recorded, never the sweeper's or its siblings'
+                result = run_isolated("trainers.train:run_job", cfg, quiet=quiet)
+            else:
+                result = run_job(cfg)
     except (ConfigError, DataError) as exc:
         if multirun:
             raise

@@ -17,9 +17,8 @@ import torch
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from trainers.job.config import load_job_config
-from trainers.job.prepare import prepare
-from trainers.runtime.process import barrier, is_main_process, rank, training_device
-from trainers.train import run_job
+from trainers.runtime.process import barrier, is_main_process, rank
+from trainers.train import prepare_caches, run_job
 
 
 def setup_logging() -> None:
@@ -45,7 +44,7 @@ def worker_main(config_path: str) -> int:
     PartialState(cpu=not torch.cuda.is_available())
     try:
         if cfg.get("prepare_only"):
-            prepare(cfg, device=training_device(), reference=True)
+            prepare_caches(cfg)
         else:
             run_job(cfg)
         barrier()

@@ -1,28 +1,52 @@
-"""Trainer callbacks that write the run directory's step logs at the Trainer's own cadence."""
+"""What a running job tells its run directory: step logs at the Trainer's own cadence, and progress.json.
+
+progress.json says who runs the job (process, host, SLURM job) and how far it is (phase, step of
+max_steps, last loss); the status view and the sweeper read it to tell a running job from a dead one.
+"""
 
 from __future__ import annotations
 
+import os
+import socket
+import time
 from pathlib import Path
 
+from omegaconf import DictConfig
 from transformers import TrainerCallback
 
-from trainers.runtime.run_dir import EVAL, METRICS, append_jsonl
+from trainers.job.result import slurm_job_id
+from trainers.runtime.run_dir import EVAL, METRICS, PROGRESS, append_jsonl, write_progress
 
 _TRAIN_KEYS = {"loss": "loss", "m_theta": "m_theta", "learning_rate": "lr", "grad_norm": "grad_norm",
                "tokens_per_s": "tokens_per_s", "minor_coef": "minor_coef", "epoch": "epoch"}
 
 
+def mark_started(cfg: DictConfig, run_dir: Path) -> None:
+    """A fresh progress.json for a job that has just started (rank 0): who runs it, where, since when."""
+    (Path(run_dir) / PROGRESS).unlink(missing_ok=True)
+    max_steps = int(cfg.train.max_steps)
+    write_progress(run_dir, pid=os.getpid(), host=socket.gethostname(), slurm_job_id=slurm_job_id(),
+                   started_at=time.time(), phase="preparing", step=0,
+                   max_steps=max_steps if max_steps > 0 else None, loss=None)
+
+
 class RunDirCallback(TrainerCallback):
-    """metrics.jsonl gets a line per training log, eval.jsonl a line per evaluation."""
+    """metrics.jsonl gets a line per training log, eval.jsonl a line per evaluation; progress.json follows."""
 
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            write_progress(self.run_dir, phase="training", step=state.global_step, max_steps=state.max_steps,
+                           train_started_at=time.time(), train_start_step=state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs and "loss" in logs:
             row = {"step": state.global_step}
             row.update({out: logs[key] for key, out in _TRAIN_KEYS.items() if key in logs})
             append_jsonl(self.run_dir / METRICS, row)
+            write_progress(self.run_dir, step=state.global_step, loss=logs["loss"])
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if state.is_world_process_zero and metrics:
@@ -32,3 +56,7 @@ class RunDirCallback(TrainerCallback):
                 "m_theta": metrics.get("eval_m_theta"),
                 "n": metrics["eval_n"],
             })
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            write_progress(self.run_dir, phase="evaluating", step=state.global_step)

@@ -1,12 +1,13 @@
 """The run directory contract (docs/architecture.md): what one job writes, and how.
 
+    progress.json      where the job is while it runs: process, host, phase, step of max_steps, loss
     metrics.jsonl      one line per logging step
     eval.jsonl         one line per evaluation (step 0 = the base model)
     predictions.jsonl  final evaluation, one line per question
     result.json        written last and atomically
 
-A reader (the sweep's resume logic, analysis/) can trust any result.json it finds: it is
-either absent or complete.
+A reader (the sweep's resume logic, analysis/, the status view) can trust any result.json it finds:
+it is either absent or complete. Without one, progress.json says whether the job is still at work.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import math
 import os
 import tempfile
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ METRICS = "metrics.jsonl"
 EVAL = "eval.jsonl"
 PREDICTIONS = "predictions.jsonl"
 RESULT = "result.json"
+PROGRESS = "progress.json"
 
 LATE_FRACTION = 0.25
 """result.json's train_m_theta, and analysis' train mθ of a run: the mean over the last quarter of its
@@ -98,6 +101,21 @@ def reset_logs(run_dir: Path, keep_until_step: int | None) -> None:
         atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
     for name in (PREDICTIONS, RESULT):
         (Path(run_dir) / name).unlink(missing_ok=True)
+
+
+def write_progress(run_dir: Path, **fields: Any) -> None:
+    """Update progress.json with `fields` (atomically) and the time of this update."""
+    path = Path(run_dir) / PROGRESS
+    current = read_progress(run_dir) or {}
+    atomic_write_json(path, {**current, **fields, "updated_at": time.time()})
+
+
+def read_progress(run_dir: Path) -> dict[str, Any] | None:
+    """The job's progress.json, or None if absent or unreadable."""
+    try:
+        return json.loads((Path(run_dir) / PROGRESS).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
 
 
 def read_result(run_dir: Path) -> dict[str, Any] | None:

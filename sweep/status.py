@@ -1,0 +1,163 @@
+"""Where every point of a sweep is, from the sweep directory alone: `make status SWEEP_DIR=…`.
+
+    python -m sweep.status SWEEP_DIR [--watch [SECONDS]]
+
+Reads only what the sweeper and the jobs leave on disk (the plan, each run's progress.json and
+result.json), so it works for every launcher, on the login node while SLURM jobs run on others, and
+after the sweeper itself has died. Each point is `ok`, `diverged` or `failed` (with the reason) once it
+has a result, `running` (phase, step k of n, last loss, elapsed, ETA) while its job reports progress,
+`lost` when its process is gone from this host without a result, and `pending` before it starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import socket
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sweep.progress import PLAN
+from trainers.runtime.run_dir import PROGRESS, RESULT, read_progress, read_result
+
+SUMMARY = "sweep_summary.json"
+STALE_S = 15 * 60  # a running job that has not reported for this long is flagged
+
+
+@dataclass
+class PointStatus:
+    label: str
+    state: str  # ok | diverged | failed | running | lost | pending
+    detail: str
+    slurm_job_id: str | None
+    run_dir: Path
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def planned_points(sweep_dir: Path) -> list[tuple[str, Path]]:
+    """(label, run directory) of every planned point: the sweeper's plan, else its summary, else every run
+    directory found under the sweep directory."""
+    for name in (PLAN, SUMMARY):
+        try:
+            points = json.loads((sweep_dir / name).read_text(encoding="utf-8"))["points"]
+            return [(p.get("label") or _label(p), Path(p["run_dir"])) for p in points]
+        except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
+            continue
+    found = sorted({p.parent for name in (RESULT, PROGRESS) for p in sweep_dir.rglob(name)
+                    if "_prepare" not in p.parts})
+    return [(str(d.relative_to(sweep_dir)), d) for d in found]
+
+
+def _label(point: dict[str, Any]) -> str:
+    beta = "" if point.get("beta") is None else f" β={point['beta']:g}"
+    return f"{point['method']} lr={point['lr']:g}{beta} seed={point['seed']}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def point_status(label: str, run_dir: Path, now: float | None = None, host: str | None = None) -> PointStatus:
+    """The state of one point from its run directory."""
+    now = time.time() if now is None else now
+    host = socket.gethostname() if host is None else host
+    result, progress = read_result(run_dir), read_progress(run_dir)
+    result_time = (run_dir / RESULT).stat().st_mtime if result is not None else -math.inf
+    if result is not None and (progress is None or float(progress.get("started_at", 0)) <= result_time + 1):
+        state = result.get("status", "failed")
+        if state == "ok":
+            accuracy = result.get("select_accuracy", result.get("accuracy"))
+            detail = f"accuracy {accuracy:.3f}" if isinstance(accuracy, (int, float)) else "accuracy n/a"
+            if result.get("steps") is not None:
+                detail += f", {result['steps']} steps"
+            if isinstance(result.get("wall_s"), (int, float)):
+                detail += f", {_duration(result['wall_s'])}"
+        else:
+            detail = str(result.get("error") or "")
+        return PointStatus(label, state, detail, result.get("slurm_job_id"), run_dir)
+    if progress is None:
+        return PointStatus(label, "pending", "", None, run_dir)
+    slurm = progress.get("slurm_job_id")
+    pid, where = progress.get("pid"), progress.get("host")
+    if where == host and isinstance(pid, int) and not _alive(pid):
+        return PointStatus(label, "lost", f"process {pid} is gone without a result (rerun the sweep to run it)",
+                           slurm, run_dir)
+    step, max_steps, loss = progress.get("step") or 0, progress.get("max_steps"), progress.get("loss")
+    parts = [progress.get("phase", "running")]
+    parts.append(f"step {step}/{max_steps}" if max_steps else f"step {step}")
+    if isinstance(loss, (int, float)):
+        parts.append(f"loss {loss:.4f}")
+    parts.append(f"{_duration(now - float(progress.get('started_at', now)))} elapsed")
+    trained = step - int(progress.get("train_start_step") or 0)
+    if max_steps and trained > 0 and progress.get("train_started_at"):
+        rate = (float(progress.get("updated_at", now)) - float(progress["train_started_at"])) / trained
+        parts.append(f"ETA {_duration(rate * (max_steps - step))}")
+    quiet = now - float(progress.get("updated_at", now))
+    if quiet > STALE_S:
+        parts.append(f"no report for {_duration(quiet)}")
+    return PointStatus(label, "running", ", ".join(parts), slurm, run_dir)
+
+
+ORDER = ("running", "pending", "lost", "failed", "diverged", "ok")
+
+
+def render(sweep_dir: Path, statuses: list[PointStatus]) -> str:
+    """One screen: a line per point, then the totals."""
+    counts = Counter(s.state for s in statuses)
+    width = max((len(s.label) for s in statuses), default=5)
+    lines = [f"sweep {sweep_dir}  ({time.strftime('%H:%M:%S')})", ""]
+    for s in statuses:
+        slurm = f"  [SLURM {s.slurm_job_id}]" if s.slurm_job_id else ""
+        lines.append(f"{s.label:<{width}}  {s.state:<8}  {s.detail}{slurm}".rstrip())
+    totals = ", ".join(f"{counts[k]} {k}" for k in ORDER if counts[k])
+    lines += ["", f"{len(statuses)} points: {totals or 'none planned yet'}"]
+    return "\n".join(lines)
+
+
+def sweep_status(sweep_dir: Path) -> list[PointStatus]:
+    now, host = time.time(), socket.gethostname()
+    return [point_status(label, run_dir, now, host) for label, run_dir in planned_points(sweep_dir)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sweep.status", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path)
+    parser.add_argument("--watch", nargs="?", type=float, const=5.0, default=None, metavar="SECONDS",
+                        help="refresh every SECONDS (default 5) until Ctrl-C")
+    args = parser.parse_args(argv)
+    if not args.sweep_dir.is_dir():
+        print(f"error: SWEEP_DIR={args.sweep_dir} is not a directory; give the sweep's directory "
+              "(make status SWEEP_DIR=outputs/sweeps/<experiment>)", file=sys.stderr)
+        return 2
+    if args.watch is None:
+        print(render(args.sweep_dir, sweep_status(args.sweep_dir)))
+        return 0
+    try:
+        while True:
+            screen = render(args.sweep_dir, sweep_status(args.sweep_dir))
+            print("\033[H\033[J" + screen, flush=True)
+            time.sleep(args.watch)
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
