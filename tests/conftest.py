@@ -72,3 +72,11 @@ def slurm_cluster() -> Iterator[str]:
     if not was_up:
         stopped = stop_slurm_cluster()
         assert stopped.returncode == 0, f"stop_cluster.sh failed:\n{stopped.stdout}{stopped.stderr}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`make test` runs two workers), every test of the one local SLURM cluster runs in
+    the same worker (`--dist loadgroup`), which starts the cluster once and stops it at its end."""
+    for item in items:
+        if "slurm_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
