@@ -49,9 +49,12 @@ def _running_job() -> str | None:
     return ids[0] if ids else None
 
 
-def test_requeued_job_resumes_from_its_checkpoint(slurm_cluster, tiny_world, tmp_path):
+@pytest.mark.parametrize("logger", ["none", "wandb"])
+def test_requeued_job_resumes_from_its_checkpoint(logger, slurm_cluster, tiny_world, tmp_path):
+    """With W&B on, SLURM's SIGTERM before the requeue also ends W&B's service and the job fails on its next
+    log: that failure must not be reported as the job's end, or the requeued job would never run."""
     cmd = sweep_cmd(tiny_world, tmp_path, "train.max_steps=400", "train.save_steps=20", "train.logging_steps=20",
-                    "train.save_total_limit=2")
+                    "train.save_total_limit=2", f"logger={logger}")
     sweep = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
     try:
         run_dir = tmp_path / "sweep" / "sft" / "lr0.001_betaNone_seed0"

@@ -17,6 +17,7 @@ file and console, in the same format.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import multiprocessing
@@ -25,6 +26,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -215,12 +217,15 @@ def run_isolated(target: str, cfg: DictConfig, quiet: bool = False) -> Any:
     if _runner is None or not _runner.process.is_alive():
         _runner = _Runner(preload=target.split(":")[0])
     task = (target, OmegaConf.to_container(cfg, resolve=True), _log_targets(), quiet)
-    try:
-        kind, payload = _runner.run(task)
-    except BaseException:  # Ctrl-C or SIGTERM of this process: the job goes with it
-        _runner.stop()
-        _runner = None
-        raise
+    with _noting_sigterm() as ending:
+        try:
+            kind, payload = _runner.run(task)
+        except BaseException:  # Ctrl-C or SIGTERM of this process: the job goes with it
+            _runner.stop()
+            _runner = None
+            raise
+        if kind != "ok" and ending.is_set():
+            _await_the_end()
     if kind == "ok":
         return payload
     if kind == "error":
@@ -234,3 +239,37 @@ def run_isolated(target: str, cfg: DictConfig, quiet: bool = False) -> Any:
         return written  # it died after its result was complete: nothing was lost
     atomic_write_json(run_dir / RESULT, failed_result(cfg, reason))
     raise JobDied(reason)
+
+
+@contextlib.contextmanager
+def _noting_sigterm() -> Iterator[threading.Event]:
+    """While a job runs, remember whether this process got SIGTERM, then do what was done before (raise
+    in a sweeper, ignore under submitit, end the process by default)."""
+    ending = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield ending
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def note(signum: int, frame: Any) -> None:
+        ending.set()
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:  # the default: end this process, as it would have
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, note)
+    try:
+        yield ending
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _await_the_end() -> None:
+    """The scheduler is ending this job (SIGTERM, then SIGKILL: a cancel, a requeue, the time limit) and the
+    job failed meanwhile (W&B's service, say, died of that SIGTERM). Report nothing: a result written now
+    would be taken for the job's end, and a requeued job would never run again. Wait for the SIGKILL."""
+    log.warning("The scheduler is ending this job (SIGTERM); its failure meanwhile is not reported")
+    while True:
+        signal.pause()
