@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import search as S
+from analysis import subjects as SJ
 from analysis import tables as T
 from analysis.atomic import write_bytes, write_text
 from analysis.claims import claims_table
@@ -70,6 +71,12 @@ EXPLAIN = {
     "missing data, counted in neither.",
     "beta": "How much β matters: at each lr, the β chosen on the selection split against the worst β there, "
     "both on the report split, with the hierarchical interval of Δ.",
+    "categories": "Each method's best configuration (the peak above, chosen on the selection split) scored on "
+    "the <b>report split</b> per subject category (the data set's subject mapping, e.g. C-Eval's STEM, Social "
+    "Sciences, Humanities, Other), with question counts and a 95% bootstrap interval (ok seeds, then the "
+    "category's questions, resampled). Diverged seeds have no per-question predictions and are left out.",
+    "subjects": "The same per exam subject. A subject with few questions says so: its interval is too wide to "
+    f"rank it against another (fewer than {SJ.FEW_QUESTIONS} questions).",
     "unfinished": "Points of the planned grid (sweep_summary.json, else multirun.yaml) without an ok or "
     "diverged run: <i>failed</i> runs are missing data (never a \"degrades\" signal), <i>never finished</i> "
     "ones left nothing or were killed.",
@@ -160,6 +167,7 @@ def build_report(sweep_dir: Path | str, out_dir: Path | str | None = None, use_w
     divergence = T.divergence_table(est)
     claims = claims_table(est, sweep, best, paired, beta)
     runs = T.run_table(est)
+    per_category, per_subject = SJ.subject_tables(est, sweep)
     trials = S.trials(sweep)
     search_best = S.best_beta(trials)
     rep.threshold = threshold
@@ -179,6 +187,10 @@ def build_report(sweep_dir: Path | str, out_dir: Path | str | None = None, use_w
         ("divergence", "Divergence rate per learning rate", divergence, "divergence"),
         ("unfinished", "Planned points that did not finish", missing, "unfinished"),
     ]
+    if len(per_category):
+        named.append(("accuracy_per_category", "Accuracy per category (report split)", per_category, "categories"))
+    if len(per_subject):
+        named.append(("accuracy_per_subject", "Accuracy per subject (report split)", per_subject, "subjects"))
     if len(trials):
         named.append(("search_best_beta", "Search: best β per method", search_best, "search_best"))
         named.append(("search_trials", "Search: all trials", trials[S.TRIAL_COLUMNS], "search_trials"))
@@ -272,6 +284,8 @@ def _html(
     nav = [
         '<a href="#claims">claims</a>',
         '<a href="#threshold">threshold</a>',
+        *(['<a href="#accuracy_per_subject">subjects</a>'] if any(n[0] == "accuracy_per_subject" for n in named)
+          else []),
         *(['<a href="#search">search</a>'] if s_plots else []),
         '<a href="#plots">plots</a>',
         '<a href="#accuracy-grids">grids</a>',
@@ -281,8 +295,8 @@ def _html(
     suffix = " (incomplete)" if incomplete else ""
     sections = {stem: (title, df, key) for stem, title, df, key in named}
     order_top = ["claims", "threshold", "threshold_comparisons", "best_config", "paired", "beta_sensitivity",
-                 "divergence", "unfinished"]
-    for stem in order_top:
+                 "divergence", "unfinished", "accuracy_per_category", "accuracy_per_subject"]
+    for stem in (s for s in order_top if s in sections):
         title, df, key = sections[stem]
         parts.append(
             f'<h2 id="{stem}">{html.escape(title + suffix)}</h2><p class="explain">{EXPLAIN[key]}</p>'

@@ -86,8 +86,11 @@ class Sweep:
     """Run directories (relative) without result.json: unfinished or killed jobs."""
     problems: list[str] = field(default_factory=list)
     """One line per corrupt or invalid file, 'path: what is wrong'; those files were skipped."""
+    subject_info: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
+    """Per run, result.json's subject_info (subject -> name, category), where the data set ships one."""
     _predictions: dict[str, pd.Series] = field(default_factory=dict, repr=False)
     _splits: dict[str, pd.Series | None] = field(default_factory=dict, repr=False)
+    _subjects: dict[str, pd.Series | None] = field(default_factory=dict, repr=False)
 
     @property
     def is_complete(self) -> bool:
@@ -105,7 +108,7 @@ class Sweep:
                 return None
             records, problems = read_jsonl(path)
             self.problems.extend(problems)
-            ids, correct, splits = [], [], []
+            ids, correct, splits, subjects = [], [], [], []
             for i, rec in enumerate(records):
                 if "id" not in rec or not isinstance(rec.get("correct"), (bool, int, float)):
                     self.problems.append(f"{path}: record {i + 1} lacks 'id' or a boolean 'correct'; skipped")
@@ -113,19 +116,28 @@ class Sweep:
                 ids.append(str(rec["id"]))
                 correct.append(float(bool(rec["correct"])))
                 splits.append(rec.get("split"))
+                subjects.append(rec.get("subject"))
             s = pd.Series(correct, index=pd.Index(ids, name="id"), name=run, dtype=float)
             sp = pd.Series(splits, index=s.index, name=run, dtype=object)
+            sj = pd.Series(subjects, index=s.index, name=run, dtype=object)
             if s.index.has_duplicates:
                 self.problems.append(f"{path}: duplicate question ids; the first of each is used")
                 keep = ~s.index.duplicated()
-                s, sp = s[keep], sp[keep]
+                s, sp, sj = s[keep], sp[keep], sj[keep]
             self._predictions[run] = s
+            self._subjects[run] = sj if len(sj) and sj.notna().all() else None
             has_split = sp.isin(SPLITS)
             if has_split.any() and not has_split.all():
                 self.problems.append(f"{path}: 'split' missing or not one of {SPLITS} on some records; "
                                      "the run's split is ignored")
             self._splits[run] = sp if has_split.all() and len(sp) else None
         return self._predictions[run]
+
+    def subjects(self, run: str) -> pd.Series | None:
+        """The subject of each question of a run's final eval, or None when the data set has no subjects."""
+        if self.predictions(run) is None:
+            return None
+        return self._subjects.get(run)
 
     def split(self, run: str) -> pd.Series | None:
         """The split ("select" or "report") of each question of a run's final eval, or None when
@@ -230,6 +242,7 @@ def parse_result(path: Path) -> dict:
         v = data.get(k)
         row[k] = str(v) if v not in (None, "") else "unknown"
     row["error"] = data.get("error")
+    row["subject_info"] = data.get("subject_info")
     row["finished_at"] = _timestamp(data.get("finished_at"))
     return row
 
@@ -252,6 +265,7 @@ def load_sweep(root: Path | str) -> Sweep:
     finished, unfinished = find_run_dirs(root)
     rows: list[dict] = []
     problems: list[str] = []
+    subject_info: dict[str, dict[str, dict[str, str]]] = {}
     metrics_frames: list[pd.DataFrame] = []
     eval_frames: list[pd.DataFrame] = []
     for d in finished:
@@ -261,6 +275,9 @@ def load_sweep(root: Path | str) -> Sweep:
         except ValueError as e:
             problems.append(f"{d / 'result.json'}: {e}; run skipped")
             continue
+        info = row.pop("subject_info", None)
+        if isinstance(info, dict) and info:
+            subject_info[rel] = {str(k): dict(v) for k, v in info.items() if isinstance(v, dict)}
         row["run"], row["path"] = rel, str(d)
         row["finished_at_from"] = "result.json" if row["finished_at"] is not None else "mtime"
         if row["finished_at"] is None:
@@ -287,6 +304,7 @@ def load_sweep(root: Path | str) -> Sweep:
         evals=_long(eval_frames),
         incomplete=[d.relative_to(root).as_posix() or "." for d in unfinished],
         problems=problems,
+        subject_info=subject_info,
     )
 
 

@@ -46,6 +46,7 @@ def write_run(
     error: str | None = None,
     finished_at: str | None = None,
     split: bool | list[str] = False,
+    subject_info: dict[str, dict[str, str]] | None = None,
 ) -> Path:
     """Write one run directory with all contract files; returns it.
 
@@ -54,7 +55,8 @@ def write_run(
     different (pairable) prediction sets. Non-ok runs get no accuracy and no predictions. result.json
     gets `finished_at` only when given, as run directories from before that field lack it. `split`:
     each prediction's "select"/"report" split — True alternates them (even questions select), a list gives
-    them; False writes none, as runs from before the split did.
+    them; False writes none, as runs from before the split did. `subject_info` (subject -> name,
+    category) goes into result.json as a job writes it for a data set with a subject mapping.
     """
     run_dir = Path(run_dir)
     ok = status == "ok"
@@ -138,6 +140,8 @@ def write_run(
     }
     if finished_at is not None:
         result["finished_at"] = finished_at
+    if subject_info is not None:
+        result["subject_info"] = subject_info
     write_text(run_dir / "result.json", json.dumps(result, indent=2))
     return run_dir
 

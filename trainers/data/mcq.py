@@ -154,6 +154,28 @@ def load_mcq(
     return items, report
 
 
+def read_subject_info(path: str | Path, file: str | None) -> dict[str, dict[str, str]] | None:
+    """Each subject's display name and category, from a mapping file shipped with the data set
+    (ceval-exam's ``mapping.json``: subject -> {"name": ..., "category": ...}), or None without one.
+
+    ``file`` is ``data.subject_info``, relative to the data set's directory. The categories are what
+    the report groups subjects by (C-Eval: STEM, Social Sciences, Humanities, Other).
+    """
+    if not file:
+        return None
+    mapping = _local_path(path) / file
+    try:
+        raw = json.loads(mapping.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"data.subject_info={file}: no such file in {_local_path(path)}; "
+                        "set it to the data set's subject mapping or null") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"data.subject_info={file}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
+        raise DataError(f"data.subject_info={file}: expected {{subject: {{name, category}}}}")
+    return {str(k): {"name": str(v.get("name", k)), "category": str(v.get("category", ""))} for k, v in raw.items()}
+
+
 def sample_items(
     items: Sequence[McqItem], n: int | None, seed: int, *, field: str = "n", stratify: bool = False
 ) -> list[McqItem]:

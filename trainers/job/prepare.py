@@ -23,7 +23,7 @@ from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from trainers.data.mcq import McqItem, drop_overlap, load_mcq, sample_items, split_train_eval
+from trainers.data.mcq import McqItem, drop_overlap, load_mcq, read_subject_info, sample_items, split_train_eval
 from trainers.data.prompts import PromptFormat, Sample, encode_items, letter_token_ids
 from trainers.job.validate import validate_paths
 from trainers.model.losses import REFERENCE_METHODS
@@ -53,6 +53,7 @@ class Prepared:
     tokenize_pass: str  # "computed" | "cached"
     base_pass: str  # "computed" | "cached"
     reference_pass: str  # "computed" | "cached" | "none"
+    subject_info: dict[str, dict[str, str]] | None = None  # eval subjects' names and categories (data.subject_info)
 
     @property
     def base_accuracy(self) -> float:
@@ -250,6 +251,7 @@ def prepare(
     letters = letter_token_ids(tokenizer)
     fingerprint = model_fingerprint(Path(cfg.model.path), cache_dir / "fingerprints.json")
     log.info("Loading data <%s> from %s", cfg.data.name, cfg.data.path)
+    subject_info = read_subject_info(cfg.data.path, cfg.data.get("subject_info"))
     train_samples, eval_samples, tokenized = tokenized_data(cfg, tokenizer, fingerprint)
     log.info("Data: %d train and %d eval questions (tokenized: %s)", len(train_samples), len(eval_samples),
              "computed" if tokenized else "cached")
@@ -287,4 +289,6 @@ def prepare(
         ref_token_logps=ref_token_logps,
         tokenize_pass="computed" if tokenized else "cached",
         base_pass="computed" if base_computed else "cached", reference_pass=reference_pass,
+        subject_info=None if subject_info is None else
+        {s: subject_info.get(s, {"name": s, "category": ""}) for s in sorted({x.subject for x in eval_samples})},
     )

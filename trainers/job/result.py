@@ -105,6 +105,7 @@ def training_result(
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "total_params": sum(p.numel() for p in model.parameters()),
         "subject_accuracy": subject_accuracy(final["predictions"]) if final else None,
+        "subject_info": prepared.subject_info,
         "train_n": len(prepared.train_samples),
         "steps": int(state.global_step),
         "train_tokens": train_tokens,

@@ -59,6 +59,14 @@ def validate_config(cfg: DictConfig, processes: int | None = None) -> None:
         raise ConfigError(f"train.warmup_ratio={t.warmup_ratio} must be in [0, 1) (the paper uses 0.1)")
     if cfg.data.get("n_eval") is not None and cfg.data.n_eval <= 0:
         raise ConfigError(f"data.n_eval={cfg.data.n_eval} must be > 0 or null (all)")
+    withheld = list(cfg.data.get("withheld_answers") or [])
+    for field in ("train_split", "eval_split"):
+        if cfg.data.get(field) is not None and cfg.data[field] in withheld:
+            others = ", ".join(f"{k}={cfg.data[k]}" for k in ("train_split", "eval_split") if k != field)
+            raise ConfigError(
+                f"data.{field}={cfg.data[field]}: {cfg.data.name} withholds the answers of its {cfg.data[field]} "
+                f"split (its files have no answer column), so it can neither train nor score; use another split "
+                f"({others}; data.eval_split=null carves the eval questions out of the training split)")
 
 
 def validate_paths(cfg: DictConfig) -> None:
