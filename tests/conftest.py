@@ -4,13 +4,22 @@ a real single-node SLURM cluster for the tests that ask for it (only with SFTSWE
 from __future__ import annotations
 
 import os
+import subprocess
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from omegaconf import DictConfig
 
-from sweep.slurm import PARTITION, ensure_slurm_cluster, slurm_cluster_is_up, stop_slurm_cluster
+from sweep.slurm import (
+    PARTITION,
+    ensure_slurm_cluster,
+    slurm_cluster_is_up,
+    slurm_problems,
+    slurm_snapshot,
+    stop_slurm_cluster,
+)
 from trainers.job.config import compose_job
 from trainers.world import EmbeddedWorld, WorldConfig, ensure_embedded_world
 
@@ -52,10 +61,11 @@ def job_cfg(tiny_world: EmbeddedWorld, tmp_path: Path) -> Callable[..., DictConf
 
 
 SLURM_TESTS_VAR = "SFTSWEEP_SLURM_TESTS"
+_SLURM_OWNED = [False]  # whether this session started the cluster (then its queue is ours to empty)
 
 
 @pytest.fixture(scope="session")
-def slurm_cluster() -> Iterator[str]:
+def _slurm_session() -> Iterator[str]:
     """A real single-node SLURM (sweep/slurm/start_cluster.sh); yields the default partition name.
 
     Off unless SFTSWEEP_SLURM_TESTS=1 (.ci/run sets it): starting it apt-installs slurm-wlm, munge and
@@ -65,6 +75,7 @@ def slurm_cluster() -> Iterator[str]:
     if os.environ.get(SLURM_TESTS_VAR) != "1":
         pytest.skip(f"SLURM tests are off (they install and start SLURM daemons); set {SLURM_TESTS_VAR}=1 to run them")
     was_up = slurm_cluster_is_up()
+    _SLURM_OWNED[0] = not was_up
     reason = ensure_slurm_cluster()
     if reason is not None:
         pytest.skip(f"no SLURM here: {reason}")
@@ -72,6 +83,34 @@ def slurm_cluster() -> Iterator[str]:
     if not was_up:
         stopped = stop_slurm_cluster()
         assert stopped.returncode == 0, f"stop_cluster.sh failed:\n{stopped.stdout}{stopped.stderr}"
+
+
+@pytest.fixture
+def slurm_cluster(_slurm_session: str, request: pytest.FixtureRequest) -> str:
+    """The session's cluster, as a fresh one would run the test: a daemon that died meanwhile is started
+    again and a drained node resumed (start_cluster.sh), jobs left queued are cancelled, and a warning
+    names what was found, so that one test's leftovers or a daemon's death never fails the next test."""
+    problems = slurm_problems()
+    if problems:
+        warnings.warn(f"SLURM before {request.node.name}: {'; '.join(problems)}; repaired", stacklevel=1)
+        if _SLURM_OWNED[0]:
+            subprocess.run(["scancel", "--full"], capture_output=True, timeout=60, check=False)
+        reason = ensure_slurm_cluster(recheck=True)
+        assert reason is None, reason
+        still = [p for p in slurm_problems() if not p.startswith("jobs left")]
+        assert not still, f"SLURM could not be repaired: {still}"
+    return _slurm_session
+
+
+def run_on_slurm(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """`subprocess.run` of a sweep on the local SLURM; past `timeout` it fails with the cluster's state
+    (queue, node reasons, accounting, log tails) instead of a bare timeout."""
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        out = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        pytest.fail(f"sweep still running after {timeout:.0f} s; its output:\n{out[-3000:]}\n"
+                    f"SLURM now:\n{slurm_snapshot()}", pytrace=False)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, run_on_slurm
+from sweep.slurm import slurm_snapshot
 
 pytestmark = pytest.mark.slow
 
@@ -34,10 +35,9 @@ def only_result(tmp_path: Path) -> dict:
 
 
 def test_two_process_grid_point_on_slurm(slurm_cluster, tiny_world, tmp_path):
-    out = subprocess.run(sweep_cmd(tiny_world, tmp_path, "strategy=ddp", "strategy.nproc_per_node=2",
-                                   "strategy.cpus_per_node=2", "train.per_device_batch_size=16"),
-                         capture_output=True, text=True, cwd=REPO_ROOT, timeout=900)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    out = run_on_slurm(sweep_cmd(tiny_world, tmp_path, "strategy=ddp", "strategy.nproc_per_node=2",
+                                 "strategy.cpus_per_node=2", "train.per_device_batch_size=16"), timeout=900)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:] + slurm_snapshot()
     result = only_result(tmp_path)
     assert result["status"] == "ok" and result["world_size"] == 2 and result["strategy"] == "ddp"
     assert result["effective_batch"] == 32 and result["slurm_job_id"] is not None
@@ -70,7 +70,7 @@ def test_requeued_job_resumes_from_its_checkpoint(logger, slurm_cluster, tiny_wo
     finally:
         if sweep.poll() is None:
             sweep.kill()
-    assert sweep.returncode == 0, stdout[-2000:] + stderr[-3000:]
+    assert sweep.returncode == 0, stdout[-2000:] + stderr[-3000:] + slurm_snapshot()
     result = only_result(tmp_path)
     assert result["status"] == "ok" and result["steps"] == 400
     assert result["resumed_from_step"] is not None and result["resumed_from_step"] > 0, result

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, run_on_slurm
+from sweep.slurm import slurm_snapshot
 from trainers.runtime.run_dir import read_jsonl
 
 pytestmark = pytest.mark.slow  # every test here runs a sweep of real (tiny) training jobs
@@ -130,8 +131,10 @@ def test_joblib_launcher_runs_jobs_in_parallel_workers(tiny_world, tmp_path):
 
 def test_slurm_launcher_runs_every_point_through_sbatch(slurm_cluster, tiny_world, tmp_path):
     """The smoke grid on a real single-node SLURM (sweep/slurm/start_cluster.sh) via submitit."""
-    out = run_sweep(tiny_world, tmp_path, "launcher=slurm", "hydra.launcher.timeout_min=10")
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    cmd = [sys.executable, "-m", "trainers.train",
+           *sweep_args(tiny_world, tmp_path, "launcher=slurm", "hydra.launcher.timeout_min=10")]
+    out = run_on_slurm(cmd, timeout=900)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:] + slurm_snapshot()
     found = results(tmp_path / "sweep")
     assert len(found) == SMOKE_POINTS and all(r["status"] == "ok" for r in found)
     job_ids = {r["slurm_job_id"] for r in found}

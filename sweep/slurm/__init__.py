@@ -26,10 +26,11 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-def ensure_slurm_cluster(timeout_s: float = 600.0) -> str | None:
-    """Start (or reuse) the local SLURM cluster; ``None`` if ready, else a skip reason."""
+def ensure_slurm_cluster(timeout_s: float = 600.0, recheck: bool = False) -> str | None:
+    """Start (or reuse) the local SLURM cluster; ``None`` if ready, else a skip reason. ``recheck`` runs the
+    script again although it succeeded before (it restarts a daemon that died and resumes a drained node)."""
     global _cached
-    if _cached is not None:
+    if _cached is not None and not (recheck and _cached[0]):
         return _cached[1]
     if os.name != "posix" or not hasattr(os, "geteuid") or os.geteuid() != 0:
         reason = "SLURM cluster needs root (to apt-get install and run slurmctld/slurmd)"
@@ -59,6 +60,57 @@ def slurm_cluster_is_up() -> bool:
         return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=10).returncode == 0
     except subprocess.TimeoutExpired:
         return False
+
+
+def _run(*cmd: str) -> subprocess.CompletedProcess | None:
+    try:
+        return subprocess.run(list(cmd), capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def _accounting_on(conf: Path = Path("/etc/slurm/slurm.conf")) -> bool:
+    try:
+        return "accounting_storage/slurmdbd" in conf.read_text()
+    except OSError:
+        return False
+
+
+def slurm_problems() -> list[str]:
+    """What keeps the local cluster from running the next job as a fresh one would, one phrase each: the
+    controller or accounting not answering, a node down or drained (with SLURM's reason), jobs left queued."""
+    nodes = _run("sinfo", "-h", "-N", "-o", "%N|%T|%E")
+    if nodes is None or nodes.returncode != 0:
+        return ["slurmctld does not answer sinfo"]
+    problems = []
+    for line in nodes.stdout.split("\n"):
+        name, state, reason = (line.split("|") + ["", ""])[:3]
+        if state and not state.rstrip("*~#").startswith(("idle", "mixed", "allocated", "completing")):
+            problems.append(f"node {name} is {state} ({reason or 'no reason given'})")
+    queued = _run("squeue", "-h", "-o", "%i %T %R")
+    if queued is not None and queued.stdout.strip():
+        problems.append("jobs left in the queue: " + "; ".join(queued.stdout.strip().splitlines()))
+    if _accounting_on():
+        accounted = _run("sacct", "-n", "-X", "-j", "1")
+        if accounted is None or accounted.returncode != 0:
+            problems.append("slurmdbd does not answer sacct")
+    return problems
+
+
+def slurm_snapshot(log_lines: int = 15) -> str:
+    """The cluster's state in words, for a failed test's message: queue, nodes with reasons, log tails."""
+    parts = []
+    for cmd in (("squeue", "-o", "%i %j %T %M %R"), ("sinfo", "-N", "-o", "%N %T %E"),
+                ("sacct", "-X", "-n", "-S", "now-1hour", "-o", "JobID,State,ExitCode,Elapsed")):
+        out = _run(*cmd)
+        parts.append(f"$ {' '.join(cmd)}\n" + ("(no answer)" if out is None else (out.stdout + out.stderr).strip()))
+    for log in ("slurmctld", "slurmd", "slurmdbd"):
+        try:
+            tail = Path(f"/var/log/slurm/{log}.log").read_text(errors="replace").splitlines()[-log_lines:]
+        except OSError:
+            continue
+        parts.append(f"--- /var/log/slurm/{log}.log (last {len(tail)} lines)\n" + "\n".join(tail))
+    return "\n".join(parts)
 
 
 def stop_slurm_cluster() -> subprocess.CompletedProcess:
