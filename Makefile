@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?=
 TORCH_DEFAULT := torch==2.13.0
 # STAMP: the package and what it needs to run (sweep, report, optuna); DEV_STAMP: also the test and
-# benchmark tools (pytest, pytest-xdist, ruff, import-linter, peft, lm_eval, deepspeed)
+# benchmark tools (pytest, pytest-xdist, ruff, import-linter, peft, lm_eval, deepspeed, trl)
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 

@@ -176,8 +176,23 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         rows.append(row)
         log.info("batch %d x %d: %.0f tokens/s, MFU %s, minor_sft/sft %.3f", batch_size, args.seq_len,
                  row["tokens_per_s"], "n/a" if row["mfu"] is None else f"{row['mfu']:.1%}", row["minor_sft_over_sft"])
+    peer = None
+    if args.peer_reps:
+        from bench.peer import measure_peer_processes
+        from bench.vocab import VocabShape
+
+        fits = [r["batch_size"] for r in rows if r["status"] == "ok"]
+        peer_shape = VocabShape(
+            vocab_size=shape.vocab_size, hidden_size=shape.hidden_size, intermediate_size=shape.intermediate_size,
+            num_layers=shape.num_layers, num_heads=shape.num_heads, num_kv_heads=shape.num_kv_heads,
+            batch_size=min(fits or [1]), seq_len=args.seq_len, answer_tokens=args.answer_tokens, steps=args.steps)
+        log.info("LossTrainer against TRL's SFTTrainer: batch %d x %d, a process each", peer_shape.batch_size,
+                 peer_shape.seq_len)
+        del model
+        peer = measure_peer_processes(peer_shape, args.peer_reps, threads=torch.get_num_threads(), device=device.type)
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
+        "peer": peer,
         "torch": torch.__version__, "shape": args.shape, "model": asdict(shape), "params": n_params,
         "precision": "fp32" if args.fp32 else "bf16 autocast, fp32 master weights",
         "answer_tokens": args.answer_tokens, "steps": args.steps,
@@ -197,6 +212,16 @@ def format_rows(results: dict[str, Any]) -> str:
         lines.append(f"  batch {r['batch_size']:>3} x {r['seq_len']}: {r['tokens_per_s']:,.0f} tokens/s, "
                      f"{r['tflops_per_s']:.1f} TFLOP/s, MFU {mfu}, peak {mem}, "
                      f"minor_sft/sft {r['minor_sft_over_sft']:.3f}")
+    peer = results.get("peer")
+    if peer:
+        lines.append(f"  against TRL's SFTTrainer (batch {peer['shape']['batch_size']} x {peer['shape']['seq_len']}, "
+                     f"{peer['reps']} reps, a process each; {peer['memory_measure']}):")
+        for name, r in peer["ratios"].items():
+            mem = peer["memory"].get(name)
+            lines.append(f"    {name}: step time {r['ratio']:.3f} [{r['min']:.2f}-{r['max']:.2f}]"
+                         + (f", peak memory {mem['ratio']:.3f}" if mem else ""))
+        lines.append("    first loss: " + ", ".join(f"{v} {f['logged']:.5f} (|Δ| {f['max_abs_diff']:.1e})"
+                                                 for v, f in peer["first_loss"].items()))
     return "\n".join(lines)
 
 
@@ -212,6 +237,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--beta", type=float, default=0.1)
     p.add_argument("--peak-tflops", type=float, default=None, help="the card's dense bf16 peak (default: table)")
     p.add_argument("--fp32", action="store_true", help="no bf16 autocast")
+    p.add_argument("--peer-reps", type=int, default=2,
+                   help="repetitions of the rows against TRL's SFTTrainer (bench/peer.py); 0 skips them")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     return p.parse_args(argv)
 

@@ -16,7 +16,24 @@ _SHORT = {
     7: "train step peak RSS, answer-only / full logits",
     8: "eval batch time, answer-only / full logits",
     9: "eval batch peak RSS, answer-only / full logits",
+    10: "sft step, LossTrainer / TRL SFTTrainer nll",
+    11: "sft step, LossTrainer / TRL nll (Qwen2 vocab)",
+    12: "minor_sft step (cached ref) / TRL nll",
+    13: "dft step, LossTrainer / TRL SFTTrainer dft",
+    14: "sft step peak memory, LossTrainer / TRL nll",
 }
+_FIRST_LOSS = {10: ("ours_sft", "trl_nll"), 11: ("ours_sft", "trl_nll"), 12: ("ours_sft", "trl_nll"),
+               13: ("ours_dft", "trl_dft"), 14: ("ours_sft", "trl_nll")}
+
+
+def _first_loss_note(row: int, r: dict[str, Any]) -> str:
+    """The first step's logged losses against the formulas (bench/peer.py), both sides."""
+    parts = []
+    for variant in _FIRST_LOSS[row]:
+        f = r["first_loss"].get(variant)
+        if f is not None:
+            parts.append(f"{variant} {f['logged']:.5f} (|Δ| {f['max_abs_diff']:.1e})")
+    return "first loss: " + ", ".join(parts)
 
 
 def _ok(value: float, goal: str | None) -> str:
@@ -31,6 +48,11 @@ def _ratio_line(row: dict, size: str, r: dict[str, Any]) -> list[str]:
     note = f"[{r['min']:.2f}-{r['max']:.2f}] fastest {r['fastest_step_ratio']:.2f}"
     if row["row"] in (7, 9):
         note = f"[{r['min']:.2f}-{r['max']:.2f}] per-process peak resident memory"
+    if row["row"] in _FIRST_LOSS:
+        if row["row"] == 14:
+            mb = r["peak_memory_mb"]
+            note = f"[{r['min']:.2f}-{r['max']:.2f}] peak {mb['ours_sft']:.0f} vs {mb['trl_nll']:.0f} MB"
+        note += "; " + _first_loss_note(row["row"], r)
     if row["row"] == 4:
         lm = r["lm_eval"]
         lm_note = f"lm-eval {lm['agree']}/{lm['n_questions']}" if lm["checked"] else "lm-eval not installed"

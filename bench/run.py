@@ -25,6 +25,7 @@ import transformers
 
 from bench.evals import measure_eval
 from bench.grid import measure_grid
+from bench.peer import measure_peer_in_process, measure_peer_processes, setup_from
 from bench.report import GPU_NOTE, format_table
 from bench.setup import MediumSpec, ensure_world, job_overrides, load_data, medium_model, model_summary
 from bench.steps import measure_steps
@@ -68,6 +69,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--grid-steps", type=int, default=None, help="training steps per grid job (default 2, smoke 1)")
     p.add_argument("--no-grid", action="store_true", help="skip row 5 (it is model-independent)")
     p.add_argument("--no-vocab", action="store_true", help="skip rows 6-9 (the 151,936-token vocabulary, ~5 min)")
+    p.add_argument("--no-peer", action="store_true", help="skip rows 10-14 (against TRL's SFTTrainer, ~8 min)")
     return p.parse_args(argv)
 
 
@@ -99,8 +101,9 @@ def _cpuinfo() -> list[str]:
         return []
 
 
-def bench_size(name: str, plan: SizePlan, world: EmbeddedWorld, work: Path, threads: int, spec: MediumSpec) -> dict:
-    """Rows 1-4 for one model size."""
+def bench_size(name: str, plan: SizePlan, world: EmbeddedWorld, work: Path, threads: int, spec: MediumSpec,
+               peer: bool) -> dict:
+    """Rows 1-4 for one model size, and rows 10, 12, 13 (against TRL) unless `peer` is off."""
     overrides = job_overrides(world) + [f"paths.cache_dir={work / 'cache'}", f"run_dir={work / 'run'}",
         f"train.per_device_batch_size={plan.batch_size}", f"train.global_batch_size={plan.batch_size}",
         "train.max_steps=-1", f"train.num_threads={threads}",
@@ -112,11 +115,16 @@ def bench_size(name: str, plan: SizePlan, world: EmbeddedWorld, work: Path, thre
     steps = measure_steps(model, data, plan.steps, plan.reps)
     log.info("bench %s: evaluation (%s questions)", name, plan.eval_questions or len(data.eval_samples))
     evals = measure_eval(model, data, plan.eval_questions, plan.reps)
-    return {"model": model_summary(model), "steps": steps, "eval": evals}
+    against_trl = None
+    if peer:
+        log.info("bench %s: LossTrainer against TRL's SFTTrainer (%d steps x %d reps)", name, plan.steps, plan.reps)
+        against_trl = measure_peer_in_process(model, setup_from(data, plan.steps), plan.reps)
+    return {"model": model_summary(model), "steps": steps, "eval": evals, "peer": against_trl}
 
 
 def build_results(
-    sizes: dict[str, dict], grid: dict | None, info: dict, args: argparse.Namespace, vocab: dict | None = None
+    sizes: dict[str, dict], grid: dict | None, info: dict, args: argparse.Namespace, vocab: dict | None = None,
+    peer_vocab: dict | None = None,
 ) -> dict:
     """results.json: the rows (per model size), raw medians, and where they were measured."""
     def per_size(pick) -> dict:
@@ -141,6 +149,7 @@ def build_results(
             rows.append({"row": row, "name": f"{phase} {'step' if phase == 'train' else 'batch'} {measure}, "
                          "answer-only logits / full logits", "goal": goal,
                          "results": {label: vocab[phase][measure]}})
+    rows += peer_rows(sizes, peer_vocab)
     return {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "smoke": args.smoke,
@@ -152,7 +161,36 @@ def build_results(
                      for name, r in sizes.items()},
         "rows": rows,
         "vocab": vocab,
+        "peer": {"sizes": {name: r["peer"] for name, r in sizes.items() if r.get("peer")}, "vocab": peer_vocab},
     }
+
+
+def peer_rows(sizes: dict[str, dict], peer_vocab: dict | None) -> list[dict]:
+    """Rows 10-14: our step against TRL's SFTTrainer (bench/peer.py); each result carries its first-step losses."""
+    in_process = {name: r["peer"] for name, r in sizes.items() if r.get("peer")}
+
+    def results(ratio: str, on_sizes: bool = True, kind: str = "ratios") -> dict:
+        out = {}
+        if on_sizes:
+            out = {name: {**p[kind][ratio], "first_loss": p["first_loss"]} for name, p in in_process.items()}
+        if peer_vocab is not None:
+            label = f"vocab {peer_vocab['shape']['vocab_size']}"
+            out[label] = {**peer_vocab[kind][ratio], "first_loss": peer_vocab["first_loss"],
+                          "peak_memory_mb": peer_vocab["peak_memory_mb"]}
+        return out
+
+    return [
+        {"row": 10, "name": "sft step: LossTrainer / TRL SFTTrainer (loss_type=nll)", "goal": "<= 1.0",
+         "results": {k: v for k, v in results("sft_over_trl_nll").items() if not k.startswith("vocab")}},
+        {"row": 11, "name": "sft step: LossTrainer / TRL SFTTrainer (loss_type=nll), Qwen2 vocabulary",
+         "goal": "<= 0.2", "results": results("sft_over_trl_nll", on_sizes=False)},
+        {"row": 12, "name": "minor_sft step (cached reference): LossTrainer / TRL SFTTrainer (nll)", "goal": None,
+         "results": results("minor_sft_over_trl_nll")},
+        {"row": 13, "name": "dft step: LossTrainer / TRL SFTTrainer (loss_type=dft)", "goal": None,
+         "results": results("dft_over_trl_dft")},
+        {"row": 14, "name": "sft step peak memory: LossTrainer / TRL SFTTrainer (nll), a process each",
+         "goal": "<= 1.0", "results": results("sft_over_trl_nll", on_sizes=False, kind="memory")},
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -171,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="sftsweep-bench-") as tmp:
         for name in [s.strip() for s in args.sizes.split(",") if s.strip()]:
             plan = plans[name] if args.reps is None else SizePlan(**{**asdict(plans[name]), "reps": args.reps})
-            sizes[name] = bench_size(name, plan, world, Path(tmp), threads, spec)
+            sizes[name] = bench_size(name, plan, world, Path(tmp), threads, spec, peer=not args.no_peer)
         grid = None
         if not args.no_grid:
             log.info("bench grid: 6 jobs on the tiny model, one shared cache")
@@ -186,8 +224,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
                  f"{(SMOKE_SHAPE if args.smoke else VocabShape()).vocab_size:,}")
         vocab = measure_vocab(SMOKE_SHAPE if args.smoke else VocabShape(), reps=1 if args.smoke else (args.reps or 2),
                               threads=threads, in_process=args.smoke)
+    peer_vocab = None
+    if not args.no_peer:
+        shape = SMOKE_SHAPE if args.smoke else VocabShape()
+        log.info("bench peer: LossTrainer against TRL's SFTTrainer on a %s-token vocabulary, a process each",
+                 f"{shape.vocab_size:,}")
+        peer_vocab = measure_peer_processes(shape, reps=1 if args.smoke else (args.reps or 2), threads=threads,
+                                            in_process=args.smoke)
     info["load_average_end"] = list(os.getloadavg())
-    results = build_results(sizes, grid, info, args, vocab)
+    results = build_results(sizes, grid, info, args, vocab, peer_vocab)
     results["world"] = _world_manifest(world)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(results, indent=2, default=_json_default) + "\n")

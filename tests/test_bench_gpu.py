@@ -14,7 +14,7 @@ from bench.gpu import SHAPES, ModelShape, build_model, main, step_flops
 def test_runs_on_cpu_and_writes_its_rows(tmp_path: Path) -> None:
     out = tmp_path / "gpu.json"
     results = main(["--device", "cpu", "--shape", "tiny", "--steps", "1", "--batch-sizes", "2",
-                    "--seq-len", "32", "--peak-tflops", "1", "--out", str(out)])
+                    "--seq-len", "32", "--peak-tflops", "1", "--peer-reps", "0", "--out", str(out)])
     assert json.loads(out.read_text()) == results
     (row,) = results["rows"]
     assert row["status"] == "ok" and row["batch_size"] == 2
@@ -38,3 +38,4 @@ def test_asking_for_a_gpu_where_there_is_none_is_one_line(tmp_path: Path) -> Non
         pytest.skip("a GPU is visible: the refusal cannot happen here")
     with pytest.raises(SystemExit, match="no GPU is visible"):
         main(["--device", "cuda", "--out", str(tmp_path / "x.json")])
+

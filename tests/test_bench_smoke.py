@@ -25,10 +25,10 @@ def smoke_results(tiny_world: EmbeddedWorld, tmp_path_factory: pytest.TempPathFa
     return results, out
 
 
-def test_writes_all_five_rows(smoke_results: tuple[dict, Path]) -> None:
+def test_writes_every_row(smoke_results: tuple[dict, Path]) -> None:
     results, out = smoke_results
     assert json.loads(out.read_text()) == json.loads(json.dumps(results, default=str))
-    assert [row["row"] for row in results["rows"]] == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert [row["row"] for row in results["rows"]] == list(range(1, 15))
     assert set(results["models"]) == {"tiny", "medium"}
     for row in results["rows"][:4]:
         assert set(row["results"]) == {"tiny", "medium"}
@@ -65,6 +65,25 @@ def test_vocab_rows_compare_answer_only_with_full_logits(smoke_results: tuple[di
     for phase in ("train", "eval"):
         steps = vocab[phase]["median_step_s"]
         assert steps["full"] > 0 and steps["lean"] > 0
-    for row in results["rows"][5:]:
+    for row in results["rows"][5:9]:
         (r,) = row["results"].values()
         assert math.isfinite(r["ratio"]) and r["ratio"] > 0 and r["min"] <= r["ratio"] <= r["max"]
+
+
+def test_trl_and_our_trainer_log_the_losses_their_formulas_give_on_the_first_step(smoke_results) -> None:
+    """Rows 10-14 compare equal work: on every model both trainers start from the same weights and batch, and
+    each logs the loss its own normalisation gives (ours per answer, TRL's per token) to float noise."""
+    peer = smoke_results[0]["peer"]
+    measured = {**peer["sizes"], "vocab": peer["vocab"]}
+    assert set(measured) == {"tiny", "medium", "vocab"}
+    for name, run in measured.items():
+        assert set(run["first_loss"]) == {"ours_sft", "trl_nll", "ours_dft", "trl_dft"}, name
+        for variant, f in run["first_loss"].items():
+            assert f["max_abs_diff"] <= 1e-5 * max(1.0, abs(f["expected"])), (name, variant, f)
+        assert all(r["ratio"] > 0 for r in run["ratios"].values())
+    # every answer of the vocabulary rows has the same length: the two normalisations coincide there
+    vocab = peer["vocab"]["first_loss"]
+    assert vocab["ours_sft"]["expected"] == pytest.approx(vocab["trl_nll"]["expected"], rel=1e-6)
+    # the embedded world's answers differ in length: there they do not, and the bench says which is which
+    tiny = peer["sizes"]["tiny"]["first_loss"]
+    assert tiny["ours_sft"]["expected"] != pytest.approx(tiny["trl_nll"]["expected"], rel=1e-3)
