@@ -78,7 +78,8 @@ def build_batch(shape: VocabShape) -> dict[str, torch.Tensor]:
     return {"samples": samples, **collate(samples, pad_id=0)}
 
 
-def _train_step(model: torch.nn.Module, batch: dict, optimizer: torch.optim.Optimizer, variant: str) -> None:
+def _train_step(model: torch.nn.Module, batch: dict, optimizer: torch.optim.Optimizer, variant: str) -> torch.Tensor:
+    """One SFT step; returns the loss (a tensor: reading it would add a sync to the timed steps)."""
     from trainers.model.logprobs import answer_logps
     from trainers.model.losses import LOSSES, sequence_logps
 
@@ -87,42 +88,51 @@ def _train_step(model: torch.nn.Module, batch: dict, optimizer: torch.optim.Opti
     else:
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         lp = sequence_logps(logits, batch["labels"])
-    LOSSES["sft"](lp, None, batch["n_tokens"], None).mean().backward()
+    loss = LOSSES["sft"](lp, None, batch["n_tokens"], None).mean()
+    loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
 
 
 @torch.no_grad()
-def _eval_batch(model: torch.nn.Module, batch: dict, variant: str) -> torch.Tensor:
+def _eval_batch(model: torch.nn.Module, batch: dict, variant: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(predicted letters, answer log-probs) of one evaluation batch."""
     from trainers.model.losses import sequence_logps
     from trainers.model.scoring import score_samples
 
     letters = [1, 2, 3, 4]
     if variant == "lean":
-        return score_samples(model, batch["samples"], letters, 0, len(batch["samples"])).preds
+        scores = score_samples(model, batch["samples"], letters, 0, len(batch["samples"]))
+        return scores.preds, scores.logps
     model.eval()
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    sequence_logps(logits, batch["labels"])
+    logps = sequence_logps(logits, batch["labels"])
     rows = torch.arange(logits.shape[0])
-    return logits[rows, batch["answer_pos"]][:, letters].argmax(-1)
+    return logits[rows, batch["answer_pos"]][:, letters].argmax(-1), logps
 
 
 def child(phase: str, variant: str, shape: VocabShape, threads: int) -> dict[str, Any]:
-    """One process's measurement: step times and the process's peak resident memory."""
+    """One process's measurement: step times, the process's peak resident memory, and what the first step
+    computed (the loss of the training step; predictions and answer log-probs of the evaluation batch), which
+    both variants compute from the same weights and batch."""
     torch.set_num_threads(threads)
     model, batch = build_model(shape), build_batch(shape)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4) if phase == "train" else None
-    times = []
+    times, first = [], {}
     for i in range(shape.steps + 1):
         began = time.perf_counter()
         if optimizer is not None:
-            _train_step(model, batch, optimizer, variant)
+            out = {"loss": _train_step(model, batch, optimizer, variant)}
         else:
-            _eval_batch(model, batch, variant)
+            preds, logps = _eval_batch(model, batch, variant)
+            out = {"preds": preds, "logps": logps}
         if i:  # the first step allocates optimizer state and warms the allocator
             times.append(time.perf_counter() - began)
+        else:
+            first = {k: v.tolist() for k, v in out.items()}
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-    return {"phase": phase, "variant": variant, "step_s": times, "peak_rss_mb": peak_mb}
+    return {"phase": phase, "variant": variant, "step_s": times, "peak_rss_mb": peak_mb, "first_step": first}
 
 
 def _run_child(phase: str, variant: str, shape: VocabShape, threads: int) -> dict[str, Any]:
@@ -157,7 +167,22 @@ def measure_vocab(shape: VocabShape, reps: int, threads: int, in_process: bool =
             "time": _ratio(time_ratios, min(t for r in lean for t in r["step_s"])
                            / min(t for r in full for t in r["step_s"])),
             "memory": _ratio(mem_ratios, min(r["peak_rss_mb"] for r in lean) / min(r["peak_rss_mb"] for r in full)),
+            "agreement": _agreement(full[0]["first_step"], lean[0]["first_step"]),
         }
+    return out
+
+
+def _agreement(full: dict[str, Any], lean: dict[str, Any]) -> dict[str, Any]:
+    """What the two variants computed on the first step from the same weights and batch: the largest
+    difference of each value, and whether the predicted letters are the same."""
+    out: dict[str, Any] = {}
+    for key in ("loss", "logps"):
+        if key in full:
+            a, b = torch.tensor(full[key]), torch.tensor(lean[key])
+            out[f"{key}_max_abs_diff"] = float((a - b).abs().max())
+            out[f"{key}_full"] = full[key]
+    if "preds" in full:
+        out["preds_agree"] = full["preds"] == lean["preds"]
     return out
 
 
