@@ -6,6 +6,7 @@ every grid point before it launches anything.
 
 from __future__ import annotations
 
+from importlib.util import find_spec
 from pathlib import Path
 
 import torch
@@ -67,6 +68,20 @@ def validate_config(cfg: DictConfig, processes: int | None = None) -> None:
                 f"data.{field}={cfg.data[field]}: {cfg.data.name} withholds the answers of its {cfg.data[field]} "
                 f"split (its files have no answer column), so it can neither train nor score; use another split "
                 f"({others}; data.eval_split=null carves the eval questions out of the training split)")
+    missing_packages(cfg)
+
+
+def missing_packages(cfg: DictConfig) -> None:
+    """Refuse a setting whose package is not installed here, before any job starts: the sweep would run its
+    prepare job first and then fail every grid point. `make sweep` installs the package and its runtime
+    dependencies only; these are extras."""
+    s = cfg.get("strategy")
+    if s is not None and s.get("deepspeed") and find_spec("deepspeed") is None:
+        raise ConfigError(f"strategy={s.name} needs deepspeed, which is not installed here; install it with "
+                          "`.venv/bin/pip install -e '.[deepspeed]'` (or use strategy=fsdp)")
+    if cfg.model.get("lora") and find_spec("peft") is None:
+        raise ConfigError("model.lora is set but peft is not installed here; install it with "
+                          "`.venv/bin/pip install -e '.[lora]'` (or set model.lora=null)")
 
 
 def validate_paths(cfg: DictConfig) -> None:
