@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import kill_after_first_checkpoint
+from trainers.job.config import save_job_config
 from trainers.job.prepare import prepare
 from trainers.model import losses
 from trainers.runtime.run_dir import read_jsonl
@@ -149,19 +150,32 @@ def test_cli_prints_base_and_final_accuracy(tiny_world, tmp_path):
     assert len(results) == 1 and results[0].parent.name == "lr0.001_betaNone_seed0"
 
 
-def test_rerun_resumes_from_its_own_checkpoint_only(job_cfg):
-    overrides = ("method=minor_sft", "train.save_steps=3", "train.save_total_limit=2")
+def test_killed_job_resumes_from_its_last_complete_checkpoint_never_a_torn_one(job_cfg):
+    """SIGKILL after the first checkpoint, a torn checkpoint (a save killed halfway: half the weights, no
+    trainer_state.json) left behind it, rerun: the job resumes from the complete one and the torn one is gone."""
+    overrides = ("method=minor_sft", "train.save_steps=2", "train.save_total_limit=2")
     cfg = job_cfg(*overrides)
-    assert run_job(cfg)["resumed_from_step"] is None
-    checkpoints = Path(cfg.run_dir) / "checkpoints"
-    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-3", "checkpoint-6"]
-    # as if killed between step 3 and 6: the last checkpoint and the result are gone
-    shutil.rmtree(checkpoints / "checkpoint-6")
-    (Path(cfg.run_dir) / "result.json").unlink()
+    run_dir, checkpoints = Path(cfg.run_dir), Path(cfg.run_dir) / "checkpoints"
+    code = (f"from trainers.job.config import load_job_config\nfrom trainers.train import run_job\n"
+            f"run_job(load_job_config({str(save_job_config(cfg))!r}))")
+    assert kill_after_first_checkpoint(code, checkpoints) == ["checkpoint-2"]
+    assert not (run_dir / "result.json").exists()
+    assert [m["step"] for m in read_jsonl(run_dir / "metrics.jsonl")] == [1, 2]
+    assert [e["step"] for e in read_jsonl(run_dir / "eval.jsonl")] == [0]
+    torn = checkpoints / "checkpoint-4"
+    torn.mkdir()
+    weights = (checkpoints / "checkpoint-2" / "model.safetensors").read_bytes()
+    (torn / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+
     resumed = run_job(job_cfg(*overrides))
-    assert resumed["resumed_from_step"] == 3 and resumed["steps"] == 6 and resumed["status"] == "ok"
-    steps = [m["step"] for m in read_jsonl(Path(cfg.run_dir) / "metrics.jsonl")]
-    assert steps == [1, 2, 4, 6]
+    assert (resumed["status"], resumed["resumed_from_step"], resumed["steps"]) == ("ok", 2, 6)
+    # 6 steps x 8 questions: one pass over the 48 train questions, nothing lost, nothing counted twice
+    train_samples = prepare(cfg, reference=False).train_samples
+    assert resumed["train_tokens"] == sum(len(s.input_ids) for s in train_samples)
+    assert [m["step"] for m in read_jsonl(run_dir / "metrics.jsonl")] == [1, 2, 4, 6]
+    assert [e["step"] for e in read_jsonl(run_dir / "eval.jsonl")] == [0, 3, 6]
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-4", "checkpoint-6"]
+    assert json.loads((torn / "trainer_state.json").read_text())["global_step"] == 4  # saved anew, whole
     # another config in the same directory never resumes from these checkpoints
     other = run_job(job_cfg(*overrides, "method.beta=0.5"))
     assert other["resumed_from_step"] is None and other["steps"] == 6

@@ -12,3 +12,23 @@ if _method:
         raise RuntimeError(f"{_method} exploded")
 
     losses.LOSSES[_method] = _exploding
+
+# SFTSWEEP_TEST_HANG="<checkpoints dir>": every training loss hangs once a checkpoint there is complete (its
+# trainer_state.json written), so a test can kill the job after its first checkpoint, never after its end.
+_hang_dir = os.environ.get("SFTSWEEP_TEST_HANG")
+if _hang_dir:
+    import glob
+    import time
+
+    from trainers.model import losses
+
+    def _hanging(original):
+        def loss(*args, **kwargs):
+            while glob.glob(os.path.join(_hang_dir, "checkpoint-*", "trainer_state.json")):
+                time.sleep(60)
+            return original(*args, **kwargs)
+
+        return loss
+
+    for _name, _loss in list(losses.LOSSES.items()):
+        losses.LOSSES[_name] = _hanging(_loss)
