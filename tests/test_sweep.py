@@ -143,6 +143,6 @@ def test_slurm_launcher_runs_every_point_through_sbatch(slurm_cluster, tiny_worl
     arrays = sorted({j.split("_")[0] for j in job_ids})
     accounted = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(arrays)],
                                capture_output=True, text=True, timeout=60)
-    if accounted.returncode == 0 and accounted.stdout.strip():
-        states = dict(line.split("|")[:2] for line in accounted.stdout.split())
-        assert all(states.get(j) == "COMPLETED" for j in job_ids), states
+    assert accounted.returncode == 0 and accounted.stdout.strip(), f"sacct did not answer: {accounted.stderr}"
+    states = dict(line.split("|")[:2] for line in accounted.stdout.split())
+    assert {j: states.get(j) for j in job_ids} == dict.fromkeys(job_ids, "COMPLETED"), states
