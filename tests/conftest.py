@@ -3,8 +3,13 @@ a real single-node SLURM cluster for the tests that ask for it (only with SFTSWE
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import signal
 import subprocess
+import sys
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -60,6 +65,62 @@ def job_cfg(tiny_world: EmbeddedWorld, tmp_path: Path) -> Callable[..., DictConf
     return make
 
 
+def _process_tree(root: int) -> list[int]:
+    """`root` and every live descendant, read from /proc (torchrun's workers run in sessions of their own)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, ppid = stat.read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, ValueError):
+            continue
+        if state != "Z":
+            children.setdefault(int(ppid), []).append(int(stat.parent.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo += children.get(pid, [])
+    return tree
+
+
+def kill_after_first_checkpoint(code: str, checkpoints: Path, timeout: float = 300) -> list[str]:
+    """Run `python -c code` in a session of its own with every training loss hanging once a checkpoint under
+    `checkpoints` is complete (tests/fault_site); when the first one is, SIGKILL every process group of the
+    job (the agent's and each torchrun worker's) and return the checkpoint folders it left."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "tests" / "fault_site"), "SFTSWEEP_TEST_HANG": str(checkpoints)}
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO_ROOT, start_new_session=True, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+
+    def complete() -> bool:
+        for state in checkpoints.glob("checkpoint-*/trainer_state.json"):
+            try:
+                return bool(json.loads(state.read_text()))
+            except ValueError:  # being written
+                return False
+        return False
+
+    try:
+        while not complete() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        tree = _process_tree(proc.pid)
+        for group in {_group(pid) for pid in tree} - {None}:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, f"the job ended by itself (exit {proc.returncode}) before the kill"
+    assert complete(), f"no complete checkpoint in {timeout} s"
+    return sorted(p.name for p in checkpoints.iterdir())
+
+
+def _group(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
 SLURM_TESTS_VAR = "SFTSWEEP_SLURM_TESTS"
 _SLURM_OWNED = [False]  # whether this session started the cluster (then its queue is ours to empty)
 
@@ -78,7 +139,8 @@ def _slurm_session() -> Iterator[str]:
     _SLURM_OWNED[0] = not was_up
     reason = ensure_slurm_cluster()
     if reason is not None:
-        pytest.skip(f"no SLURM here: {reason}")
+        # the variable asked for these tests: a cluster that cannot start fails them, never skips them
+        pytest.fail(f"{SLURM_TESTS_VAR}=1 but the SLURM cluster did not start: {reason}", pytrace=False)
     yield PARTITION
     if not was_up:
         stopped = stop_slurm_cluster()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import kill_after_first_checkpoint
 from trainers.job.agent import launch
 from trainers.job.config import save_job_config
 from trainers.job.prepare import prepare
@@ -114,22 +114,32 @@ def test_exception_on_one_rank_ends_the_job_as_failed(job_cfg):
     assert saved["status"] == "failed" and saved["error"] == "rank 1: RuntimeError: injected failure on rank 1", saved
 
 
-def test_kill_and_resume_on_two_processes(job_cfg):
-    overrides = ("method=minor_sft", "train.save_steps=2", "train.save_total_limit=3", "train.max_steps=4",
-                 *BATCH, *TWO)
+def test_two_processes_killed_after_a_checkpoint_resume_from_it_never_from_a_torn_one(job_cfg):
+    """SIGKILL to the agent's and every worker's process group once checkpoint-2 is complete, a torn
+    checkpoint-4 (half the weights, no trainer_state.json) left behind, rerun on two processes."""
+    overrides = ("method=minor_sft", "train.save_steps=2", "train.save_total_limit=2", *BATCH, *TWO)
     cfg = job_cfg(*overrides)
-    first = launch(cfg)
-    assert first["status"] == "ok" and first["resumed_from_step"] is None
-    checkpoints = Path(cfg.run_dir) / "checkpoints"
-    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-2", "checkpoint-4"]
-    # as if killed between steps 2 and 4
-    shutil.rmtree(checkpoints / "checkpoint-4")
-    (Path(cfg.run_dir) / "result.json").unlink()
+    run_dir, checkpoints = Path(cfg.run_dir), Path(cfg.run_dir) / "checkpoints"
+    code = (f"from trainers.job.agent import launch\nfrom trainers.job.config import load_job_config\n"
+            f"launch(load_job_config({str(save_job_config(cfg))!r}))")
+    assert kill_after_first_checkpoint(code, checkpoints) == ["checkpoint-2"]
+    assert not (run_dir / "result.json").exists()
+    assert [m["step"] for m in _rows(run_dir, "metrics.jsonl")] == [1, 2]
+    torn = checkpoints / "checkpoint-4"
+    torn.mkdir()
+    weights = (checkpoints / "checkpoint-2" / "model.safetensors").read_bytes()
+    (torn / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+
     resumed = launch(job_cfg(*overrides))
-    assert resumed["status"] == "ok" and resumed["resumed_from_step"] == 2 and resumed["steps"] == 4
-    assert resumed["train_tokens"] == first["train_tokens"]  # nothing lost, nothing counted twice
-    assert [m["step"] for m in _rows(cfg.run_dir, "metrics.jsonl")] == [1, 2, 4]
-    assert [e["step"] for e in _rows(cfg.run_dir, "eval.jsonl")] == [0, 3, 4]
+    assert (resumed["status"], resumed["resumed_from_step"], resumed["steps"]) == ("ok", 2, 6)
+    assert resumed["world_size"] == 2
+    # 6 steps x 8 questions: one pass over the 48 train questions, nothing lost, nothing counted twice
+    train_samples = prepare(cfg, reference=False).train_samples
+    assert resumed["train_tokens"] == sum(len(s.input_ids) for s in train_samples)
+    assert [m["step"] for m in _rows(run_dir, "metrics.jsonl")] == [1, 2, 4, 6]
+    assert [e["step"] for e in _rows(run_dir, "eval.jsonl")] == [0, 3, 6]
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-4", "checkpoint-6"]
+    assert json.loads((torn / "trainer_state.json").read_text())["global_step"] == 4  # saved anew, whole
 
 
 def _cli(tiny_world, tmp_path, *overrides: str, patch: str = "") -> subprocess.CompletedProcess:

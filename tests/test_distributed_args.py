@@ -15,6 +15,8 @@ from omegaconf import OmegaConf
 from trainers.job.agent import torchrun_argv
 from trainers.job.arguments import grad_accumulation, training_arguments
 from trainers.job.config import JOB_CONFIG, compose_job, load_job_config, save_job_config
+from trainers.job.prepare import load_model
+from trainers.job.validate import check_devices
 from trainers.runtime.errors import ConfigError
 from trainers.runtime.run_dir import config_hash
 
@@ -55,15 +57,21 @@ def test_zero3_arguments_are_filled_from_the_job(job_cfg, tmp_path):
         unset_hf_deepspeed_config()
 
 
-def test_mixed_precision_is_the_default_for_gpu_models():
+def test_mixed_precision_is_the_default_for_gpu_models(job_cfg, tmp_path):
     """fp32 master weights and optimizer state, bf16 compute: the paper's lr of 1e-6-1e-5 would round
     away in bf16 weights. Pure bf16 only when asked (model.dtype=bfloat16)."""
     paper = compose_job(["model=qwen2_7b_instruct", "train=paper", "data=fineval"])
     assert paper.model.dtype == "float32" and paper.train.bf16 is True
     assert paper.train.optim == "adamw_torch"
-    # bf16 weights in bf16 lose an update of 1e-5 relative size; fp32 keeps it
-    w = torch.tensor(1.0)
-    assert (w.bfloat16() + 1e-5 * w.bfloat16()).item() == 1.0 and (w + 1e-5 * w).item() != 1.0
+    # what the job does with them, on the tiny model: the weights it loads, the precision it hands the Trainer
+    mixed = job_cfg("model.dtype=float32", "train.bf16=true")
+    assert {p.dtype for p in load_model(mixed).parameters()} == {torch.float32}
+    args = training_arguments(mixed, tmp_path)
+    assert (args.bf16, args.fp16) == (True, False)
+    pure = job_cfg("model.dtype=bfloat16", "train.bf16=false")
+    assert {p.dtype for p in load_model(pure).parameters()} == {torch.bfloat16}
+    args = training_arguments(pure, tmp_path)
+    assert (args.bf16, args.fp16) == (False, False)
 
 
 def test_accumulation_keeps_the_global_batch(job_cfg):
@@ -116,3 +124,33 @@ def test_slurm_requests_what_the_strategy_needs(strategy, gpus, cpus, threads):
     assert (launcher.gpus_per_node, launcher.cpus_per_task, cfg.train.num_threads) == (gpus, cpus, threads)
     assert launcher.tasks_per_node == 1 and launcher.nodes == cfg.strategy.nnodes  # one agent per node
     assert launcher.max_num_timeout > 0  # a job at its time limit is requeued (hydra-submitit's default is 0)
+
+
+@pytest.mark.parametrize(("overrides", "env", "message"), [
+    (["strategy=ddp", "strategy.nproc_per_node=2"], {"TORCHELASTIC_RUN_ID": "x", "WORLD_SIZE": "4"},
+     "trainers.train was started under torchrun; run it directly with strategy=ddp strategy.nproc_per_node=4: "
+     "the job starts its own workers"),
+    (["strategy=fsdp"], {},
+     "strategy=fsdp needs GPUs (on CPU the HF Trainer silently falls back to DDP); use strategy=ddp here"),
+    (["strategy=deepspeed_zero3"], {},
+     "strategy=deepspeed_zero3 needs GPUs (on CPU the HF Trainer silently falls back to DDP); use strategy=ddp here"),
+    (["strategy.name=megatron"], {},
+     "strategy='megatron' is not known; use one of single, ddp, fsdp, deepspeed_zero3"),
+    (["strategy=ddp", "strategy.nproc_per_node=0"], {},
+     "strategy.nproc_per_node=0 and strategy.nnodes=1 must be >= 1"),
+], ids=["under-torchrun", "fsdp-on-cpu", "zero3-on-cpu", "unknown-strategy", "no-process"])
+def test_check_devices_refuses_what_would_change_the_experiment(monkeypatch, overrides, env, message):
+    """The refusals of check_devices (README), on this CPU-only machine; the same strategies pass unrefused
+    where they can run."""
+    if torch.cuda.is_available():
+        pytest.skip("the CPU refusals need a machine without GPUs")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as info:
+        check_devices(compose_job(overrides))
+    assert str(info.value) == message
+
+
+def test_check_devices_lets_ddp_on_cpu_through():
+    assert check_devices(compose_job(["strategy=ddp", "strategy.nproc_per_node=2"])) is None
+    assert check_devices(compose_job(["strategy=single"])) is None

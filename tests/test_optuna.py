@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import optuna
 import pytest
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 
 from conftest import REPO_ROOT
+from trainers.runtime.run_dir import read_jsonl
 
 pytestmark = pytest.mark.slow  # every test here runs an Optuna search of real (tiny) training jobs
 
@@ -29,19 +33,35 @@ def load_study(tmp_path: Path) -> optuna.Study:
     return optuna.load_study(study_name="optuna_minor_sft", storage=f"sqlite:///{tmp_path / 'search' / 'optuna.db'}")
 
 
-def test_rerun_continues_the_same_study_with_new_trials(tiny_world, tmp_path):
-    first = run_search(tiny_world, tmp_path, 3)
+def test_rerun_continues_the_same_journal_study_with_new_trials_told_their_selection_accuracy(tiny_world, tmp_path):
+    """On journal:/// storage (the one for a shared filesystem): the rerun resumes the study, and each trial's
+    value is its run's accuracy on the selection split, counted here from its predictions.jsonl."""
+    journal = tmp_path / "search" / "optuna.journal"
+    storage = f"hydra.sweeper.storage=journal://{journal}"
+    first = run_search(tiny_world, tmp_path, 3, storage)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "0 trials done, 3 to run" in first.stdout
-    second = run_search(tiny_world, tmp_path, 5)
+    second = run_search(tiny_world, tmp_path, 5, storage)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "3 trials done, 2 to run" in second.stdout
-    trials = load_study(tmp_path).get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert not (tmp_path / "search" / "optuna.db").exists()
+    study = optuna.load_study(study_name="optuna_minor_sft",
+                              storage=JournalStorage(JournalFileBackend(str(journal))))
+    trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     betas = [t.params["method.beta"] for t in trials]
     assert len(trials) == 5 and len(set(betas)) == 5
     assert all(0.01 <= b <= 1.0 for b in betas)
-    # every trial is an ordinary run directory, with the accuracy Optuna was told
-    assert len(list((tmp_path / "search").rglob("result.json"))) == 5
+    # every trial is an ordinary run directory; Optuna was told its selection-split accuracy
+    run_dirs = {json.loads(p.read_text())["beta"]: p.parent for p in (tmp_path / "search").rglob("result.json")}
+    assert sorted(run_dirs) == sorted(betas)
+    select_ids = set()
+    for trial in trials:
+        predictions = read_jsonl(run_dirs[trial.params["method.beta"]] / "predictions.jsonl")
+        select = {p["id"]: p["correct"] for p in predictions if p["split"] == "select"}
+        assert len(predictions) == 20 and 0 < len(select) < 20  # data.n_eval=20, part of it the selection split
+        select_ids.add(frozenset(select))
+        assert trial.value == sum(select.values()) / len(select)
+    assert len(select_ids) == 1  # every trial is scored on the same questions
     assert (tmp_path / "search" / "optimization_results.yaml").exists()
 
 

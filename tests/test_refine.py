@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -131,8 +132,11 @@ def test_edge_peak_is_not_refined():
 
 
 @pytest.mark.slow
-def test_refined_sweep_through_hydra_resumes_and_feeds_the_report(tiny_world, tmp_path):
-    """A real sweep of tiny jobs with one refinement round; its output is what the report reads."""
+def test_refined_sweep_through_hydra_runs_the_midpoints_around_an_interior_peak_resumes_and_feeds_the_report(
+        tiny_world, tmp_path):
+    """A real sweep of tiny jobs with one refinement round; its output is what the report reads. The sweeper
+    scores runs by a known curve peaking at lr 2e-3 (tests/fault_site: the tiny world's accuracies are chance
+    and tie), so the coarse grid's peak is 1e-3, interior, and the round runs its two midpoints."""
     args = [
         sys.executable, "-m", "trainers.train", "-m", "experiment=smoke", "model.embedded=false",
         f"paths.embedded_dir={tiny_world.root}", f"paths.cache_dir={tmp_path / 'cache'}",
@@ -141,19 +145,21 @@ def test_refined_sweep_through_hydra_resumes_and_feeds_the_report(tiny_world, tm
         "~grid.methods.minor_sft", "grid.methods.sft.lr=[1e-4,1e-3,1e-2,1e-1]",
         "+grid.refine={rounds:1,factor:2.0}",
     ]
-    first = subprocess.run(args, capture_output=True, text=True, cwd=REPO_ROOT, timeout=900)
-    assert first.returncode in (0, 1), first.stderr[-3000:]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "tests" / "fault_site"), "SFTSWEEP_TEST_PEAK_LR": "2e-3"}
+    first = subprocess.run(args, capture_output=True, text=True, cwd=REPO_ROOT, timeout=900, env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
     summary = json.loads((tmp_path / "sweep" / "sweep_summary.json").read_text())
     rounds = summary["refine"]
-    assert rounds[0]["round"] == 1 and "final_brackets" in rounds[-1]
-    n_refined = rounds[0]["new_points"]
-    assert len(summary["points"]) == 4 + n_refined
-    if n_refined:  # the tiny world's peak was interior: its midpoints ran and are in the summary
-        assert {p["lr"] for p in summary["points"]} >= set(rounds[0]["lrs"])
-        assert "[sweep] refine, midpoints around the peaks:" in first.stdout
-    again = subprocess.run(args, capture_output=True, text=True, cwd=REPO_ROOT, timeout=900)
-    assert again.returncode == first.returncode
-    assert "already done, 0 to run" in again.stdout
+    assert rounds[0]["round"] == 1 and rounds[0]["brackets"] == {"sft": [1e-4, 1e-3, 1e-2]}
+    assert rounds[0]["new_points"] == 2
+    # the midpoints of the bracket, √(1e-4·1e-3) and √(1e-3·1e-2) to three digits, ran and finished
+    assert sorted((p["lr"], p["status"]) for p in summary["points"]) == [
+        (1e-4, "ok"), (3.16e-4, "ok"), (1e-3, "ok"), (3.16e-3, "ok"), (1e-2, "ok"), (1e-1, "ok")]
+    assert "[sweep] refine, midpoints around the peaks: 2 points, 0 already done, 2 to run" in first.stdout
+    again = subprocess.run(args, capture_output=True, text=True, cwd=REPO_ROOT, timeout=900, env=env)
+    assert again.returncode == 0
+    assert "4 grid points, 4 already done, 0 to run" in again.stdout
+    assert "[sweep] refine, midpoints around the peaks: 2 points, 2 already done, 0 to run" in again.stdout
     rep = build_report(tmp_path / "sweep", use_wandb=False)
     th = rep.threshold.iloc[0]
     assert th["method"] == "SFT" and "report split" in th["ci_method"]

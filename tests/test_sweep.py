@@ -40,7 +40,7 @@ def results(sweep_dir: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(sweep_dir.rglob("result.json"))]
 
 
-def test_smoke_sweep_runs_every_point_then_resumes_with_nothing_to_do(tiny_world, tmp_path):
+def test_smoke_sweep_runs_every_point_then_reruns_only_failed_or_changed_points(tiny_world, tmp_path):
     first = run_sweep(tiny_world, tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     found = results(tmp_path / "sweep")
@@ -54,9 +54,20 @@ def test_smoke_sweep_runs_every_point_then_resumes_with_nothing_to_do(tiny_world
     assert f"{SMOKE_POINTS} grid points, 0 already done, {SMOKE_POINTS} to run" in first.stdout
     assert f"[sweep] {SMOKE_POINTS}/{SMOKE_POINTS} done" in first.stdout
 
-    again = run_sweep(tiny_world, tmp_path)
-    assert again.returncode == 0
-    assert f"{SMOKE_POINTS} already done, 0 to run" in again.stdout
+    # how a sweep runs and logs is not the experiment: another launcher, more threads and W&B rerun nothing
+    how = [a for a in sweep_args(tiny_world, tmp_path, "launcher=joblib", "train.num_threads=2") if a != "logger=none"]
+    again = subprocess.run(
+        [sys.executable, "-m", "trainers.train", *how, "logger=wandb"], capture_output=True, text=True,
+        cwd=REPO_ROOT, timeout=600, env={**os.environ, "WANDB_MODE": "offline"})
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"{SMOKE_POINTS} grid points, {SMOKE_POINTS} already done, 0 to run" in again.stdout
+    # a failed point runs again, and only it
+    failed = next((tmp_path / "sweep" / "sft").rglob("result.json"))
+    failed.write_text(json.dumps({**json.loads(failed.read_text()), "status": "failed", "error": "RuntimeError: x"}))
+    retry = run_sweep(tiny_world, tmp_path)
+    assert retry.returncode == 0, retry.stderr[-3000:]
+    assert f"{SMOKE_POINTS} grid points, {SMOKE_POINTS - 1} already done, 1 to run" in retry.stdout
+    assert [r["status"] for r in results(tmp_path / "sweep")] == ["ok"] * SMOKE_POINTS
     # a changed setting is a different experiment: every point runs again
     changed = run_sweep(tiny_world, tmp_path, "train.max_steps=4")
     assert f"0 already done, {SMOKE_POINTS} to run" in changed.stdout
@@ -122,11 +133,21 @@ def test_killed_sweep_resumes_with_exactly_one_ok_result_per_point(tiny_world, t
         assert steps == sorted(set(steps)) and steps[-1] == 40  # the killed job's partial log was reset
 
 
-def test_joblib_launcher_runs_jobs_in_parallel_workers(tiny_world, tmp_path):
-    out = run_sweep(tiny_world, tmp_path, "launcher=joblib", "train.num_threads=1")
+def test_joblib_launcher_runs_two_jobs_at_once_in_different_processes(tiny_world, tmp_path):
+    # 40 steps a job: longer than a joblib worker's start (its job runner imports torch), so that the
+    # worker that starts second still finds a job of the other one running
+    out = run_sweep(tiny_world, tmp_path, "launcher=joblib", "train.num_threads=1", "train.max_steps=40",
+                    "train.logging_steps=5")
     assert out.returncode == 0, out.stderr[-3000:]
     assert len(results(tmp_path / "sweep")) == SMOKE_POINTS
-    assert "Joblib.Parallel(n_jobs=2" in out.stdout + out.stderr
+    # each job's process and lifetime: progress.json's pid and start, result.json written at its end
+    jobs = [(progress["pid"], progress["started_at"], (run_dir / "result.json").stat().st_mtime)
+            for run_dir in {p.parent for p in (tmp_path / "sweep").rglob("result.json")}
+            for progress in [json.loads((run_dir / "progress.json").read_text())]]
+    assert len(jobs) == SMOKE_POINTS
+    overlapping = [(a, b) for i, a in enumerate(jobs) for b in jobs[i + 1:]
+                   if a[0] != b[0] and a[1] < b[2] and b[1] < a[2]]
+    assert overlapping, f"no two jobs ran at the same time: {sorted(jobs, key=lambda j: j[1])}"
 
 
 def test_slurm_launcher_runs_every_point_through_sbatch(slurm_cluster, tiny_world, tmp_path):
@@ -143,6 +164,6 @@ def test_slurm_launcher_runs_every_point_through_sbatch(slurm_cluster, tiny_worl
     arrays = sorted({j.split("_")[0] for j in job_ids})
     accounted = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(arrays)],
                                capture_output=True, text=True, timeout=60)
-    if accounted.returncode == 0 and accounted.stdout.strip():
-        states = dict(line.split("|")[:2] for line in accounted.stdout.split())
-        assert all(states.get(j) == "COMPLETED" for j in job_ids), states
+    assert accounted.returncode == 0 and accounted.stdout.strip(), f"sacct did not answer: {accounted.stderr}"
+    states = dict(line.split("|")[:2] for line in accounted.stdout.split())
+    assert {j: states.get(j) for j in job_ids} == dict.fromkeys(job_ids, "COMPLETED"), states

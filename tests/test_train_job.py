@@ -10,9 +10,15 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForCausalLM
 
-from trainers.job.prepare import prepare
+from conftest import kill_after_first_checkpoint
+from trainers.job.config import compose_job, save_job_config
+from trainers.job.prepare import load_model, prepare
 from trainers.model import losses
+from trainers.model.loss_trainer import LossTrainer
 from trainers.runtime.run_dir import read_jsonl
 from trainers.train import run_job
 from wandb_records import offline_history
@@ -66,6 +72,29 @@ def test_reference_pass_runs_once_per_key(job_cfg, tmp_path):
     assert len(list((cache / "scores").glob("reference-*.safetensors"))) == 2
 
 
+def test_reference_cache_is_keyed_on_the_model_files_and_dtype(job_cfg, tiny_world, tmp_path):
+    """Same data, same model path: new weights under that path, or another dtype, compute the passes again."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_world.model_dir, model)
+    cache = tmp_path / "keyed-cache"
+
+    def passes(*overrides: str) -> tuple[str, str]:
+        p = prepare(job_cfg("method=minor_sft", f"model.path={model}", *overrides, cache=cache), reference=True,
+                    keep_model=False)
+        return p.reference_pass, p.base_pass
+
+    assert passes() == ("computed", "computed")
+    assert passes() == ("cached", "cached")
+    weights = load_file(model / "model.safetensors")
+    name = next(n for n in sorted(weights) if n.endswith("q_proj.weight"))
+    weights[name] = weights[name] * 1.5  # the same file, the same size, other weights
+    save_file(weights, model / "model.safetensors", metadata={"format": "pt"})
+    assert passes() == ("computed", "computed")
+    assert passes() == ("cached", "cached")
+    assert passes("model.dtype=bfloat16") == ("computed", "computed")
+    assert len(list((cache / "scores").glob("reference-*.safetensors"))) == 3
+
+
 def test_sft_without_m_theta_tracking_makes_no_reference_pass(job_cfg):
     cfg = job_cfg("method=sft", "train.track_m_theta=false")
     result = run_job(cfg)
@@ -84,16 +113,19 @@ def test_beta_losses_log_the_coefficient_falling_below_one_as_r_grows(job_cfg, m
     assert metrics[-1]["m_theta"] > 0 and metrics[-1]["minor_coef"] < 1
 
 
-@pytest.mark.parametrize("method", ["dft", "kl_sft"])
-def test_token_level_losses_train_from_the_shared_reference(job_cfg, method):
-    """DFT and KL-regularised SFT read per-token log-probs; kl_sft the reference's too, from the same cache."""
-    cfg = job_cfg(f"method={method}", "train.lr=1e-3")
-    result = run_job(cfg)
-    metrics = read_jsonl(Path(cfg.run_dir) / "metrics.jsonl")
-    assert result["status"] == "ok" and result["steps"] == 6
-    assert result["reference_pass"] == "computed"  # a fresh cache: one pass, per-token values included
-    assert abs(metrics[0]["m_theta"]) < 1e-5 and metrics[-1]["m_theta"] > metrics[0]["m_theta"]
-    assert "minor_coef" not in metrics[0]  # MinorSFT's coefficient is not theirs
+def test_token_level_losses_train_from_the_shared_reference(job_cfg, tmp_path):
+    """DFT and KL-regularised SFT read per-token log-probs: dft computes the reference pass (per-token values
+    included) into the cache, kl_sft on the same cache reads it instead of computing its own."""
+    cache = tmp_path / "shared-cache"
+    dft = run_job(job_cfg("method=dft", "train.lr=1e-3", run="dft", cache=cache))
+    kl_sft = run_job(job_cfg("method=kl_sft", "train.lr=1e-3", run="kl_sft", cache=cache))
+    assert (dft["reference_pass"], kl_sft["reference_pass"]) == ("computed", "cached")
+    assert len(list((cache / "scores").glob("reference-*.safetensors"))) == 1
+    for result in (dft, kl_sft):
+        metrics = read_jsonl(tmp_path / result["method"] / "metrics.jsonl")
+        assert result["status"] == "ok" and result["steps"] == 6
+        assert abs(metrics[0]["m_theta"]) < 1e-5 and metrics[-1]["m_theta"] > metrics[0]["m_theta"]
+        assert "minor_coef" not in metrics[0]  # MinorSFT's coefficient is not theirs
 
 
 def test_non_finite_loss_stops_the_job_as_diverged(job_cfg):
@@ -118,10 +150,14 @@ def test_unexpected_error_is_recorded_as_failed(job_cfg, monkeypatch):
     assert saved["status"] == "failed" and "nobody expected" in saved["error"]
 
 
-def test_wandb_offline_run_holds_the_metrics(job_cfg, monkeypatch):
+def test_wandb_offline_run_holds_the_metrics_and_never_the_api_key(job_cfg, monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_MODE", "offline")
+    key = "k3y0f7h15735700000000000000000000000f4ke"  # 40 characters, like a W&B key; found nowhere below
+    monkeypatch.setenv("WANDB_API_KEY", key)
     cfg = job_cfg("logger=wandb", "method=minor_sft", "train.lr=1e-3", "experiment_name=wb-test")
     run_job(cfg)
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]  # run directory (config, logs, wandb/), cache
+    assert len(written) > 10 and not [p for p in written if key.encode() in p.read_bytes()]
     run_files = list(Path(cfg.run_dir).glob("wandb/offline-run-*/run-*.wandb"))
     assert len(run_files) == 1
     meta, rows = offline_history(run_files[0])
@@ -133,6 +169,22 @@ def test_wandb_offline_run_holds_the_metrics(job_cfg, monkeypatch):
     logged = read_jsonl(Path(cfg.run_dir) / "metrics.jsonl")
     assert [r["train/loss"] for r in train_rows] == pytest.approx([m["loss"] for m in logged])
     assert all(math.isfinite(r["train/m_theta"]) for r in train_rows)
+
+
+def test_trust_remote_code_is_off_unless_set(job_cfg, monkeypatch):
+    for model in ("embedded", "qwen2_7b_instruct"):
+        assert compose_job([f"model={model}"]).model.trust_remote_code is False
+    asked = []
+    load = AutoModelForCausalLM.from_pretrained
+
+    def from_pretrained(*args, **kwargs):
+        asked.append(kwargs.get("trust_remote_code"))
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", from_pretrained)
+    load_model(job_cfg())
+    load_model(job_cfg("model.trust_remote_code=true"))
+    assert asked == [False, True]
 
 
 def test_cli_prints_base_and_final_accuracy(tiny_world, tmp_path):
@@ -149,30 +201,58 @@ def test_cli_prints_base_and_final_accuracy(tiny_world, tmp_path):
     assert len(results) == 1 and results[0].parent.name == "lr0.001_betaNone_seed0"
 
 
-def test_rerun_resumes_from_its_own_checkpoint_only(job_cfg):
-    overrides = ("method=minor_sft", "train.save_steps=3", "train.save_total_limit=2")
+def test_killed_job_resumes_from_its_last_complete_checkpoint_never_a_torn_one(job_cfg):
+    """SIGKILL after the first checkpoint, a torn checkpoint (a save killed halfway: half the weights, no
+    trainer_state.json) left behind it, rerun: the job resumes from the complete one and the torn one is gone."""
+    overrides = ("method=minor_sft", "train.save_steps=2", "train.save_total_limit=2")
     cfg = job_cfg(*overrides)
-    assert run_job(cfg)["resumed_from_step"] is None
-    checkpoints = Path(cfg.run_dir) / "checkpoints"
-    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-3", "checkpoint-6"]
-    # as if killed between step 3 and 6: the last checkpoint and the result are gone
-    shutil.rmtree(checkpoints / "checkpoint-6")
-    (Path(cfg.run_dir) / "result.json").unlink()
+    run_dir, checkpoints = Path(cfg.run_dir), Path(cfg.run_dir) / "checkpoints"
+    code = (f"from trainers.job.config import load_job_config\nfrom trainers.train import run_job\n"
+            f"run_job(load_job_config({str(save_job_config(cfg))!r}))")
+    assert kill_after_first_checkpoint(code, checkpoints) == ["checkpoint-2"]
+    assert not (run_dir / "result.json").exists()
+    assert [m["step"] for m in read_jsonl(run_dir / "metrics.jsonl")] == [1, 2]
+    assert [e["step"] for e in read_jsonl(run_dir / "eval.jsonl")] == [0]
+    torn = checkpoints / "checkpoint-4"
+    torn.mkdir()
+    weights = (checkpoints / "checkpoint-2" / "model.safetensors").read_bytes()
+    (torn / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+
     resumed = run_job(job_cfg(*overrides))
-    assert resumed["resumed_from_step"] == 3 and resumed["steps"] == 6 and resumed["status"] == "ok"
-    steps = [m["step"] for m in read_jsonl(Path(cfg.run_dir) / "metrics.jsonl")]
-    assert steps == [1, 2, 4, 6]
+    assert (resumed["status"], resumed["resumed_from_step"], resumed["steps"]) == ("ok", 2, 6)
+    # 6 steps x 8 questions: one pass over the 48 train questions, nothing lost, nothing counted twice
+    train_samples = prepare(cfg, reference=False).train_samples
+    assert resumed["train_tokens"] == sum(len(s.input_ids) for s in train_samples)
+    assert [m["step"] for m in read_jsonl(run_dir / "metrics.jsonl")] == [1, 2, 4, 6]
+    assert [e["step"] for e in read_jsonl(run_dir / "eval.jsonl")] == [0, 3, 6]
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-4", "checkpoint-6"]
+    assert json.loads((torn / "trainer_state.json").read_text())["global_step"] == 4  # saved anew, whole
     # another config in the same directory never resumes from these checkpoints
     other = run_job(job_cfg(*overrides, "method.beta=0.5"))
     assert other["resumed_from_step"] is None and other["steps"] == 6
 
 
-def test_lora_trains_only_adapters_from_the_same_reference(job_cfg):
+def test_lora_trains_only_adapters_from_the_same_reference(job_cfg, monkeypatch):
     pytest.importorskip("peft")
+    weights = {}
+    original_train = LossTrainer.train
+
+    def train(self, *args, **kwargs):  # the model's weights just before and just after training
+        weights["before"] = {n: p.detach().clone() for n, p in self.model.named_parameters()}
+        out = original_train(self, *args, **kwargs)
+        weights["after"] = {n: p.detach().clone() for n, p in self.model.named_parameters()}
+        return out
+
+    monkeypatch.setattr(LossTrainer, "train", train)
     cfg = job_cfg("method=minor_sft", "model.lora={r:4,alpha:8,dropout:0.0,target_modules:[q_proj,v_proj]}")
     result = run_job(cfg)
     assert result["status"] == "ok" and result["steps"] == 6
-    # 2 layers x (q_proj, v_proj) x r=4 x (in + out): a sliver of the model
-    assert 0 < result["trainable_params"] < result["total_params"] / 10
+    # 2 layers x (q_proj, v_proj) x r=4 x (in 128 + out 128) (TINY_WORLD: hidden size 128, 4 heads = 4 kv heads)
+    assert result["trainable_params"] == 2 * 2 * 4 * (128 + 128) == 4096
+    before, after = weights["before"], weights["after"]
+    adapters = sorted(n for n in before if "lora_" in n)
+    assert len(adapters) == 2 * 2 * 2  # lora_A and lora_B of each adapted module
+    assert all(torch.equal(before[n], after[n]) for n in before if n not in adapters)  # base bit-identical
+    assert any(not torch.equal(before[n], after[n]) for n in adapters if "lora_B" in n)  # the adapters moved
     metrics = read_jsonl(Path(cfg.run_dir) / "metrics.jsonl")
     assert abs(metrics[0]["m_theta"]) < 1e-5  # zero-initialised adapters: the policy starts as the reference

@@ -12,3 +12,39 @@ if _method:
         raise RuntimeError(f"{_method} exploded")
 
     losses.LOSSES[_method] = _exploding
+
+# SFTSWEEP_TEST_HANG="<checkpoints dir>": every training loss hangs once a checkpoint there is complete (its
+# trainer_state.json written), so a test can kill the job after its first checkpoint, never after its end.
+_hang_dir = os.environ.get("SFTSWEEP_TEST_HANG")
+if _hang_dir:
+    import glob
+    import time
+
+    from trainers.model import losses
+
+    def _hanging(original):
+        def loss(*args, **kwargs):
+            while glob.glob(os.path.join(_hang_dir, "checkpoint-*", "trainer_state.json")):
+                time.sleep(60)
+            return original(*args, **kwargs)
+
+        return loss
+
+    for _name, _loss in list(losses.LOSSES.items()):
+        losses.LOSSES[_name] = _hanging(_loss)
+
+# SFTSWEEP_TEST_PEAK_LR="<lr>": the sweeper scores a finished run by a known curve of its lr peaking there
+# (0.7 - 0.3 * log10(lr / peak)^2) instead of its selection-split accuracy, which on the tiny world is chance
+# and ties; so a refinement test has a known interior peak.
+_peak_lr = os.environ.get("SFTSWEEP_TEST_PEAK_LR")
+if _peak_lr:
+    import math
+
+    from trainers.data import selection
+
+    def _scripted_score(result):
+        if not result or result.get("status") != "ok":
+            return None
+        return 0.7 - 0.3 * math.log10(result["lr"] / float(_peak_lr)) ** 2
+
+    selection.run_score = _scripted_score

@@ -1,19 +1,48 @@
 """Which checkpoint a rerun of a job resumes from, decided once on rank 0.
 
 A checkpoint serves resume only: it is reused when the run directory's stamped config hash is the
-job's own, and removed when another config wrote it (resuming would mix two experiments).
+job's own, and removed when another config wrote it (resuming would mix two experiments). A checkpoint
+is complete once the Trainer has written its trainer_state.json, the last file of a save; one without it
+(a job killed while saving) is torn: it is removed, never resumed.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 from pathlib import Path
 
 from omegaconf import DictConfig
-from transformers.trainer_utils import get_last_checkpoint
 
 from trainers.runtime.process import broadcast_from_main, is_main_process
 from trainers.runtime.run_dir import EVAL, append_jsonl, config_hash, reset_logs
+
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+TRAINER_STATE = "trainer_state.json"  # the Trainer writes it last: a checkpoint without it is torn
+
+
+def is_complete(checkpoint: Path) -> bool:
+    """Whether a checkpoint's save finished: its trainer_state.json is there and parses."""
+    try:
+        json.loads((checkpoint / TRAINER_STATE).read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
+    """The highest-step complete checkpoint under `checkpoint_dir`; torn ones (no trainer_state.json, a job
+    killed while saving) are removed, so that neither a resume nor the Trainer's rotation counts them."""
+    found = sorted((int(m.group(1)), p) for p in checkpoint_dir.iterdir()
+                   if p.is_dir() and (m := _CHECKPOINT.match(p.name)))
+    complete = None
+    for _, path in found:
+        if is_complete(path):
+            complete = path
+        else:
+            shutil.rmtree(path)
+    return str(complete) if complete else None
 
 
 def resumable_checkpoint(cfg: DictConfig, run_dir: Path, checkpoint_dir: Path) -> str | None:
@@ -29,7 +58,7 @@ def resumable_checkpoint(cfg: DictConfig, run_dir: Path, checkpoint_dir: Path) -
     stamp.write_text(digest)
     if not (cfg.train.resume and same_config and checkpoint_dir.is_dir()):
         return None
-    return get_last_checkpoint(str(checkpoint_dir))
+    return last_complete_checkpoint(checkpoint_dir)
 
 
 def checkpoint_step(checkpoint: str | None) -> int | None:
