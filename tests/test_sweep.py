@@ -134,11 +134,17 @@ def test_killed_sweep_resumes_with_exactly_one_ok_result_per_point(tiny_world, t
 
 
 def test_joblib_launcher_runs_two_jobs_at_once_in_different_processes(tiny_world, tmp_path):
-    # 40 steps a job: longer than a joblib worker's start (its job runner imports torch), so that the
-    # worker that starts second still finds a job of the other one running
-    out = run_sweep(tiny_world, tmp_path, "launcher=joblib", "train.num_threads=1", "train.max_steps=40",
-                    "train.logging_steps=5")
+    # A job waits at its first step until another one is training (tests/fault_site, SFTSWEEP_TEST_RENDEZVOUS),
+    # so a second worker that starts slowly (its job runner imports torch) still meets a job of the first one;
+    # jobs run one after another never meet, and the wait gives up after 90 s.
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "tests" / "fault_site"),
+           "SFTSWEEP_TEST_RENDEZVOUS": str(tmp_path / "sweep")}
+    out = subprocess.run([sys.executable, "-m", "trainers.train",
+                          *sweep_args(tiny_world, tmp_path, "launcher=joblib", "train.max_steps=20",
+                                      "train.logging_steps=5")],
+                         capture_output=True, text=True, cwd=REPO_ROOT, timeout=600, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
+    assert (tmp_path / "sweep" / ".rendezvous").read_text() == "met"
     assert len(results(tmp_path / "sweep")) == SMOKE_POINTS
     # each job's process and lifetime: progress.json's pid and start, result.json written at its end
     jobs = [(progress["pid"], progress["started_at"], (run_dir / "result.json").stat().st_mtime)
