@@ -148,10 +148,16 @@ def _slurm_session() -> Iterator[str]:
 
 
 @pytest.fixture
-def slurm_cluster(_slurm_session: str, request: pytest.FixtureRequest) -> str:
+def slurm_cluster(request: pytest.FixtureRequest) -> str:
     """The session's cluster, as a fresh one would run the test: a daemon that died meanwhile is started
     again and a drained node resumed (start_cluster.sh), jobs left queued are cancelled, and a warning
     names what was found, so that one test's leftovers or a daemon's death never fails the next test."""
+    if (os.environ.get(SLURM_TESTS_VAR) == "1" and os.environ.get("PYTEST_XDIST_WORKER")
+            and request.config.getvalue("loadgroup") and not request.node.nodeid.endswith("@slurm")):
+        pytest.fail("pytest-xdist did not put the SLURM tests in one worker (the --dist loadgroup suffix is missing "
+                    f"from {request.node.nodeid}): two workers would share, start and stop one cluster; install the "
+                    "pytest range pyproject.toml pins, or run them in one process (pytest -p no:xdist)", pytrace=False)
+    partition = request.getfixturevalue("_slurm_session")
     problems = slurm_problems()
     if problems:
         warnings.warn(f"SLURM before {request.node.name}: {'; '.join(problems)}; repaired", stacklevel=1)
@@ -161,7 +167,7 @@ def slurm_cluster(_slurm_session: str, request: pytest.FixtureRequest) -> str:
         assert reason is None, reason
         still = [p for p in slurm_problems() if not p.startswith("jobs left")]
         assert not still, f"SLURM could not be repaired: {still}"
-    return _slurm_session
+    return partition
 
 
 def run_on_slurm(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
@@ -175,6 +181,7 @@ def run_on_slurm(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
                     f"SLURM now:\n{slurm_snapshot()}", pytrace=False)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the group into the node id
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under pytest-xdist (`make test` runs two workers), every test of the one local SLURM cluster runs in
     the same worker (`--dist loadgroup`), which starts the cluster once and stops it at its end."""
