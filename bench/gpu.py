@@ -220,8 +220,9 @@ def format_rows(results: dict[str, Any]) -> str:
             mem = peer["memory"].get(name)
             lines.append(f"    {name}: step time {r['ratio']:.3f} [{r['min']:.2f}-{r['max']:.2f}]"
                          + (f", peak memory {mem['ratio']:.3f}" if mem else ""))
-        lines.append("    first loss: " + ", ".join(f"{v} {f['logged']:.5f} (|Δ| {f['max_abs_diff']:.1e})"
-                                                 for v, f in peer["first_loss"].items()))
+        from bench.peer import first_loss_text
+
+        lines.append("    " + first_loss_text(peer["first_loss"]))
     return "\n".join(lines)
 
 

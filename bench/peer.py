@@ -34,7 +34,6 @@ import argparse
 import dataclasses
 import json
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,14 +47,14 @@ import torch
 from transformers import PreTrainedModel, TrainingArguments
 from transformers.trainer_callback import PrinterCallback
 
-from bench.steps import StepClock
-from bench.timing import interleave, median_time, min_ratio, paired_ratio, spread
+from bench.steps import StepClock, first_batches, loss_trainer, sequential_arguments
+from bench.timing import interleave, median_time, per_rep_summary, ratio_summary
 from bench.vocab import SMOKE_SHAPE, VocabShape, build_batch, build_model
-from trainers.data.batching import TrainCollator, collate
+from trainers.data.batching import collate
 from trainers.data.prompts import Sample
-from trainers.job.arguments import training_arguments
 from trainers.job.config import compose_job
 from trainers.model.loss_trainer import LossTrainer
+from trainers.model.losses import LOSSES, TokenLogps
 from trainers.model.scoring import score_samples
 
 # variant -> (trainer, loss): ours are LossTrainer methods, TRL's are SFTConfig.loss_type values
@@ -78,7 +77,7 @@ class PeerSetup:
     pad_id: int
     letters: list[int]
     samples: list[Sample]  # steps × batch rows, in training order
-    eval_sample: Sample  # LossTrainer's multiple-choice eval set (unused: eval_steps=0)
+    eval_samples: list[Sample]  # LossTrainer's multiple-choice eval set (unused: eval_steps=0)
 
 
 def trl_arguments(ours: TrainingArguments, loss_type: str) -> Any:
@@ -97,41 +96,25 @@ def answer_only_dataset(samples: Sequence[Sample]) -> Any:
                                "labels": [-100] * s.prompt_len + list(s.input_ids[s.prompt_len:])} for s in samples])
 
 
-def _arguments(setup: PeerSetup, run_dir: Path) -> TrainingArguments:
-    args = training_arguments(setup.cfg, run_dir)
-    args.train_sampling_strategy = "sequential"  # the same batches in the same order for every variant
-    return args
-
-
-def _ours_trainer(setup: PeerSetup, model: PreTrainedModel, method: str, ref_logps: list[float], run_dir: Path):
-    trainer = LossTrainer(
-        model=model, args=_arguments(setup, run_dir), train_dataset=list(zip(setup.samples, ref_logps, strict=True)),
-        data_collator=TrainCollator(setup.pad_id), processing_class=setup.tokenizer, method=method, beta=BETA,
-        eval_samples=[setup.eval_sample], eval_ref_logps=torch.zeros(1), letter_ids=setup.letters,
-        pad_id=setup.pad_id, track_m_theta=bool(setup.cfg.train.track_m_theta),
-    )
-    return trainer
-
-
 def _trl_trainer(setup: PeerSetup, model: PreTrainedModel, loss_type: str, run_dir: Path):
     from trl import SFTTrainer
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    args = trl_arguments(_arguments(setup, run_dir), loss_type)
-    args.train_sampling_strategy = "sequential"
-    return SFTTrainer(model=model, args=args, train_dataset=answer_only_dataset(setup.samples),
-                      processing_class=setup.tokenizer, data_collator=DataCollatorForLanguageModeling(setup.pad_id))
+    trainer = SFTTrainer(model=model, args=trl_arguments(sequential_arguments(setup.cfg, run_dir), loss_type),
+                         train_dataset=answer_only_dataset(setup.samples), processing_class=setup.tokenizer,
+                         data_collator=DataCollatorForLanguageModeling(setup.pad_id))
+    trainer.remove_callback(PrinterCallback)
+    return trainer
 
 
 def train_variant(variant: str, setup: PeerSetup, model: PreTrainedModel, ref_logps: list[float],
                   run_dir: Path) -> dict[str, Any]:
     """One `trainer.train()` of `variant` on its own copy of the weights: step periods and the first logged loss."""
     side, loss = VARIANTS[variant]
-    trainer = (_ours_trainer(setup, model, loss, ref_logps, run_dir) if side == "ours"
-               else _trl_trainer(setup, model, loss, run_dir))
+    trainer = (loss_trainer(LossTrainer, model, setup, list(zip(setup.samples, ref_logps, strict=True)), loss, run_dir)
+               if side == "ours" else _trl_trainer(setup, model, loss, run_dir))
     clock = StepClock()
     trainer.add_callback(clock)
-    trainer.remove_callback(PrinterCallback)
     trainer.train()
     first = next(h for h in trainer.state.log_history if "loss" in h)
     return {"step_s": clock.periods(), "first_loss": float(first["loss"])}
@@ -139,8 +122,8 @@ def train_variant(variant: str, setup: PeerSetup, model: PreTrainedModel, ref_lo
 
 @torch.no_grad()
 def expected_first_losses(model: PreTrainedModel, setup: PeerSetup) -> dict[str, float]:
-    """Each variant's loss on the first batch at the initial weights, computed here from our answer
-    log-probs: ours as the paper normalises (per answer, then the batch mean), TRL's as it does (per token)."""
+    """Each variant's loss on the first batch at the initial weights, from our answer log-probs: ours by the
+    job's own loss functions (per answer, then the batch mean), TRL's as TRL normalises (per answer token)."""
     from trainers.model.logprobs import answer_logps, answer_mask
 
     batch_size = int(setup.cfg.train.per_device_batch_size)
@@ -150,11 +133,11 @@ def expected_first_losses(model: PreTrainedModel, setup: PeerSetup) -> dict[str,
     lp, tokens, _ = answer_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
     model.train(was_training)
     m = batch["n_tokens"].to(lp.dtype)
-    rows = answer_mask(batch["labels"]).nonzero()[:, 0]
-    dft_tokens = tokens.exp() * tokens
-    dft_per_answer = torch.zeros_like(lp).index_add(0, rows, dft_tokens)
-    return {"ours_sft": float((-lp / m).mean()), "trl_nll": float(-tokens.sum() / m.sum()),
-            "ours_dft": float((-dft_per_answer / m).mean()), "trl_dft": float(-dft_tokens.sum() / m.sum())}
+    per_token = TokenLogps(policy=tokens, sample=answer_mask(batch["labels"]).nonzero()[:, 0])
+    ours = {f"ours_{method}": float(LOSSES[method](lp, None, m, None, tokens=per_token).mean())
+            for method in ("sft", "dft")}
+    trl = {"trl_nll": float(-tokens.sum() / m.sum()), "trl_dft": float(-(tokens.exp() * tokens).sum() / m.sum())}
+    return {**ours, **trl}
 
 
 def _reference(model: PreTrainedModel, setup: PeerSetup) -> list[float]:
@@ -174,24 +157,22 @@ def _agreement(runs: dict[str, list[dict]], expected: dict[str, float]) -> dict[
 
 
 def _ratios(step_s: dict[str, list[list[float]]]) -> dict[str, dict[str, float]]:
-    out = {}
-    for name, (num, den) in PAIRS.items():
-        if num not in step_s or den not in step_s:
-            continue
-        low, high = spread(step_s[num], step_s[den])
-        out[name] = {"ratio": paired_ratio(step_s[num], step_s[den]), "min": low, "max": high,
-                     "fastest_step_ratio": min_ratio(step_s[num], step_s[den])}
-    return out
+    """Each pair's ratio, for the pairs whose two variants ran."""
+    return {name: ratio_summary(step_s[num], step_s[den]) for name, (num, den) in PAIRS.items()
+            if num in step_s and den in step_s}
+
+
+def first_loss_text(first_loss: dict[str, dict], variants: Sequence[str] | None = None) -> str:
+    """`first loss: ours_sft 1.11922 (|Δ| 0.0e+00), ...`: each variant's logged loss and its distance from
+    the formula (`variants`: those to show, default every one measured)."""
+    shown = [(v, first_loss[v]) for v in (variants or first_loss) if v in first_loss]
+    return "first loss: " + ", ".join(f"{v} {f['logged']:.5f} (|Δ| {f['max_abs_diff']:.1e})" for v, f in shown)
 
 
 def setup_from(data: Any, steps: int) -> PeerSetup:
     """A `PeerSetup` over a bench size's data (`bench.setup.BenchData`): its first `steps` batches, in order."""
-    batch_size = int(data.cfg.train.per_device_batch_size)
-    samples = data.train_samples[: steps * batch_size]
-    if len(samples) < steps * batch_size:
-        raise ValueError(f"{steps} steps of {batch_size} need {steps * batch_size} train samples, have {len(samples)}")
     return PeerSetup(cfg=data.cfg, tokenizer=data.tokenizer, pad_id=data.pad_id, letters=list(data.letters),
-                     samples=samples, eval_sample=data.eval_samples[0])
+                     samples=first_batches(data, steps), eval_samples=data.eval_samples[:1])
 
 
 def measure_peer_in_process(model: PreTrainedModel, setup: PeerSetup, reps: int) -> dict[str, Any]:
@@ -234,7 +215,7 @@ def _vocab_setup(shape: VocabShape, threads: int, run_dir: Path, device: str = "
                                         pad_token="<pad>", eos_token="<pad>", unk_token="<unk>")
     samples = build_batch(shape)["samples"]
     return PeerSetup(cfg=cfg, tokenizer=tokenizer, pad_id=0, letters=[1, 2, 3, 4],
-                     samples=samples * (shape.steps + 1), eval_sample=samples[0])
+                     samples=samples * (shape.steps + 1), eval_samples=samples[:1])
 
 
 def child(variant: str, shape: VocabShape, threads: int, device: str = "cpu") -> dict[str, Any]:
@@ -246,9 +227,11 @@ def child(variant: str, shape: VocabShape, threads: int, device: str = "cpu") ->
         model.config.pad_token_id = model.config.eos_token_id = setup.pad_id  # the tokenizer's: no alignment notice
         model.generation_config.pad_token_id = model.generation_config.eos_token_id = setup.pad_id
         ref = _reference(model, setup) if VARIANTS[variant][1] == "minor_sft" else [0.0] * len(setup.samples)
+        expected = expected_first_losses(model, setup)
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         result = train_variant(variant, setup, model, ref, Path(tmp))
+    result["expected_first_losses"] = expected
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
     if device == "cuda":
         result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -274,15 +257,10 @@ def measure_peer_processes(shape: VocabShape, reps: int, threads: int, device: s
             runs[variant].append(run)
     memory_key = "peak_gpu_mb" if device == "cuda" else "peak_rss_mb"
     step_s = {v: [r["step_s"] for r in rs] for v, rs in runs.items()}
-    with tempfile.TemporaryDirectory(prefix="bench-peer-") as tmp:
-        setup = _vocab_setup(shape, threads, Path(tmp), device)
-        expected = expected_first_losses(build_model(shape).to(device), setup)
-    memory = {}
-    for name, (num, den) in PAIRS.items():
-        if num in runs and den in runs:
-            per_rep = [a[memory_key] / b[memory_key] for a, b in zip(runs[num], runs[den], strict=True)]
-            memory[name] = {"ratio": statistics.median(per_rep), "min": min(per_rep), "max": max(per_rep),
-                            "fastest_step_ratio": float("nan")}
+    expected = runs[order[0]][0]["expected_first_losses"]  # every process starts from the same seeded weights
+    memory = {name: per_rep_summary([a[memory_key] / b[memory_key] for a, b in zip(runs[num], runs[den], strict=True)],
+                                    float("nan"))
+              for name, (num, den) in PAIRS.items() if num in runs and den in runs}
     return {"shape": asdict(shape), "reps": reps, "device": device, "separate_processes": not in_process,
             "memory_measure": memory_key,
             "median_step_s": {v: median_time(t) for v, t in step_s.items()},

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.peer import first_loss_text
+
 GPU_NOTE = "not measured yet (no GPU machine in the session that produced these numbers)"
 
 _SHORT = {
@@ -26,16 +28,6 @@ _FIRST_LOSS = {10: ("ours_sft", "trl_nll"), 11: ("ours_sft", "trl_nll"), 12: ("o
                13: ("ours_dft", "trl_dft"), 14: ("ours_sft", "trl_nll")}
 
 
-def _first_loss_note(row: int, r: dict[str, Any]) -> str:
-    """The first step's logged losses against the formulas (bench/peer.py), both sides."""
-    parts = []
-    for variant in _FIRST_LOSS[row]:
-        f = r["first_loss"].get(variant)
-        if f is not None:
-            parts.append(f"{variant} {f['logged']:.5f} (|Δ| {f['max_abs_diff']:.1e})")
-    return "first loss: " + ", ".join(parts)
-
-
 def _ok(value: float, goal: str | None) -> str:
     if goal is None:
         return ""
@@ -52,7 +44,7 @@ def _ratio_line(row: dict, size: str, r: dict[str, Any]) -> list[str]:
         if row["row"] == 14:
             mb = r["peak_memory_mb"]
             note = f"[{r['min']:.2f}-{r['max']:.2f}] peak {mb['ours_sft']:.0f} vs {mb['trl_nll']:.0f} MB"
-        note += "; " + _first_loss_note(row["row"], r)
+        note += "; " + first_loss_text(r["first_loss"], _FIRST_LOSS[row["row"]])
     if row["row"] == 4:
         lm = r["lm_eval"]
         lm_note = f"lm-eval {lm['agree']}/{lm['n_questions']}" if lm["checked"] else "lm-eval not installed"

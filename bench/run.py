@@ -169,27 +169,27 @@ def peer_rows(sizes: dict[str, dict], peer_vocab: dict | None) -> list[dict]:
     """Rows 10-14: our step against TRL's SFTTrainer (bench/peer.py); each result carries its first-step losses."""
     in_process = {name: r["peer"] for name, r in sizes.items() if r.get("peer")}
 
-    def results(ratio: str, on_sizes: bool = True, kind: str = "ratios") -> dict:
-        out = {}
-        if on_sizes:
-            out = {name: {**p[kind][ratio], "first_loss": p["first_loss"]} for name, p in in_process.items()}
-        if peer_vocab is not None:
-            label = f"vocab {peer_vocab['shape']['vocab_size']}"
-            out[label] = {**peer_vocab[kind][ratio], "first_loss": peer_vocab["first_loss"],
-                          "peak_memory_mb": peer_vocab["peak_memory_mb"]}
-        return out
+    def on_sizes(ratio: str) -> dict:
+        return {name: {**p["ratios"][ratio], "first_loss": p["first_loss"]} for name, p in in_process.items()}
+
+    def on_vocab(ratio: str, kind: str = "ratios") -> dict:
+        if peer_vocab is None:
+            return {}
+        return {f"vocab {peer_vocab['shape']['vocab_size']}": {
+            **peer_vocab[kind][ratio], "first_loss": peer_vocab["first_loss"],
+            "peak_memory_mb": peer_vocab["peak_memory_mb"]}}
 
     return [
         {"row": 10, "name": "sft step: LossTrainer / TRL SFTTrainer (loss_type=nll)", "goal": "<= 1.0",
-         "results": {k: v for k, v in results("sft_over_trl_nll").items() if not k.startswith("vocab")}},
+         "results": on_sizes("sft_over_trl_nll")},
         {"row": 11, "name": "sft step: LossTrainer / TRL SFTTrainer (loss_type=nll), Qwen2 vocabulary",
-         "goal": "<= 0.2", "results": results("sft_over_trl_nll", on_sizes=False)},
+         "goal": "<= 0.2", "results": on_vocab("sft_over_trl_nll")},
         {"row": 12, "name": "minor_sft step (cached reference): LossTrainer / TRL SFTTrainer (nll)", "goal": None,
-         "results": results("minor_sft_over_trl_nll")},
+         "results": {**on_sizes("minor_sft_over_trl_nll"), **on_vocab("minor_sft_over_trl_nll")}},
         {"row": 13, "name": "dft step: LossTrainer / TRL SFTTrainer (loss_type=dft)", "goal": None,
-         "results": results("dft_over_trl_dft")},
+         "results": {**on_sizes("dft_over_trl_dft"), **on_vocab("dft_over_trl_dft")}},
         {"row": 14, "name": "sft step peak memory: LossTrainer / TRL SFTTrainer (nll), a process each",
-         "goal": "<= 1.0", "results": results("sft_over_trl_nll", on_sizes=False, kind="memory")},
+         "goal": "<= 1.0", "results": on_vocab("sft_over_trl_nll", "memory")},
     ]
 
 

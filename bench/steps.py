@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PreTrainedModel, TrainerCallback
+from transformers import PreTrainedModel, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback
 
 from bench.setup import BenchData, fresh_copy
-from bench.timing import interleave, median_time, min_ratio, paired_ratio, spread
+from bench.timing import interleave, median_time, ratio_summary
 from trainers.data.batching import TrainCollator, collate
 from trainers.data.prompts import Sample
 from trainers.job.arguments import training_arguments
@@ -61,6 +61,39 @@ class LiveReferenceTrainer(LossTrainer):
         return super().compute_loss(model, {**inputs, "ref_logps": ref_logps}, return_outputs, num_items_in_batch)
 
 
+def sequential_arguments(cfg: Any, run_dir: Path) -> TrainingArguments:
+    """The job's own `TrainingArguments`, with the same batches in the same order for every variant."""
+    args = training_arguments(cfg, run_dir)
+    args.train_sampling_strategy = "sequential"
+    return args
+
+
+def loss_trainer(
+    cls: type[LossTrainer], model: PreTrainedModel, data: Any, rows: list[tuple[Sample, float]], method: str,
+    run_dir: Path, callbacks: Sequence[TrainerCallback] = (), **extra: Any,
+) -> LossTrainer:
+    """A `LossTrainer` (or subclass) over `rows`, exactly as a job builds it; `data` gives the job config,
+    tokenizer, pad id, letters and eval samples (a `BenchData`, or bench/peer.py's `PeerSetup`)."""
+    trainer = cls(
+        model=model, args=sequential_arguments(data.cfg, run_dir), train_dataset=rows,
+        data_collator=TrainCollator(data.pad_id), processing_class=data.tokenizer, callbacks=list(callbacks),
+        method=method, beta=BETA,
+        eval_samples=data.eval_samples[:1], eval_ref_logps=torch.zeros(1), letter_ids=data.letters,
+        pad_id=data.pad_id, track_m_theta=bool(data.cfg.train.track_m_theta), **extra,
+    )
+    trainer.remove_callback(PrinterCallback)  # keeps the bench's output readable; a print per log is noise
+    return trainer
+
+
+def first_batches(data: Any, steps: int) -> list[Sample]:
+    """The first `steps` batches of the train set, in order (every variant trains on these)."""
+    batch_size = int(data.cfg.train.per_device_batch_size)
+    samples = data.train_samples[: steps * batch_size]
+    if len(samples) < steps * batch_size:
+        raise ValueError(f"{steps} steps of {batch_size} need {steps * batch_size} train samples, have {len(samples)}")
+    return samples
+
+
 def _trainer_run(
     cls: type[LossTrainer], model: PreTrainedModel, data: BenchData, rows: list[tuple[Sample, float]],
     method: str, run_dir: Path, **extra: Any,
@@ -68,18 +101,8 @@ def _trainer_run(
     """One timed `trainer.train()` over `rows`; a fresh Trainer per call, exactly as a job builds it."""
 
     def run() -> list[float]:
-        args = training_arguments(data.cfg, run_dir)
-        args.train_sampling_strategy = "sequential"  # the same batches, in the same order, as the bare loop
         clock = StepClock()
-        trainer = cls(
-            model=model, args=args, train_dataset=rows, data_collator=TrainCollator(data.pad_id),
-            processing_class=data.tokenizer, callbacks=[RunDirCallback(run_dir), clock],
-            method=method, beta=BETA,
-            eval_samples=data.eval_samples[:1], eval_ref_logps=torch.zeros(1), letter_ids=data.letters,
-            pad_id=data.pad_id, track_m_theta=bool(data.cfg.train.track_m_theta), **extra,
-        )
-        trainer.remove_callback(PrinterCallback)  # keeps the bench's output readable; a print per log is noise
-        trainer.train()
+        loss_trainer(cls, model, data, rows, method, run_dir, [RunDirCallback(run_dir), clock], **extra).train()
         return clock.periods()
 
     return run
@@ -111,9 +134,7 @@ def _bare_run(model: PreTrainedModel, data: BenchData, samples: Sequence[Sample]
 def measure_steps(model: PreTrainedModel, data: BenchData, steps: int, reps: int) -> dict[str, Any]:
     """Rows 1-3 for one model: interleaved runs of sft, minor_sft (cached / live reference) and the bare loop."""
     batch_size = int(data.cfg.train.per_device_batch_size)
-    samples = data.train_samples[: steps * batch_size]
-    if len(samples) < steps * batch_size:
-        raise ValueError(f"{steps} steps of {batch_size} need {steps * batch_size} train samples, have {len(samples)}")
+    samples = first_batches(data, steps)
     ref = score_samples(model, samples, data.letters, data.pad_id, int(data.cfg.train.eval_batch_size))
     rows = list(zip(samples, ref.logps.tolist(), strict=True))
     with tempfile.TemporaryDirectory(prefix="bench-steps-") as tmp:
@@ -133,13 +154,9 @@ def measure_steps(model: PreTrainedModel, data: BenchData, steps: int, reps: int
         "reps": reps,
         "median_step_s": {name: median_time(t) for name, t in timings.items()},
         "ratios": {
-            "minor_cached_over_sft": _ratio(timings["minor_sft_cached"], timings["sft"]),
-            "minor_live_over_sft": _ratio(timings["minor_sft_live"], timings["sft"]),
-            "trainer_over_bare": _ratio(timings["sft"], timings["bare_loop"]),
+            "minor_cached_over_sft": ratio_summary(timings["minor_sft_cached"], timings["sft"]),
+            "minor_live_over_sft": ratio_summary(timings["minor_sft_live"], timings["sft"]),
+            "trainer_over_bare": ratio_summary(timings["sft"], timings["bare_loop"]),
         },
     }
 
-
-def _ratio(num: list[list[float]], den: list[list[float]]) -> dict[str, float]:
-    low, high = spread(num, den)
-    return {"ratio": paired_ratio(num, den), "min": low, "max": high, "fastest_step_ratio": min_ratio(num, den)}

@@ -45,3 +45,16 @@ def spread(num: list[list[float]], den: list[list[float]]) -> tuple[float, float
 def min_ratio(num: list[list[float]], den: list[list[float]]) -> float:
     """Ratio of the fastest steps: a second estimate that noise from other processes can only inflate."""
     return min(t for rep in num for t in rep) / min(t for rep in den for t in rep)
+
+
+def ratio_summary(num: list[list[float]], den: list[list[float]]) -> dict[str, float]:
+    """A row's numbers for two variants' per-repetition step times: the paired ratio, its per-repetition
+    range and the ratio of the fastest steps."""
+    low, high = spread(num, den)
+    return {"ratio": paired_ratio(num, den), "min": low, "max": high, "fastest_step_ratio": min_ratio(num, den)}
+
+
+def per_rep_summary(per_rep: list[float], fastest: float) -> dict[str, float]:
+    """The same numbers from ratios already paired per repetition (a process per variant and repetition)."""
+    return {"ratio": statistics.median(per_rep), "min": min(per_rep), "max": max(per_rep),
+            "fastest_step_ratio": fastest}

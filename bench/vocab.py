@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 
+from bench.timing import per_rep_summary
+
 QWEN2_VOCAB = 151_936
 
 
@@ -164,9 +166,10 @@ def measure_vocab(shape: VocabShape, reps: int, threads: int, in_process: bool =
             "median_step_s": {"full": statistics.median(t for r in full for t in r["step_s"]),
                               "lean": statistics.median(t for r in lean for t in r["step_s"])},
             "peak_rss_mb": {"full": max(r["peak_rss_mb"] for r in full), "lean": max(r["peak_rss_mb"] for r in lean)},
-            "time": _ratio(time_ratios, min(t for r in lean for t in r["step_s"])
+            "time": per_rep_summary(time_ratios, min(t for r in lean for t in r["step_s"])
                            / min(t for r in full for t in r["step_s"])),
-            "memory": _ratio(mem_ratios, min(r["peak_rss_mb"] for r in lean) / min(r["peak_rss_mb"] for r in full)),
+            "memory": per_rep_summary(mem_ratios,
+                                      min(r["peak_rss_mb"] for r in lean) / min(r["peak_rss_mb"] for r in full)),
             "agreement": _agreement(full[0]["first_step"], lean[0]["first_step"]),
         }
     return out
@@ -184,11 +187,6 @@ def _agreement(full: dict[str, Any], lean: dict[str, Any]) -> dict[str, Any]:
     if "preds" in full:
         out["preds_agree"] = full["preds"] == lean["preds"]
     return out
-
-
-def _ratio(per_rep: list[float], fastest: float) -> dict[str, float]:
-    return {"ratio": statistics.median(per_rep), "min": min(per_rep), "max": max(per_rep),
-            "fastest_step_ratio": fastest}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
