@@ -14,18 +14,20 @@ import shutil
 from pathlib import Path
 
 from omegaconf import DictConfig
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from trainers.runtime.process import broadcast_from_main, is_main_process
 from trainers.runtime.run_dir import EVAL, append_jsonl, config_hash, reset_logs
 
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-TRAINER_STATE = "trainer_state.json"  # the Trainer writes it last: a checkpoint without it is torn
+_CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
 
 def is_complete(checkpoint: Path) -> bool:
-    """Whether a checkpoint's save finished: its trainer_state.json is there and parses."""
+    """Whether a checkpoint's save finished: its trainer_state.json (the Trainer writes it last) is there and
+    parses."""
     try:
-        json.loads((checkpoint / TRAINER_STATE).read_text())
+        json.loads((checkpoint / TRAINER_STATE_NAME).read_text())
     except (OSError, ValueError):
         return False
     return True
