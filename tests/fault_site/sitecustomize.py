@@ -4,6 +4,22 @@ a `<method>` loss that raises, so the fault reaches jobs that run in a process o
 
 import os
 
+
+def _before_every_loss(wait):
+    """Every registered loss first calls `wait()` (a hang, a rendezvous), then computes as before."""
+    from trainers.model import losses
+
+    def wrapped(original):
+        def loss(*args, **kwargs):
+            wait()
+            return original(*args, **kwargs)
+
+        return loss
+
+    for name, original in list(losses.LOSSES.items()):
+        losses.LOSSES[name] = wrapped(original)
+
+
 _method = os.environ.get("SFTSWEEP_TEST_FAULT")
 if _method:
     from trainers.model import losses
@@ -20,18 +36,11 @@ if _hang_dir:
     import glob
     import time
 
-    from trainers.model import losses
+    def _hang_after_a_checkpoint():
+        while glob.glob(os.path.join(_hang_dir, "checkpoint-*", "trainer_state.json")):
+            time.sleep(60)
 
-    def _hanging(original):
-        def loss(*args, **kwargs):
-            while glob.glob(os.path.join(_hang_dir, "checkpoint-*", "trainer_state.json")):
-                time.sleep(60)
-            return original(*args, **kwargs)
-
-        return loss
-
-    for _name, _loss in list(losses.LOSSES.items()):
-        losses.LOSSES[_name] = _hanging(_loss)
+    _before_every_loss(_hang_after_a_checkpoint)
 
 # SFTSWEEP_TEST_PEAK_LR="<lr>": the sweeper scores a finished run by a known curve of its lr peaking there
 # (0.7 - 0.3 * log10(lr / peak)^2) instead of its selection-split accuracy, which on the tiny world is chance
@@ -55,35 +64,24 @@ if _peak_lr:
 # workers that run one after another never are.
 _rendezvous = os.environ.get("SFTSWEEP_TEST_RENDEZVOUS")
 if _rendezvous:
-    import json
     import pathlib
     import time
 
-    from trainers.model import losses
+    from trainers.runtime.run_dir import read_progress, read_result
 
     _met = pathlib.Path(_rendezvous) / ".rendezvous"
 
     def _training_jobs() -> int:
-        count = 0
-        for progress in pathlib.Path(_rendezvous).rglob("progress.json"):
-            try:
-                state = json.loads(progress.read_text())
-            except (OSError, ValueError):
-                continue
-            count += state.get("phase") == "training" and not (progress.parent / "result.json").exists()
-        return count
+        run_dirs = {p.parent for p in pathlib.Path(_rendezvous).rglob("progress.json")}
+        return sum((read_progress(d) or {}).get("phase") == "training" and read_result(d) is None for d in run_dirs)
 
-    def _meeting(original):
-        def loss(*args, **kwargs):
-            deadline = time.monotonic() + 90
-            while not _met.exists():
-                if _training_jobs() >= 2 or time.monotonic() > deadline:
-                    _met.write_text("met" if _training_jobs() >= 2 else "gave up")
-                    break
-                time.sleep(0.2)
-            return original(*args, **kwargs)
+    def _meet_another_job():
+        deadline = time.monotonic() + 90
+        while not _met.exists():
+            met = _training_jobs() >= 2
+            if met or time.monotonic() > deadline:
+                _met.write_text("met" if met else "gave up")
+                return
+            time.sleep(0.2)
 
-        return loss
-
-    for _name, _loss in list(losses.LOSSES.items()):
-        losses.LOSSES[_name] = _meeting(_loss)
+    _before_every_loss(_meet_another_job)
