@@ -15,7 +15,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-SUMMARY = "sweep_summary.json"
+from trainers.runtime.run_dir import SWEEP_SUMMARY
+
 MULTIRUN = "multirun.yaml"
 PLAN_COLUMNS = ["method", "lr", "beta", "seed", "source"]
 UNFINISHED_COLUMNS = ["method", "lr", "beta", "seed", "status", "source", "error"]
@@ -28,13 +29,13 @@ def _float(v: object) -> float:
 def read_plan(root: Path) -> tuple[pd.DataFrame, list[str]]:
     """(planned points, problems): from sweep_summary.json, else multirun.yaml's grid, else empty."""
     problems: list[str] = []
-    summary = root / SUMMARY
+    summary = root / SWEEP_SUMMARY
     if summary.is_file():
         try:
             data = json.loads(summary.read_text(encoding="utf-8"))
             rows = [
                 {"method": str(p["method"]), "lr": float(p["lr"]), "beta": _float(p.get("beta")),
-                 "seed": int(p.get("seed", 0)), "source": SUMMARY}
+                 "seed": int(p.get("seed", 0)), "source": SWEEP_SUMMARY}
                 for p in data.get("points", [])
             ]
             return pd.DataFrame(rows, columns=PLAN_COLUMNS), problems

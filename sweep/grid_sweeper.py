@@ -31,11 +31,10 @@ from sweep.progress import PLAN, ProgressMonitor, statuses, write_plan
 from sweep.refine import RefineSpec, refine, refine_spec
 from trainers.job.validate import validate_config, validate_paths
 from trainers.runtime.errors import ConfigError
-from trainers.runtime.run_dir import atomic_write_json, is_done, read_result
+from trainers.runtime.run_dir import SWEEP_SUMMARY, atomic_write_json, is_done, read_result
 
 log = logging.getLogger(__name__)
 
-SUMMARY = "sweep_summary.json"
 PREPARE_SUBDIR = "_prepare"
 REFINE_JOB_IDX = 100_000  # Hydra job numbers of refinement jobs start here, apart from the grid's and prepare's
 
@@ -214,7 +213,7 @@ class GridSweeper(Sweeper):
         summary = {"experiment": self.config.experiment_name, "counts": dict(counts), "points": rows}
         if refinement is not None:
             summary["refine"] = refinement
-        atomic_write_json(sweep_dir / SUMMARY, summary)
+        atomic_write_json(sweep_dir / SWEEP_SUMMARY, summary)
         print(f"[sweep] finished: {counts['ok']} ok, {counts['diverged']} diverged, {counts['failed']} failed, "
               f"{counts['missing']} missing of {len(points)} -> {sweep_dir}", flush=True)
         for row in rows:

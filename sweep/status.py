@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from sweep.progress import PLAN
-from trainers.runtime.run_dir import PROGRESS, RESULT, read_progress, read_result
+from trainers.runtime.run_dir import PROGRESS, RESULT, SWEEP_SUMMARY, read_progress, read_result
 
-SUMMARY = "sweep_summary.json"
 STALE_S = 15 * 60  # a running job that has not reported for this long is flagged
 
 
@@ -49,7 +48,7 @@ def _duration(seconds: float) -> str:
 def planned_points(sweep_dir: Path) -> list[tuple[str, Path]]:
     """(label, run directory) of every planned point: the sweeper's plan, else its summary, else every run
     directory found under the sweep directory."""
-    for name in (PLAN, SUMMARY):
+    for name in (PLAN, SWEEP_SUMMARY):
         try:
             points = json.loads((sweep_dir / name).read_text(encoding="utf-8"))["points"]
             return [(p.get("label") or _label(p), Path(p["run_dir"])) for p in points]

@@ -6,6 +6,8 @@
     predictions.jsonl  final evaluation, one line per question
     result.json        written last and atomically
 
+and, one level up, the sweep directory's sweep_summary.json (the grid sweeper's record of every point).
+
 A reader (the sweep's resume logic, analysis/, the status view) can trust any result.json it finds:
 it is either absent or complete. Without one, progress.json says whether the job is still at work.
 """
@@ -27,6 +29,7 @@ EVAL = "eval.jsonl"
 PREDICTIONS = "predictions.jsonl"
 RESULT = "result.json"
 PROGRESS = "progress.json"
+SWEEP_SUMMARY = "sweep_summary.json"  # in the sweep directory, written by the grid sweeper at its end
 
 LATE_FRACTION = 0.25
 """result.json's train_m_theta, and analysis' train mθ of a run: the mean over the last quarter of its
