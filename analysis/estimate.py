@@ -32,7 +32,7 @@ import pandas as pd
 
 from analysis import method_sort_key
 from analysis.rundirs import Sweep
-from analysis.stats import percentile_interval, question_weights
+from analysis.stats import percentile_interval, question_weights, seed_resample
 from trainers.data.selection import best_of
 from trainers.runtime.run_dir import LATE_FRACTION
 
@@ -173,12 +173,6 @@ def _question_matrix(sweep: Sweep, scored: pd.DataFrame, base: float) -> tuple[n
     return matrix, select, SettingInfo(len(ids), n_sel, n_rep, source, notes)
 
 
-def _seed_resample(run_b: np.ndarray, rows: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Mean over resampled seeds: run_b [R, B], rows [k] (this point's runs), idx [B, k] → [B]."""
-    b = np.arange(idx.shape[0])[:, None]
-    return run_b[rows[idx], b].mean(axis=1)
-
-
 def estimate(sweep: Sweep, n_resamples: int = N_RESAMPLES, seed: int = SEED) -> Estimates:
     """Compute everything the tables, claims and plots need, once."""
     runs = sweep.runs.copy()
@@ -224,7 +218,7 @@ def estimate(sweep: Sweep, n_resamples: int = N_RESAMPLES, seed: int = SEED) -> 
             }
             if k:
                 idx = rng.integers(0, k, size=(n_resamples, k))
-                s_b, r_b = _seed_resample(sel_b, rows, idx), _seed_resample(rep_b, rows, idx)
+                s_b, r_b = seed_resample(sel_b, rows, idx), seed_resample(rep_b, rows, idx)
                 lo, hi = percentile_interval(r_b)
                 row.update(
                     accuracy=float(sel_obs[rows].mean()), report_accuracy=float(rep_obs[rows].mean()),

@@ -130,6 +130,13 @@ def question_weights(n: int, n_resamples: int, rng: np.random.Generator) -> np.n
     return out
 
 
+def seed_resample(run_b: np.ndarray, rows: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Mean over resampled seeds: run_b [R, B] (each run's accuracy in each question resample), rows [k]
+    (this point's runs), idx [B, k] (the seeds drawn in each resample) → [B]."""
+    b = np.arange(idx.shape[0])[:, None]
+    return run_b[rows[idx], b].mean(axis=1)
+
+
 def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     """Percentile interval of bootstrap samples (NaN samples ignored; NaNs when none is finite)."""
     x = np.asarray(samples, dtype=float)

@@ -21,7 +21,7 @@ import pandas as pd
 from analysis import method_name, method_sort_key
 from analysis.estimate import Estimates
 from analysis.rundirs import Sweep
-from analysis.stats import percentile_interval
+from analysis.stats import percentile_interval, question_weights, seed_resample
 
 N_RESAMPLES = 2000
 FEW_QUESTIONS = 20
@@ -33,17 +33,11 @@ CATEGORY_COLUMNS = ["setting", "method", "config", "category", "n_subjects", "n_
 
 
 def _bootstrap(correct: np.ndarray, rng: np.random.Generator, n_resamples: int = N_RESAMPLES) -> np.ndarray:
-    """Resampled mean accuracy of a [seeds × questions] matrix: seeds, then questions, with replacement."""
+    """Resampled mean accuracy of a [seeds × questions] matrix: seeds, then questions, with replacement,
+    resampled as analysis.estimate resamples every point."""
     k, n = correct.shape
-    correct = correct.astype(np.float32)
-    out = np.empty(n_resamples)
-    step = max(1, 4_000_000 // max(1, k * n))  # resamples per chunk: a few million cells at a time
-    for start in range(0, n_resamples, step):
-        b = min(step, n_resamples - start)
-        seeds = rng.integers(0, k, size=(b, k))
-        questions = rng.integers(0, n, size=(b, n))
-        out[start:start + b] = correct[seeds[:, :, None], questions[:, None, :]].mean(axis=(1, 2))  # [b, k, n]
-    return out
+    per_seed = correct.astype(np.float32) @ question_weights(n, n_resamples, rng).T  # [k, B]
+    return seed_resample(per_seed, np.arange(k), rng.integers(0, k, size=(n_resamples, k)))
 
 
 def _row(correct: np.ndarray, rng: np.random.Generator) -> dict:
