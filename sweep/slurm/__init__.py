@@ -9,7 +9,6 @@ but failed to come up raises ``RuntimeError``: that is a bug, not an environment
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -54,17 +53,14 @@ def ensure_slurm_cluster(timeout_s: float = 600.0, recheck: bool = False) -> str
 
 def slurm_cluster_is_up() -> bool:
     """Whether a SLURM controller answers here already (then a test session must not stop it)."""
-    if shutil.which("sinfo") is None:
-        return False
-    try:
-        return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=10).returncode == 0
-    except subprocess.TimeoutExpired:
-        return False
+    answered = _run("sinfo", "-h", timeout=10)
+    return answered is not None and answered.returncode == 0
 
 
-def _run(*cmd: str) -> subprocess.CompletedProcess | None:
+def _run(*cmd: str, timeout: float = 30) -> subprocess.CompletedProcess | None:
+    """A SLURM command's run, or None when it is not installed or does not answer in time."""
     try:
-        return subprocess.run(list(cmd), capture_output=True, text=True, timeout=30)
+        return subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired):
         return None
 
