@@ -167,9 +167,24 @@ def test_slurm_launcher_runs_every_point_through_sbatch(slurm_cluster, tiny_worl
     job_ids = {r["slurm_job_id"] for r in found}
     assert None not in job_ids and len(job_ids) == SMOKE_POINTS
     # the controller's accounting saw each of them complete
-    arrays = sorted({j.split("_")[0] for j in job_ids})
-    accounted = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(arrays)],
-                               capture_output=True, text=True, timeout=60)
-    assert accounted.returncode == 0 and accounted.stdout.strip(), f"sacct did not answer: {accounted.stderr}"
-    states = dict(line.split("|")[:2] for line in accounted.stdout.split())
+    states = settled_accounting(job_ids)
     assert {j: states.get(j) for j in job_ids} == dict.fromkeys(job_ids, "COMPLETED"), states
+
+
+def settled_accounting(job_ids: set[str], wait_s: float = 120.0) -> dict[str, str]:
+    """sacct's state of each job once none is still running.
+
+    A job's result (and submitit's pickle) is on disk before its batch script has exited, so the
+    launcher can return while the controller still lists the last job as RUNNING for a moment.
+    """
+    arrays = sorted({j.split("_")[0] for j in job_ids})
+    deadline = time.monotonic() + wait_s
+    while True:
+        accounted = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(arrays)],
+                                   capture_output=True, text=True, timeout=60)
+        assert accounted.returncode == 0 and accounted.stdout.strip(), f"sacct did not answer: {accounted.stderr}"
+        states = dict(line.split("|")[:2] for line in accounted.stdout.split())
+        live = {j for j in job_ids if states.get(j) in (None, "PENDING", "RUNNING", "COMPLETING")}
+        if not live or time.monotonic() > deadline:
+            return states
+        time.sleep(1)
