@@ -31,7 +31,7 @@ from sweep.progress import PLAN, ProgressMonitor, statuses, write_plan
 from sweep.refine import RefineSpec, refine, refine_spec
 from trainers.job.validate import validate_config, validate_paths
 from trainers.runtime.errors import ConfigError
-from trainers.runtime.run_dir import SWEEP_SUMMARY, atomic_write_json, is_done, read_result
+from trainers.runtime.run_dir import STOP_STATUSES, SWEEP_SUMMARY, atomic_write_json, is_done, read_result
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +46,10 @@ def fail(message: str, code: int = 2) -> None:
 
 
 class GridSweeper(Sweeper):
-    def __init__(self, poll_interval_s: float = 5.0, prepare: bool = True):
+    def __init__(self, poll_interval_s: float = 5.0, prepare: bool = True, rerun_stopped: bool = False):
         self.poll_interval_s = poll_interval_s
         self.prepare = prepare
+        self.rerun_stopped = rerun_stopped  # stopped/pruned points are final unless this asks for them again
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.launcher = None
@@ -76,7 +77,8 @@ class GridSweeper(Sweeper):
         job_cfgs = self._validate(points, jobs)
         identities = [job_identity(c) for c in job_cfgs]
         run_dirs = [run_dir for run_dir, _ in identities]
-        pending = [i for i, (run_dir, digest) in enumerate(identities) if not is_done(run_dir, digest)]
+        pending = [i for i, (run_dir, digest) in enumerate(identities)
+                   if not is_done(run_dir, digest, self.rerun_stopped)]
 
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, sweep_dir / "multirun.yaml")
@@ -117,7 +119,7 @@ class GridSweeper(Sweeper):
             jobs = [fixed + p.overrides() for p in new]
             job_cfgs = self._validate(new, jobs)
             ids = [job_identity(c) for c in job_cfgs]
-            pending = [i for i, (run_dir, digest) in enumerate(ids) if not is_done(run_dir, digest)]
+            pending = [i for i, (run_dir, digest) in enumerate(ids) if not is_done(run_dir, digest, self.rerun_stopped)]
             print(f"[sweep] refine, {what}: {len(new)} points, {len(new) - len(pending)} already done, "
                   f"{len(pending)} to run", flush=True)
             if pending:
@@ -214,8 +216,9 @@ class GridSweeper(Sweeper):
         if refinement is not None:
             summary["refine"] = refinement
         atomic_write_json(sweep_dir / SWEEP_SUMMARY, summary)
-        print(f"[sweep] finished: {counts['ok']} ok, {counts['diverged']} diverged, {counts['failed']} failed, "
-              f"{counts['missing']} missing of {len(points)} -> {sweep_dir}", flush=True)
+        stopped = "".join(f"{counts[s]} {s}, " for s in STOP_STATUSES if counts[s])
+        print(f"[sweep] finished: {counts['ok']} ok, {stopped}{counts['diverged']} diverged, "
+              f"{counts['failed']} failed, {counts['missing']} missing of {len(points)} -> {sweep_dir}", flush=True)
         for row in rows:
             if row["status"] in ("failed", "missing"):
                 print(f"[sweep]   {row['status']}: {row['method']} lr={row['lr']:g} beta={row['beta']} "

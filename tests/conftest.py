@@ -121,6 +121,13 @@ def _group(pid: int) -> int | None:
         return None
 
 
+def kill_job_tree(pid: int) -> None:
+    """SIGKILL every process group of the job started as `pid` (the agent's and each torchrun worker's)."""
+    for group in {_group(p) for p in _process_tree(pid)} - {None}:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+
+
 SLURM_TESTS_VAR = "SFTSWEEP_SLURM_TESTS"
 _SLURM_OWNED = [False]  # whether this session started the cluster (then its queue is ours to empty)
 

@@ -52,6 +52,7 @@ def test_job_writes_the_run_directory(job_cfg, tiny_world):
     assert [e["step"] for e in evals] == [0, 3, 6]
     assert evals[0]["accuracy"] == result["base_accuracy"] and evals[0]["m_theta"] == 0.0
     assert evals[-1]["accuracy"] == result["accuracy"] and evals[-1]["m_theta"] == result["m_theta"]
+    assert evals[-1]["select_accuracy"] == result["select_accuracy"]  # the same split, while it trains
 
     predictions = read_jsonl(run_dir / "predictions.jsonl")
     assert len(predictions) == n_eval

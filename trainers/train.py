@@ -25,10 +25,10 @@ from transformers import PrinterCallback, TrainingArguments, set_seed
 
 from trainers.data.batching import TrainCollator
 from trainers.data.mcq import DataError
-from trainers.data.selection import mark_splits, validate_split_config
+from trainers.data.selection import assign_split, mark_splits, validate_split_config
 from trainers.job.agent import launch
 from trainers.job.arguments import shards_the_model, training_arguments
-from trainers.job.callbacks import RunDirCallback, mark_started
+from trainers.job.callbacks import RunDirCallback, StopOnRequest, mark_started
 from trainers.job.checkpoints import checkpoint_step, start_or_resume
 from trainers.job.config import CONF_DIR
 from trainers.job.console import hydra_mode, quiet_console, show_progress_bar
@@ -103,7 +103,7 @@ def build_trainer(cfg: DictConfig, args: TrainingArguments, model: torch.nn.Modu
         eval_dataset=prepared.eval_samples,
         data_collator=TrainCollator(prepared.pad_id),
         processing_class=prepared.tokenizer,
-        callbacks=[RunDirCallback(run_dir)],
+        callbacks=[RunDirCallback(run_dir), StopOnRequest(run_dir)],
         method=cfg.method.name,
         beta=cfg.method.get("beta"),
         eval_samples=prepared.eval_samples,
@@ -111,6 +111,7 @@ def build_trainer(cfg: DictConfig, args: TrainingArguments, model: torch.nn.Modu
         letter_ids=prepared.letter_ids,
         pad_id=prepared.pad_id,
         track_m_theta=bool(cfg.train.track_m_theta),
+        eval_splits=[assign_split(s.id, *split_setting(cfg)) for s in prepared.eval_samples],
     )
     if args.disable_tqdm:  # else the Trainer prints every log dict; they are in metrics.jsonl and W&B
         trainer.remove_callback(PrinterCallback)
@@ -120,31 +121,41 @@ def build_trainer(cfg: DictConfig, args: TrainingArguments, model: torch.nn.Modu
 def fit_and_evaluate(cfg: DictConfig, trainer: LossTrainer, run_dir: Path, resume_from: str | None) -> Fit:
     """Train (from `resume_from` if set), then evaluate at the last step unless that just happened.
 
-    A non-finite loss ends the job as "diverged"; the W&B run is closed whatever happens.
+    A non-finite loss ends the job as "diverged", a sweeper's stop request as "stopped" or "pruned"
+    (without a final evaluation: it never scores a length it did not train); the W&B run is closed
+    whatever happens.
     """
     wandb_run = start_wandb(cfg, run_dir) if is_main_process() else None
-    started, status, error = time.perf_counter(), "ok", None
+    started, status, error, stop = time.perf_counter(), "ok", None, None
     try:
         log.info("Training <%s> (max_steps=%s)", run_name(cfg), cfg.train.max_steps)
         trainer.train(resume_from_checkpoint=resume_from)
         train_s = time.perf_counter() - started
-        if trainer.last_eval is None or trainer.last_eval["step"] != trainer.state.global_step:
+        stop = next((c.request for c in trainer.callback_handler.callbacks if isinstance(c, StopOnRequest)), None)
+        if stop:
+            status = stop["status"]
+            log.info("%s at step %s: %s", status.capitalize(), stop["step"], stop.get("reason"))
+        elif trainer.last_eval is None or trainer.last_eval["step"] != trainer.state.global_step:
             trainer.evaluate()
     except DivergedError as exc:
         status, error = "diverged", str(exc)
         train_s = time.perf_counter() - started
         log.warning("Diverged: %s", exc)
     finally:
-        finish_wandb(wandb_run, exit_code=0 if status == "ok" else 1)
-    return Fit(status, error, train_s)
+        finish_wandb(wandb_run, exit_code=1 if status == "diverged" else 0)
+    return Fit(status, error, train_s, stop_reason=stop.get("reason") if stop else None)
+
+
+def split_setting(cfg: DictConfig) -> tuple[float, int]:
+    """(select_fraction, select_seed) of trainers.data.selection: the split of every evaluation, mid-run and final."""
+    return cfg.data.get("select_fraction", 0.5), cfg.data.get("select_seed", 0)
 
 
 def final_predictions(cfg: DictConfig, run_dir: Path, final: dict[str, Any] | None) -> list[dict]:
     """The final evaluation's rows with their select/report split marked; rank 0 writes predictions.jsonl."""
     if final is None:
         return []
-    predictions = mark_splits(final["predictions"], cfg.data.get("select_fraction", 0.5),
-                              cfg.data.get("select_seed", 0))
+    predictions = mark_splits(final["predictions"], *split_setting(cfg))
     if is_main_process():
         write_jsonl(run_dir / PREDICTIONS, predictions)
     return predictions

@@ -1,4 +1,5 @@
-"""What a running job tells its run directory: step logs at the Trainer's own cadence, and progress.json.
+"""What a running job tells its run directory: step logs at the Trainer's own cadence, and progress.json;
+and the one thing it reads back from it: a sweeper's request to stop.
 
 progress.json says who runs the job (process, host, SLURM job) and how far it is (phase, step of
 max_steps, last loss); the status view and the sweeper read it to tell a running job from a dead one.
@@ -15,7 +16,8 @@ from omegaconf import DictConfig
 from transformers import TrainerCallback
 
 from trainers.job.result import slurm_job_id
-from trainers.runtime.run_dir import EVAL, METRICS, PROGRESS, append_jsonl, write_progress
+from trainers.runtime.process import broadcast_from_main, is_main_process
+from trainers.runtime.run_dir import EVAL, METRICS, PROGRESS, append_jsonl, read_stop_request, write_progress
 
 _TRAIN_KEYS = {"loss": "loss", "m_theta": "m_theta", "learning_rate": "lr", "grad_norm": "grad_norm",
                "tokens_per_s": "tokens_per_s", "minor_coef": "minor_coef", "epoch": "epoch"}
@@ -53,6 +55,7 @@ class RunDirCallback(TrainerCallback):
             append_jsonl(self.run_dir / EVAL, {
                 "step": state.global_step,
                 "accuracy": metrics["eval_accuracy"],
+                "select_accuracy": metrics.get("eval_select_accuracy"),
                 "m_theta": metrics.get("eval_m_theta"),
                 "n": metrics["eval_n"],
             })
@@ -60,3 +63,24 @@ class RunDirCallback(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
             write_progress(self.run_dir, phase="evaluating", step=state.global_step)
+
+
+class StopOnRequest(TrainerCallback):
+    """Ends training after the step during which a sweeper asked it to (run_dir.STOP_REQUEST): no final
+    evaluation, no checkpoint. `request` then holds the request and the step it took effect at.
+
+    Rank 0 looks (one open of an absent file per step: the sweeper's channel works on any shared
+    filesystem) and broadcasts what it saw, so that every rank stops after the same step.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.request: dict | None = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        request = broadcast_from_main(read_stop_request(self.run_dir) if is_main_process() else None)
+        if request:
+            self.request = {**request, "step": state.global_step}
+            control.should_training_stop = True
+            control.should_evaluate = control.should_save = False
+        return control

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from trainers.data.selection import REPORT, SELECT, split_accuracy
 from trainers.job.tracking import run_name
 from trainers.runtime.process import world_size
-from trainers.runtime.run_dir import LATE_FRACTION, config_hash
+from trainers.runtime.run_dir import LATE_FRACTION, STOP_STATUSES, config_hash
 
 
 def job_identity(cfg: DictConfig) -> dict[str, Any]:
@@ -71,11 +71,23 @@ def late_m_theta(metrics_log: list[dict], fraction: float = LATE_FRACTION) -> fl
 
 @dataclass
 class Fit:
-    """How training ended: "ok" or "diverged" (with its message), and the seconds spent in it."""
+    """How training ended: "ok", "diverged" (with its message), or "stopped"/"pruned" on a sweeper's request
+    (with its reason), and the seconds spent in it."""
 
     status: str
     error: str | None
     train_s: float
+    stop_reason: str | None = None
+
+
+def last_intermediate(trainer: Any) -> dict[str, Any] | None:
+    """The last evaluation during training, as eval.jsonl has it: what a stopped run got to."""
+    last = trainer.last_eval
+    if last is None:
+        return None
+    metrics = last["metrics"]
+    return {"step": last["step"], "accuracy": metrics.get("eval_accuracy"),
+            "select_accuracy": metrics.get("eval_select_accuracy"), "m_theta": metrics.get("eval_m_theta")}
 
 
 def training_result(
@@ -84,7 +96,7 @@ def training_result(
 ) -> dict[str, Any]:
     """The record of a job that trained: its accuracies on both splits, mθ, sizes, throughput and provenance.
 
-    `final` is the trainer's last evaluation (None when the job diverged); `predictions` its rows with
+    `final` is the trainer's last evaluation (None when the job diverged or was stopped); `predictions` its rows with
     their split marked; `prepared` the job's `Prepared` inputs; `trainer` the `LossTrainer` after fit and
     `model` the model it was given.
     """
@@ -101,6 +113,8 @@ def training_result(
         "report_accuracy": split_accuracy(predictions, REPORT),
         "train_m_theta": late_m_theta(metrics_log),
         "base_accuracy": prepared.base_accuracy,
+        "stop_reason": fit.stop_reason,
+        "last_eval": last_intermediate(trainer) if fit.status in STOP_STATUSES else None,
         "eval_n": len(prepared.eval_samples),
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "total_params": sum(p.numel() for p in model.parameters()),

@@ -20,6 +20,7 @@ import torch
 from transformers import Trainer
 
 from trainers.data.prompts import Sample
+from trainers.data.selection import SELECT, split_accuracy
 from trainers.model.logprobs import answer_logps
 from trainers.model.losses import LOSSES, REFERENCE_TOKEN_METHODS, TOKEN_METHODS, TokenLogps, m_theta, minor_coefficient
 from trainers.model.scoring import Scores, prediction_rows, score_sharded
@@ -45,6 +46,7 @@ class LossTrainer(Trainer):
         letter_ids: Sequence[int],
         pad_id: int,
         track_m_theta: bool,
+        eval_splits: Sequence[str] | None = None,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
@@ -53,6 +55,7 @@ class LossTrainer(Trainer):
         self.eval_samples, self.eval_ref_logps = eval_samples, eval_ref_logps
         self.letter_ids, self.pad_id = letter_ids, pad_id
         self.track_m_theta = track_m_theta
+        self.eval_splits = eval_splits  # each eval question's split: mid-training selection accuracy
         self._metrics: dict[str, list[torch.Tensor]] = defaultdict(list)
         self._throughput_clock: tuple[float, int] | None = None  # (time, tokens seen) at the last log
         self._unlogged_tokens = 0  # input tokens of this process's micro-batches since the last count
@@ -174,11 +177,13 @@ class LossTrainer(Trainer):
         }
         if self.track_m_theta:
             metrics[f"{metric_key_prefix}_m_theta"] = float(m_theta(scores.logps, self.eval_ref_logps, n_tokens).mean())
-        self.last_eval = {
-            "step": self.state.global_step,
-            "metrics": metrics,
-            "predictions": prediction_rows(self.eval_samples, scores.preds),
-        }
+        predictions = prediction_rows(self.eval_samples, scores.preds)
+        if self.eval_splits is not None:  # what a pruner or early stopping compares runs by, while they train
+            select = split_accuracy([{**p, "split": s} for p, s in zip(predictions, self.eval_splits, strict=True)],
+                                    SELECT)
+            if select is not None:
+                metrics[f"{metric_key_prefix}_select_accuracy"] = select
+        self.last_eval = {"step": self.state.global_step, "metrics": metrics, "predictions": predictions}
         self.log(dict(metrics))
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics

@@ -5,6 +5,7 @@
     eval.jsonl         one line per evaluation (step 0 = the base model)
     predictions.jsonl  final evaluation, one line per question
     result.json        written last and atomically
+    stop_request.json  written by a sweeper (never the job), atomically: "end now" (read at step boundaries)
 
 and, one level up, the sweep directory's sweep_summary.json (the grid sweeper's record of every point).
 
@@ -29,7 +30,13 @@ EVAL = "eval.jsonl"
 PREDICTIONS = "predictions.jsonl"
 RESULT = "result.json"
 PROGRESS = "progress.json"
+STOP_REQUEST = "stop_request.json"  # the one file a sweeper writes into a job's run directory
 SWEEP_SUMMARY = "sweep_summary.json"  # in the sweep directory, written by the grid sweeper at its end
+
+STOPPED, PRUNED = "stopped", "pruned"
+STOP_STATUSES = (STOPPED, PRUNED)
+"""How a job asked to stop ends: `stopped` by the grid's early stopping, `pruned` by an Optuna pruner.
+Neither ok nor failed: the run ended early on purpose, and is final (a rerun skips it unless asked)."""
 
 LATE_FRACTION = 0.25
 """result.json's train_m_theta, and analysis' train mθ of a run: the mean over the last quarter of its
@@ -102,7 +109,7 @@ def reset_logs(run_dir: Path, keep_until_step: int | None) -> None:
             continue
         rows = [r for r in read_jsonl(path) if r.get("step", 0) <= keep_until_step]
         atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
-    for name in (PREDICTIONS, RESULT):
+    for name in (PREDICTIONS, RESULT, STOP_REQUEST):  # a request was for the run that ended
         (Path(run_dir) / name).unlink(missing_ok=True)
 
 
@@ -119,6 +126,23 @@ def read_progress(run_dir: Path) -> dict[str, Any] | None:
         return json.loads((Path(run_dir) / PROGRESS).read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):
         return None
+
+
+def request_stop(run_dir: Path, status: str, reason: str) -> None:
+    """Ask the job running in `run_dir` to end at its next step boundary as `status` (stopped or pruned)."""
+    if status not in STOP_STATUSES:
+        raise ValueError(f"a stop request ends a job as one of {STOP_STATUSES}, not {status!r}")
+    atomic_write_json(Path(run_dir) / STOP_REQUEST, {"status": status, "reason": reason,
+                                                     "requested_at": time.time()})
+
+
+def read_stop_request(run_dir: Path) -> dict[str, Any] | None:
+    """The pending stop request, or None. Costs one failed open when there is none (the common case)."""
+    try:
+        request = json.loads((Path(run_dir) / STOP_REQUEST).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return request if request.get("status") in STOP_STATUSES else None
 
 
 def read_result(run_dir: Path) -> dict[str, Any] | None:
@@ -152,7 +176,9 @@ def config_hash(cfg: Any) -> str:
     return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def is_done(run_dir: Path, expected_hash: str) -> bool:
-    """A job is done when its result.json says "ok" for the same config."""
+def is_done(run_dir: Path, expected_hash: str, rerun_stopped: bool = False) -> bool:
+    """A job is done when its result.json says "ok" for the same config, or "stopped"/"pruned" (ended early
+    on purpose: final, unless `rerun_stopped` asks for it to run again)."""
     result = read_result(run_dir)
-    return bool(result) and result.get("status") == "ok" and result.get("config_hash") == expected_hash
+    final = ("ok",) if rerun_stopped else ("ok", *STOP_STATUSES)
+    return bool(result) and result.get("status") in final and result.get("config_hash") == expected_hash
