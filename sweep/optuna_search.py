@@ -7,9 +7,10 @@ space and changes only the trial loop:
   extended search continues the same study from its storage;
 - a rerun reseeds the sampler, so it does not replay the same start-up trials (the same β again);
 - a trial that diverged (no accuracy), failed, or died (killed, cancelled: `sweep.launching`) is told to
-  Optuna as FAIL and the search goes on; it never crashes the study and is never given a made-up accuracy.
-Pruning from intermediate accuracy is not possible here: each trial is a separate Hydra job
-(possibly a SLURM task) whose only channel back to the sweeper is its return value.
+  Optuna as FAIL and the search goes on; it never crashes the study and is never given a made-up accuracy;
+- `pruner` (any `optuna.pruners.*`, by `_target_`; the 1.1.2 schema has no such key, hence
+  `SftsweepOptunaSweeperConf`) prunes trials from their intermediate selection accuracy, read from their
+  run directories while they train (`sweep.pruning`); a pruned trial is told as PRUNED.
 
 Storage: `sqlite:///<file>` on one box; `journal:///<file>` selects Optuna's JournalStorage on a
 plain file, which (unlike SQLite) is safe on the shared filesystems SLURM clusters use.
@@ -20,24 +21,43 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
+from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra_plugins.hydra_optuna_sweeper._impl import create_optuna_distribution_from_override
+from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import OmegaConf
 
 from sweep.grid_sweeper import fail
 from sweep.launching import job_identity, launch_recorded, stop_on_sigterm
+from sweep.pruning import PruningMonitor
 from trainers.job.validate import validate_config
 from trainers.model.losses import BETA_METHODS
 from trainers.runtime.errors import ConfigError
+from trainers.runtime.run_dir import PRUNED, read_result
 
 log = logging.getLogger(__name__)
 
 JOURNAL_PREFIX = "journal:///"
+
+
+@dataclass
+class SftsweepOptunaSweeperConf(OptunaSweeperConf):
+    """hydra-optuna-sweeper's schema plus what this sweeper adds: `hydra/sweeper=sftsweep_optuna`."""
+
+    _target_: str = "hydra_plugins.sftsweep_optuna_sweeper.ResumableOptunaSweeper"
+    pruner: Any = None  # an optuna.pruners.* config ({_target_: ..., ...}) or a hydra/sweeper/pruner choice
+    poll_interval_s: float = 2.0  # how often running trials' intermediate values are read
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="sftsweep_optuna", node=SftsweepOptunaSweeperConf,
+                             provider="sftsweep")
 
 
 def open_storage(url: str | None) -> Any:
@@ -66,7 +86,30 @@ def trial_value(ret: Any) -> float | None:
     return float(value)
 
 
+def tell(study: optuna.Study, trial: optuna.trial.Trial, ret: Any, run_dir: Path) -> str:
+    """Tell the study how a trial ended (PRUNED when its job ended pruned, whatever the launcher returned);
+    what happened, in words."""
+    states = optuna.trial.TrialState
+    result = read_result(run_dir) or {}
+    if result.get("status") == PRUNED:
+        study.tell(trial, state=states.PRUNED)
+        return f"pruned at step {result.get('steps')}"
+    value = trial_value(ret)
+    if value is None:
+        study.tell(trial, state=states.FAIL)
+        return "failed or diverged"
+    study.tell(trial, value)
+    return f"accuracy {value:.4f}"
+
+
 class ResumableOptunaSweeper(OptunaSweeper):
+    def __init__(self, *args: Any, pruner: Any = None, poll_interval_s: float = 2.0, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        if pruner is not None and not isinstance(pruner, optuna.pruners.BasePruner):
+            fail(f"hydra.sweeper.pruner={pruner!r} is not an Optuna pruner; give one as "
+                 "{_target_: optuna.pruners.MedianPruner, ...} or hydra/sweeper/pruner=median")
+        self.pruner, self.poll_interval_s = pruner, float(poll_interval_s)
+
     def sweep(self, arguments: list[str]) -> None:
         impl = self.sweeper
         search_space = dict(impl.search_space)
@@ -82,7 +125,8 @@ class ResumableOptunaSweeper(OptunaSweeper):
         self._validate(search_space)
         direction = impl.direction if isinstance(impl.direction, str) else impl.direction.name
         study = optuna.create_study(study_name=impl.study_name, storage=open_storage(impl.storage),
-                                    sampler=impl.sampler, direction=direction, load_if_exists=True)
+                                    sampler=impl.sampler, pruner=self.pruner or optuna.pruners.NopPruner(),
+                                    direction=direction, load_if_exists=True)
         states = optuna.trial.TrialState
         for stale in study.get_trials(deepcopy=False, states=(states.RUNNING,)):
             study.tell(stale.number, state=states.FAIL)  # a killed earlier run's unfinished trials
@@ -90,8 +134,9 @@ class ResumableOptunaSweeper(OptunaSweeper):
         if done and hasattr(impl.sampler, "reseed_rng"):
             impl.sampler.reseed_rng()
         to_go = max(0, impl.n_trials - done)
-        print(f"[optuna] study {study.study_name}: {done} trials done, {to_go} to run (n_trials={impl.n_trials}) "
-              f"-> {impl.storage}", flush=True)
+        pruning = f", pruner {type(self.pruner).__name__}" if self.pruner else ""
+        print(f"[optuna] study {study.study_name}: {done} trials done, {to_go} to run (n_trials={impl.n_trials}"
+              f"{pruning}) -> {impl.storage}", flush=True)
 
         job_idx = len(study.trials)
         stop_on_sigterm()
@@ -108,16 +153,13 @@ class ResumableOptunaSweeper(OptunaSweeper):
                 job_cfgs = [impl.hydra_context.config_loader.load_sweep_config(master_config=impl.config,
                                                                                sweep_overrides=job) for job in jobs]
                 run_dirs = [job_identity(c)[0] for c in job_cfgs]
-                returns = launch_recorded(impl.launcher, jobs, job_cfgs, run_dirs, initial_job_idx=job_idx)
+                with PruningMonitor(trials, run_dirs, since=time.time(), interval_s=self.poll_interval_s,
+                                    prune=self.pruner is not None):
+                    returns = launch_recorded(impl.launcher, jobs, job_cfgs, run_dirs, initial_job_idx=job_idx)
                 job_idx += len(returns)
-                for trial, ret in zip(trials, returns, strict=True):
-                    value = trial_value(ret)
-                    if value is None:
-                        study.tell(trial, state=states.FAIL)
-                    else:
-                        study.tell(trial, value)
-                    print(f"[optuna] trial {trial.number} {trial.params}: "
-                          f"{'failed or diverged' if value is None else f'accuracy {value:.4f}'}", flush=True)
+                for trial, ret, run_dir in zip(trials, returns, run_dirs, strict=True):
+                    print(f"[optuna] trial {trial.number} {trial.params}: {tell(study, trial, ret, run_dir)}",
+                          flush=True)
                 to_go -= len(trials)
         except KeyboardInterrupt:
             print("[optuna] stopped: the running trials were stopped or cancelled and count as failed; rerun the "
@@ -126,11 +168,12 @@ class ResumableOptunaSweeper(OptunaSweeper):
 
         completed = study.get_trials(deepcopy=False, states=(states.COMPLETE,))
         if not completed:
-            print("[optuna] no trial completed: every trial failed or diverged", flush=True)
+            print("[optuna] no trial completed: every trial failed, diverged or was pruned", flush=True)
             raise SystemExit(1)
         best = study.best_trial
-        print(f"[optuna] best of {len(completed)} completed trials: {best.params} accuracy {best.value:.4f}",
-              flush=True)
+        n_pruned = len(study.get_trials(deepcopy=False, states=(states.PRUNED,)))
+        print(f"[optuna] best of {len(completed)} completed trials ({n_pruned} pruned): {best.params} "
+              f"accuracy {best.value:.4f}", flush=True)
         OmegaConf.save(OmegaConf.create({"name": "optuna", "best_params": best.params, "best_value": best.value,
                                          "n_completed": len(completed)}),
                        Path(impl.config.hydra.sweep.dir) / "optimization_results.yaml")
@@ -145,5 +188,8 @@ class ResumableOptunaSweeper(OptunaSweeper):
         if "method.beta" in search_space and config.method.name not in BETA_METHODS:
             fail(f"method={config.method.name} takes no β, so a β search would train the same model every trial; "
                   f"use METHOD=one of {', '.join(sorted(BETA_METHODS))}")
+        if self.pruner is not None and not int(config.train.get("eval_steps") or 0):
+            fail(f"hydra.sweeper.pruner is set but train.eval_steps={config.train.get('eval_steps')}: trials would "
+                 "report no intermediate accuracy to prune by; set train.eval_steps (e.g. 25)")
         if self.sweeper.n_trials < 1:
             fail(f"hydra.sweeper.n_trials={self.sweeper.n_trials}: the study's total number of trials must be >= 1")

@@ -78,3 +78,37 @@ def test_beta_search_for_a_beta_free_method_is_refused_before_any_trial(tiny_wor
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].startswith("error: method=sft takes no β")
     assert not list(tmp_path.rglob("result.json"))
+
+
+PRUNE_ALWAYS = "hydra.sweeper.pruner={_target_:optuna.pruners.ThresholdPruner,lower:1.01}"  # accuracy < 1.01
+
+
+def test_a_pruner_stops_running_trials_from_their_intermediate_selection_accuracy(tiny_world, tmp_path):
+    """A pruner that prunes every trial at its first report: each job is asked to stop while it trains, ends
+    as pruned before max_steps, and the study has it PRUNED with the intermediate values its eval.jsonl holds."""
+    out = run_search(tiny_world, tmp_path, 2, PRUNE_ALWAYS, "hydra.sweeper.poll_interval_s=0.1",
+                     "train.max_steps=60", "train.eval_steps=2", "train.logging_steps=2")
+    assert out.returncode == 1, out.stderr[-3000:]  # nothing completed: every trial was pruned
+    assert "pruner ThresholdPruner" in out.stdout and "no trial completed" in out.stdout
+    trials = load_study(tmp_path).trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.PRUNED] * 2
+    for trial in trials:
+        (result_path,) = [p for p in (tmp_path / "search").rglob("result.json")
+                          if json.loads(p.read_text())["beta"] == trial.params["method.beta"]]
+        result = json.loads(result_path.read_text())
+        assert result["status"] == "pruned" and result["accuracy"] is None
+        assert 2 <= result["steps"] < 60
+        intermediate = {r["step"]: r["select_accuracy"] for r in read_jsonl(result_path.parent / "eval.jsonl")
+                        if r["step"] > 0}
+        assert trial.intermediate_values == intermediate and 2 in intermediate
+
+
+def test_a_pruner_that_is_not_an_optuna_pruner_or_has_nothing_to_prune_by_is_refused_before_any_trial(
+        tiny_world, tmp_path):
+    out = run_search(tiny_world, tmp_path, 2, "hydra.sweeper.pruner={patience:3}")
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert "hydra.sweeper.pruner=" in out.stderr and "is not an Optuna pruner" in out.stderr
+    out = run_search(tiny_world, tmp_path, 2, PRUNE_ALWAYS, "train.eval_steps=0")
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert out.stderr.strip().splitlines()[-1].startswith("error: hydra.sweeper.pruner is set but train.eval_steps=0")
+    assert not list(tmp_path.rglob("result.json"))

@@ -1,0 +1,89 @@
+"""Optuna pruning through the run directories: the sweeper's channel to trials that are still training.
+
+A trial is a Hydra job (maybe a SLURM task on another node) whose only return channel through the
+launcher is its final value. But every job appends its intermediate selection-split accuracy to its run
+directory's eval.jsonl, and reads a stop request from it at every step (trainers/runtime/run_dir.py),
+on any filesystem the sweeper shares with it. `PruningMonitor` runs beside the launch: it reports each
+new intermediate value to the study (`trial.report`), asks the study's pruner (`trial.should_prune`),
+and writes the stop request for a trial it should prune; the job then ends as `pruned`, and the sweeper
+tells the study PRUNED.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import optuna
+
+from trainers.runtime.run_dir import EVAL, PRUNED, read_jsonl, read_progress, request_stop
+
+CLOCK_SLACK_S = 2.0  # file times on a shared filesystem come from its server's clock
+
+
+class PruningMonitor:
+    """While a batch of trials runs, report their intermediate values and stop the ones to prune.
+
+    Used as a context manager around the launch; on exit it reports the values written since the last
+    poll (a finished trial's curve must be whole for the pruner to judge later trials by it).
+    """
+
+    def __init__(self, trials: Sequence[optuna.trial.Trial], run_dirs: Sequence[Path], since: float,
+                 interval_s: float, prune: bool):
+        self.trials, self.run_dirs, self.since = list(trials), [Path(d) for d in run_dirs], since
+        self.interval_s, self.prune = interval_s, prune
+        self.reported: dict[int, set[int]] = {t.number: set() for t in self.trials}
+        self.stop_requested: dict[int, int] = {}  # trial number -> the step at which it was asked to stop
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="optuna-pruning", daemon=True)
+
+    def __enter__(self) -> PruningMonitor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.poll(decide=False)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.poll(decide=self.prune)
+
+    def poll(self, decide: bool) -> None:
+        """Report every new intermediate value; with `decide`, ask the pruner about each trial that got one."""
+        for trial, run_dir in zip(self.trials, self.run_dirs, strict=True):
+            if trial.number in self.stop_requested:
+                continue
+            new = self._report_new(trial, run_dir)
+            if new is not None and decide and self._still_training(run_dir, new) and trial.should_prune():
+                request_stop(run_dir, PRUNED, f"{type(trial.study.pruner).__name__}: selection accuracy "
+                                              f"at step {new} below the study's rule")
+                self.stop_requested[trial.number] = new
+                print(f"[optuna] trial {trial.number} {trial.params}: asked to stop at step {new} (pruned)",
+                      flush=True)
+
+    def _report_new(self, trial: optuna.trial.Trial, run_dir: Path) -> int | None:
+        """Report the eval.jsonl rows of this launch not yet reported; the last new step, or None."""
+        eval_log = run_dir / EVAL
+        try:
+            if eval_log.stat().st_mtime < self.since - CLOCK_SLACK_S:
+                return None  # an earlier run's log, before this job reset it
+        except FileNotFoundError:
+            return None
+        last = None
+        for row in read_jsonl(eval_log):
+            step, value = row.get("step", 0), row.get("select_accuracy")
+            if step > 0 and value is not None and step not in self.reported[trial.number]:
+                trial.report(float(value), step)
+                self.reported[trial.number].add(step)
+                last = step
+        return last
+
+    @staticmethod
+    def _still_training(run_dir: Path, step: int) -> bool:
+        """Stopping makes sense only before the last step (the final evaluation is the trial's value)."""
+        progress = read_progress(run_dir) or {}
+        max_steps = progress.get("max_steps")
+        return progress.get("phase") == "training" and (not max_steps or step < int(max_steps))
