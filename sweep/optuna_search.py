@@ -107,7 +107,7 @@ class ResumableOptunaSweeper(OptunaSweeper):
         super().__init__(*args, **kwargs)
         if pruner is not None and not isinstance(pruner, optuna.pruners.BasePruner):
             fail(f"hydra.sweeper.pruner={pruner!r} is not an Optuna pruner; give one as "
-                 "{_target_: optuna.pruners.MedianPruner, ...} or hydra/sweeper/pruner=median")
+                 "{_target_:optuna.pruners.MedianPruner,...} (in make's ARGS, inside single quotes)")
         self.pruner, self.poll_interval_s = pruner, float(poll_interval_s)
 
     def sweep(self, arguments: list[str]) -> None:

@@ -5,8 +5,10 @@
 Reads only what the sweeper and the jobs leave on disk (the plan, each run's progress.json and
 result.json), so it works for every launcher, on the login node while SLURM jobs run on others, and
 after the sweeper itself has died. Each point is `ok`, `diverged` or `failed` (with the reason) once it
-has a result, `running` (phase, step k of n, last loss, elapsed, ETA) while its job reports progress,
-`lost` when its process is gone from this host without a result, and `pending` before it starts.
+has a result, or `stopped`/`pruned` (ended early on the sweeper's request: the step it reached and its
+last intermediate accuracy, never a final one), `running` (phase, step k of n, last loss, elapsed, ETA)
+while its job reports progress, `lost` when its process is gone from this host without a result, and
+`pending` before it starts.
 """
 
 from __future__ import annotations
@@ -24,7 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from sweep.progress import PLAN
-from trainers.runtime.run_dir import PROGRESS, RESULT, SWEEP_SUMMARY, read_progress, read_result
+from trainers.runtime.run_dir import (
+    PROGRESS,
+    RESULT,
+    STOP_STATUSES,
+    SWEEP_SUMMARY,
+    read_progress,
+    read_result,
+    read_stop_request,
+)
 
 STALE_S = 15 * 60  # a running job that has not reported for this long is flagged
 
@@ -32,7 +42,7 @@ STALE_S = 15 * 60  # a running job that has not reported for this long is flagge
 @dataclass
 class PointStatus:
     label: str
-    state: str  # ok | diverged | failed | running | lost | pending
+    state: str  # ok | stopped | pruned | diverged | failed | running | lost | pending
     detail: str
     slurm_job_id: str | None
     run_dir: Path
@@ -89,6 +99,8 @@ def point_status(label: str, run_dir: Path, now: float | None = None, host: str 
                 detail += f", {result['steps']} steps"
             if isinstance(result.get("wall_s"), (int, float)):
                 detail += f", {_duration(result['wall_s'])}"
+        elif state in STOP_STATUSES:
+            detail = stopped_detail(result)
         else:
             detail = str(result.get("error") or "")
         return PointStatus(label, state, detail, result.get("slurm_job_id"), run_dir)
@@ -109,13 +121,27 @@ def point_status(label: str, run_dir: Path, now: float | None = None, host: str 
     if max_steps and trained > 0 and progress.get("train_started_at"):
         rate = (float(progress.get("updated_at", now)) - float(progress["train_started_at"])) / trained
         parts.append(f"ETA {_duration(rate * (max_steps - step))}")
+    if (request := read_stop_request(run_dir)) is not None:
+        parts.append(f"asked to stop ({request['status']})")
     quiet = now - float(progress.get("updated_at", now))
     if quiet > STALE_S:
         parts.append(f"no report for {_duration(quiet)}")
     return PointStatus(label, "running", ", ".join(parts), slurm, run_dir)
 
 
-ORDER = ("running", "pending", "lost", "failed", "diverged", "ok")
+def stopped_detail(result: dict[str, Any]) -> str:
+    """Where a stopped or pruned run got to: its steps and last intermediate accuracy (never a final one)."""
+    detail = f"at step {result.get('steps')}"
+    last = result.get("last_eval") or {}
+    accuracy = last.get("select_accuracy", last.get("accuracy"))
+    if isinstance(accuracy, (int, float)):
+        detail += f", last accuracy {accuracy:.3f} at step {last.get('step')}"
+    if result.get("stop_reason"):
+        detail += f" ({result['stop_reason']})"
+    return detail
+
+
+ORDER = ("running", "pending", "lost", "failed", "diverged", "stopped", "pruned", "ok")
 
 
 def render(sweep_dir: Path, statuses: list[PointStatus]) -> str:

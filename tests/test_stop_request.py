@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import kill_job_tree
+from sweep.status import point_status, render
 from trainers.job.callbacks import RunDirCallback
 from trainers.job.config import save_job_config
 from trainers.runtime.run_dir import (
@@ -25,6 +27,7 @@ from trainers.runtime.run_dir import (
     read_stop_request,
     request_stop,
     reset_logs,
+    write_progress,
 )
 from trainers.train import run_job
 
@@ -107,3 +110,19 @@ def test_two_processes_asked_to_stop_from_outside_stop_after_the_same_step(job_c
     assert (result["status"], result["world_size"], result["stop_reason"]) == ("stopped", 2, "past the threshold")
     assert 3 <= result["last_eval"]["step"] <= result["steps"] < 60
     assert read_jsonl(run_dir / "metrics.jsonl")[-1]["step"] == result["steps"]
+
+
+def test_status_shows_a_stopped_point_by_its_last_intermediate_accuracy_and_a_pending_request(tmp_path):
+    """`make status`: a pruned point is neither ok nor failed and shows where it got to, never a final accuracy;
+    a running job whose stop request is written says so."""
+    pruned, running = tmp_path / "pruned", tmp_path / "running"
+    atomic_write_json(pruned / RESULT, {
+        "method": "sft", "lr": 3e-3, "status": "pruned", "accuracy": None, "select_accuracy": None, "steps": 52,
+        "stop_reason": "MedianPruner", "last_eval": {"step": 50, "accuracy": 0.41, "select_accuracy": 0.375}})
+    write_progress(running, pid=os.getpid(), host=socket.gethostname(), started_at=time.time(), phase="training",
+                   step=7, max_steps=150, loss=1.5)
+    request_stop(running, "stopped", "past the threshold")
+    states = {s.run_dir.name: (s.state, s.detail) for s in (point_status("p", pruned), point_status("r", running))}
+    assert states["pruned"] == ("pruned", "at step 52, last accuracy 0.375 at step 50 (MedianPruner)")
+    assert states["running"][0] == "running" and "asked to stop (stopped)" in states["running"][1]
+    assert render(tmp_path, [point_status("p", pruned)]).splitlines()[-1] == "1 points: 1 pruned"
