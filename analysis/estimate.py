@@ -7,7 +7,9 @@ The rules, each stated in the report:
 - **Scored seeds.** An ok run scores its predictions.jsonl. A *diverged* run is a failure at its
   point, scored as the base model's accuracy (the same on every question): divergence pulls a point
   down instead of hiding from the mean. A *failed* run (crash, OOM) is missing data: not scored,
-  flagged, never read as "degrades".
+  flagged, never read as "degrades". A *stopped* or *pruned* run (ended early on a sweeper's request)
+  is not scored either: it never reached the full length whose accuracy the curve compares; its
+  point counts it (`n_stopped`).
 - **Selection and report splits.** Each question's split comes from predictions.jsonl. The β at each
   lr and the peak lr are chosen on the selection split; the accuracy quoted for a chosen configuration
   is on the report split. Without a recorded split both are all questions, and the report says so.
@@ -34,7 +36,7 @@ from analysis import method_sort_key
 from analysis.rundirs import Sweep
 from analysis.stats import percentile_interval, question_weights, seed_resample
 from trainers.data.selection import best_of
-from trainers.runtime.run_dir import LATE_FRACTION
+from trainers.runtime.run_dir import LATE_FRACTION, STOP_STATUSES
 
 N_RESAMPLES = 2000
 SEED = 0
@@ -42,7 +44,7 @@ MIN_SEEDS = 2
 """Fewest scored seeds at a deciding point for a claim to be decided: one seed decides nothing."""
 
 POINT_COLUMNS = [
-    "setting", "method", "lr", "beta", "pid", "n_runs", "n_ok", "n_diverged", "n_failed", "n_scored",
+    "setting", "method", "lr", "beta", "pid", "n_runs", "n_ok", "n_diverged", "n_failed", "n_stopped", "n_scored",
     "accuracy", "report_accuracy", "accuracy_sd", "seed_sd", "question_se", "ci_low", "ci_high",
     "m_theta", "abs_m_theta", "train_m_theta", "base_accuracy", "runs", "scored_runs",
 ]
@@ -210,7 +212,8 @@ def estimate(sweep: Sweep, n_resamples: int = N_RESAMPLES, seed: int = SEED) -> 
                 "setting": setting, "method": method, "lr": float(lr), "beta": float(beta),
                 "pid": len(point_rows), "n_runs": len(g), "n_ok": len(ok),
                 "n_diverged": int((g["status"] == "diverged").sum()),
-                "n_failed": int((g["status"] == "failed").sum()), "n_scored": k,
+                "n_failed": int((g["status"] == "failed").sum()),
+                "n_stopped": int(g["status"].isin(STOP_STATUSES).sum()), "n_scored": k,
                 "m_theta": ok["m_theta"].mean() if len(ok) else math.nan,
                 "abs_m_theta": ok["m_theta"].abs().mean() if len(ok) else math.nan,
                 "train_m_theta": ok["train_m_theta_late"].mean() if len(ok) else math.nan,

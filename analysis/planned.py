@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from trainers.runtime.run_dir import SWEEP_SUMMARY
+from trainers.runtime.run_dir import STOP_STATUSES, SWEEP_SUMMARY
 
 MULTIRUN = "multirun.yaml"
 PLAN_COLUMNS = ["method", "lr", "beta", "seed", "source"]
@@ -63,7 +63,8 @@ def read_plan(root: Path) -> tuple[pd.DataFrame, list[str]]:
 
 
 def unfinished(plan: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """Planned points without an ok or diverged run: "failed" (crashed: missing data) or "never finished"."""
+    """Planned points without an ok or diverged run: "failed" (crashed: missing data), "stopped"/"pruned"
+    (ended early on a sweeper's request: no final accuracy) or "never finished"."""
     rows = []
     for p in plan.itertuples():
         at = runs[
@@ -74,8 +75,8 @@ def unfinished(plan: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
         ] if len(runs) else runs
         if (at["status"].isin(["ok", "diverged"])).any():
             continue
-        failed = at[at["status"] == "failed"]
-        rows.append({"method": p.method, "lr": p.lr, "beta": p.beta, "seed": p.seed,
-                     "status": "failed" if len(failed) else "never finished", "source": p.source,
-                     "error": failed["error"].iloc[0] if len(failed) else None})
+        failed, stopped = at[at["status"] == "failed"], at[at["status"].isin(STOP_STATUSES)]
+        status = "failed" if len(failed) else stopped["status"].iloc[0] if len(stopped) else "never finished"
+        rows.append({"method": p.method, "lr": p.lr, "beta": p.beta, "seed": p.seed, "status": status,
+                     "source": p.source, "error": failed["error"].iloc[0] if len(failed) else None})
     return pd.DataFrame(rows, columns=UNFINISHED_COLUMNS)

@@ -68,7 +68,7 @@ EXPLAIN = {
     "questions resampled once for both: paired). <i>all settings</i> averages Δ over settings.",
     "divergence": "Seeds that diverged (non-finite loss) per method and lr, over all β. A diverged seed "
     "is a failure at its point and scores the base model's accuracy; a <i>failed</i> run (crash, OOM) is "
-    "missing data, counted in neither.",
+    "missing data, counted in neither; nor is a run a sweeper <i>stopped</i> early (<code>n_stopped</code>).",
     "beta": "How much β matters: at each lr, the β chosen on the selection split against the worst β there, "
     "both on the report split, with the hierarchical interval of Δ.",
     "categories": "Each method's best configuration (the peak above, chosen on the selection split) scored on "
@@ -79,9 +79,11 @@ EXPLAIN = {
     f"rank it against another (fewer than {SJ.FEW_QUESTIONS} questions).",
     "unfinished": "Points of the planned grid (sweep_summary.json, else multirun.yaml) without an ok or "
     "diverged run: <i>failed</i> runs are missing data (never a \"degrades\" signal), <i>never finished</i> "
-    "ones left nothing or were killed.",
+    "ones left nothing or were killed; <i>stopped</i>/<i>pruned</i> ones were ended early by the sweeper "
+    "(early stopping, an Optuna pruner) and have no final accuracy.",
     "grid": "Selection-split accuracy, mean over scored seeds (a diverged seed scores the base model). Cells "
-    "say how many seeds diverged or failed; <i>failed (missing)</i> when no seed was scored. The first row "
+    "say how many seeds diverged, failed or were stopped early (not scored: they never reached the full "
+    "length); <i>failed (missing)</i> when no seed was scored. The first row "
     "is the base model.",
     "runs": "Every finished run (result.json); select/report accuracy as scored (a diverged run scores the "
     "base model), train mθ over the last quarter of logged steps.",
@@ -261,7 +263,8 @@ def _html(
     counts = r["status"].value_counts()
     summary = (
         f"{len(r)} finished runs: {counts.get('ok', 0)} ok, {counts.get('diverged', 0)} diverged, "
-        f"{counts.get('failed', 0)} failed; {len(sweep.incomplete)} unfinished. "
+        f"{counts.get('failed', 0)} failed, {counts.get('stopped', 0) + counts.get('pruned', 0)} stopped early; "
+        f"{len(sweep.incomplete)} unfinished. "
         f"Settings: {', '.join(sorted(r['setting'].unique()))}. "
         f"Methods: {', '.join(sorted(r['method_name'].unique()))}."
     )

@@ -20,8 +20,10 @@ import numpy as np
 import pandas as pd
 
 from analysis import method_name
+from trainers.runtime.run_dir import STOP_STATUSES
 
-STATUSES = ("ok", "diverged", "failed")
+STATUSES = ("ok", "diverged", "failed", *STOP_STATUSES)
+"""stopped/pruned: ended early on a sweeper's request; neither ok nor failed, never a final accuracy."""
 SPLITS = ("select", "report")
 """predictions.jsonl's `split`: best lr and β are chosen on "select" questions, scored on "report"."""
 SKIP_DIRS = {".hydra", "wandb", "report", "__pycache__", ".git", ".submitit"}

@@ -83,12 +83,14 @@ def accuracy_grids(est: Estimates) -> dict[str, pd.DataFrame]:
 
 def _grid_cell(p: pd.Series) -> float | str:
     if p["n_scored"] == 0:
-        return "failed (missing)"
+        return "stopped early (no final accuracy)" if p["n_stopped"] else "failed (missing)"
     bits = []
     if p["n_diverged"]:
         bits.append(f"{int(p['n_diverged'])}/{int(p['n_runs'])} diverged")
     if p["n_failed"]:
         bits.append(f"{int(p['n_failed'])}/{int(p['n_runs'])} failed, missing")
+    if p["n_stopped"]:
+        bits.append(f"{int(p['n_stopped'])}/{int(p['n_runs'])} stopped early, not scored")
     if bits:
         return f"{p['accuracy']:.3f} ({'; '.join(bits)})"
     return float(p["accuracy"])
@@ -368,13 +370,15 @@ def paired_table(est: Estimates, best: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
 
 
-DIVERGENCE_COLUMNS = ["setting", "method", "lr", "n_runs", "n_ok", "n_diverged", "n_failed", "divergence_rate"]
+DIVERGENCE_COLUMNS = ["setting", "method", "lr", "n_runs", "n_ok", "n_diverged", "n_failed", "n_stopped",
+                      "divergence_rate"]
 
 
 def divergence_table(est: Estimates) -> pd.DataFrame:
     """Per method and lr (all β): how many seeds diverged, of those that ran to an end (failed runs are
-    missing data and count in neither)."""
-    g = est.points.groupby(["setting", "method", "lr"], sort=False)[["n_runs", "n_ok", "n_diverged", "n_failed"]].sum()
+    missing data, and runs a sweeper stopped early did not run to an end: they count in neither)."""
+    counts = ["n_runs", "n_ok", "n_diverged", "n_failed", "n_stopped"]
+    g = est.points.groupby(["setting", "method", "lr"], sort=False)[counts].sum()
     g = g.reset_index()
     ended = g["n_ok"] + g["n_diverged"]
     g["divergence_rate"] = np.where(ended > 0, g["n_diverged"] / ended.where(ended > 0, 1), np.nan)

@@ -63,7 +63,7 @@ def test_invalid_fields_are_reported(tmp_path):
     assert s.runs.empty
     msgs = "\n".join(s.problems)
     assert "nolr/result.json: 'lr' must be a positive number" in msgs
-    assert "status/result.json: 'status' must be one of ok, diverged, failed, got 'done'" in msgs
+    assert "status/result.json: 'status' must be one of ok, diverged, failed, stopped, pruned, got 'done'" in msgs
     assert "noacc/result.json: status ok but 'accuracy' is None" in msgs
     assert "list/result.json: not a JSON object" in msgs
 

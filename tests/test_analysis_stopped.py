@@ -1,0 +1,47 @@
+"""The report on runs a sweeper stopped early (status stopped/pruned): neither ok nor failed, counted as
+such, never scored a full-length accuracy they did not reach."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from analysis import tables as T
+from analysis.estimate import estimate
+from analysis.planned import read_plan, unfinished
+from analysis.rundirs import load_sweep
+from synthetic_runs import run_name, write_run
+
+N = 200
+
+
+def test_stopped_and_pruned_runs_are_loaded_counted_and_never_scored(tmp_path):
+    cells = {1e-4: [0.30], 1e-3: [0.60, "pruned"], 1e-2: ["stopped"]}
+    for lr, outcomes in cells.items():
+        for seed, v in enumerate(outcomes):
+            outcome = {"status": v} if isinstance(v, str) else {"accuracy": v}
+            write_run(tmp_path / run_name("sft", lr, None, seed), method="sft", lr=lr, seed=seed, base_accuracy=0.2,
+                      n_questions=N, **outcome)
+    sweep = load_sweep(tmp_path)
+    assert sweep.problems == [] and len(sweep.runs) == 4
+    stopped = sweep.runs[sweep.runs["status"].isin(["stopped", "pruned"])]
+    assert len(stopped) == 2 and stopped["accuracy"].isna().all()
+
+    est = estimate(sweep, n_resamples=200)
+    mid = est.point("world", "sft", 1e-3, math.nan)
+    assert mid["accuracy"] == pytest.approx(0.60)  # the pruned seed is not scored (nor scored as the base model)
+    assert (mid["n_runs"], mid["n_ok"], mid["n_stopped"], mid["n_failed"], mid["n_scored"]) == (2, 1, 1, 0, 1)
+    row = T.accuracy_grids(est)["world"].set_index("method").loc["SFT"]
+    assert row[1e-3] == "0.600 (1/2 stopped early, not scored)"
+    assert row[1e-2] == "stopped early (no final accuracy)"
+    div = T.divergence_table(est).set_index("lr")
+    assert div.loc[1e-2, "n_stopped"] == 1 and math.isnan(div.loc[1e-2, "divergence_rate"])  # not ended, not diverged
+    assert div.loc[1e-3, "divergence_rate"] == 0.0
+
+    (tmp_path / "sweep_summary.json").write_text(json.dumps({"experiment": "t", "points": [
+        {"method": "sft", "lr": lr, "beta": None, "seed": s, "status": "x", "run_dir": "d"}
+        for lr, outcomes in cells.items() for s in range(len(outcomes))]}))
+    u = unfinished(read_plan(tmp_path)[0], sweep.runs)
+    assert list(zip(u["lr"], u["seed"], u["status"], strict=True)) == [(1e-3, 1, "pruned"), (1e-2, 0, "stopped")]
