@@ -269,7 +269,8 @@ def lr_curve(method_points: pd.DataFrame, select_b: np.ndarray) -> tuple[pd.Data
             rows.append({"lr": float(lr), "beta": math.nan, "pid": -1, "accuracy": math.nan,
                          "report_accuracy": math.nan, "n_ok": 0, "n_scored": 0,
                          "n_diverged": int(g["n_diverged"].sum()), "n_failed": int(g["n_failed"].sum()),
-                         "n_runs": int(g["n_runs"].sum()), "status": "failed", "runs": [], "m_theta": math.nan,
+                         "n_stopped": int(g["n_stopped"].sum()), "n_runs": int(g["n_runs"].sum()),
+                         "status": "failed", "runs": [], "m_theta": math.nan,
                          "beta_tie": []})
             continue
         tied = cand.iloc[best_of(cand["accuracy"].tolist())]
@@ -277,7 +278,8 @@ def lr_curve(method_points: pd.DataFrame, select_b: np.ndarray) -> tuple[pd.Data
         rows.append({
             "lr": float(lr), "beta": best["beta"], "pid": int(best["pid"]), "accuracy": best["accuracy"],
             "report_accuracy": best["report_accuracy"], "n_ok": int(best["n_ok"]), "n_scored": int(best["n_scored"]),
-            "n_diverged": int(best["n_diverged"]), "n_failed": int(best["n_failed"]), "n_runs": int(best["n_runs"]),
+            "n_diverged": int(best["n_diverged"]), "n_failed": int(best["n_failed"]),
+            "n_stopped": int(best["n_stopped"]), "n_runs": int(best["n_runs"]),
             "status": "ok" if best["n_ok"] > 0 else "diverged", "runs": best["runs"], "m_theta": best["m_theta"],
             "beta_tie": [float(b) for b in tied["beta"].iloc[1:]],
         })

@@ -139,11 +139,15 @@ def threshold_table(est: Estimates, sweep: Sweep) -> pd.DataFrame:
         base = est.points.loc[est.points["setting"] == setting, "base_accuracy"].mean()
         row: dict = {"setting": setting, "method": method_name(method), "base_accuracy": base}
         peak = est.peaks[(setting, method)]
-        missing = curve[curve["status"] == "failed"]
+        unscored = curve[curve["status"] == "failed"]
+        missing, stopped = unscored[unscored["n_stopped"] == 0], unscored[unscored["n_stopped"] > 0]
         notes = []
         if len(missing):
             notes.append(f"lr {', '.join(map(fmt_lr, missing['lr']))}: every run failed (missing data, not "
                          "a drop)")
+        if len(stopped):
+            notes.append(f"lr {', '.join(map(fmt_lr, stopped['lr']))}: stopped early by the sweeper (no final "
+                         "accuracy: not scored, not a drop measured here)")
         if peak is None:
             what = "every scored run diverged" if (curve["n_diverged"] > 0).any() else "no run was scored"
             row.update(note="; ".join([f"no threshold: {what}", *notes]), bracketed="not measured", n_seeds=0)

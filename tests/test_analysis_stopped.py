@@ -36,6 +36,8 @@ def test_stopped_and_pruned_runs_are_loaded_counted_and_never_scored(tmp_path):
     row = T.accuracy_grids(est)["world"].set_index("method").loc["SFT"]
     assert row[1e-3] == "0.600 (1/2 stopped early, not scored)"
     assert row[1e-2] == "stopped early (no final accuracy)"
+    note = T.threshold_table(est, sweep).set_index("method").loc["SFT", "note"]
+    assert "lr 1e-2: stopped early by the sweeper (no final accuracy" in note and "failed" not in note
     div = T.divergence_table(est).set_index("lr")
     assert div.loc[1e-2, "n_stopped"] == 1 and math.isnan(div.loc[1e-2, "divergence_rate"])  # not ended, not diverged
     assert div.loc[1e-3, "divergence_rate"] == 0.0
