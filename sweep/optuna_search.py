@@ -52,7 +52,7 @@ class SftsweepOptunaSweeperConf(OptunaSweeperConf):
     """hydra-optuna-sweeper's schema plus what this sweeper adds: `hydra/sweeper=sftsweep_optuna`."""
 
     _target_: str = "hydra_plugins.sftsweep_optuna_sweeper.ResumableOptunaSweeper"
-    pruner: Any = None  # an optuna.pruners.* config ({_target_: ..., ...}) or a hydra/sweeper/pruner choice
+    pruner: Any = None  # an optuna.pruners.* config: {_target_: optuna.pruners.MedianPruner, ...}; null: none
     poll_interval_s: float = 2.0  # how often running trials' intermediate values are read
 
 
