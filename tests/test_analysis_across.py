@@ -1,0 +1,98 @@
+"""Claims judged across settings (analysis.across): synthetic sweeps over embedded worlds with known truth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import tables as T
+from analysis.across import ACROSS, CANNOT_JUDGE, DISAGREE, HOLDS_ACROSS, across_table
+from analysis.claims import CLAIM_BEST, FAILS, HOLDS, claims_table
+from analysis.estimate import estimate
+from analysis.report import main
+from analysis.rundirs import load_sweep, load_sweeps
+from analysis.stats import random_effects
+from synthetic_runs import run_name, write_run
+
+N = 200  # questions: accuracies below are multiples of 1/200, so every observed Δ is exact
+RESAMPLES = 400
+SFT_PEAK = 0.50
+
+
+def world(root, seed: int, minor_gain: float):
+    """One setting: SFT and MinorSFT over three lrs, three seeds, both peaking at 1e-3, where MinorSFT's
+    accuracy is SFT's + `minor_gain`; the run directories record `world_seed`, as a job on that world does."""
+    curves = {("sft", None): [0.30, SFT_PEAK, 0.20], ("minor_sft", 0.1): [0.30, SFT_PEAK + minor_gain, 0.20]}
+    for (method, beta), accs in curves.items():
+        for lr, acc in zip((1e-4, 1e-3, 1e-2), accs, strict=True):
+            for seed_ in range(3):
+                write_run(root / f"world{seed}" / run_name(method, lr, beta, seed_), method=method, lr=lr,
+                          beta=beta, seed=seed_, accuracy=acc, n_questions=N, dataset="embedded", world_seed=seed)
+    return root / f"world{seed}"
+
+
+def claims_of(sweep) -> pd.DataFrame:
+    e = estimate(sweep, n_resamples=RESAMPLES)
+    best = T.best_configs(e, sweep)
+    return claims_table(e, sweep, best, T.paired_table(e, best), T.beta_sensitivity(e))
+
+
+def best_rows(c: pd.DataFrame) -> pd.DataFrame:
+    return c[c["claim"] == CLAIM_BEST].set_index("setting")
+
+
+def test_an_effect_consistent_in_three_worlds_holds_across_settings(tmp_path):
+    for seed in (0, 1, 2):
+        world(tmp_path, seed, minor_gain=0.15)
+    c = claims_of(load_sweep(tmp_path))
+    rows = best_rows(c)
+    assert list(rows.index) == ["embedded · world 0", "embedded · world 1", "embedded · world 2", ACROSS]
+    assert set(rows["outcome"].iloc[:3]) == {HOLDS}
+    assert rows.loc[ACROSS, "outcome"] == HOLDS_ACROSS
+    pooled = across_table(c).set_index("claim").loc[CLAIM_BEST]
+    assert pooled["n_settings"] == 3 and pooled["estimate"] == pytest.approx(0.15)
+    assert pooled["tau"] == pytest.approx(0.0) and pooled["ci_low"] > 0 and pooled["disagreeing"] == ""
+
+
+def test_an_effect_that_reverses_in_one_world_does_not_hold_across_and_names_that_world(tmp_path):
+    for seed, gain in ((0, 0.15), (1, 0.15), (2, -0.15)):
+        world(tmp_path, seed, minor_gain=gain)
+    c = claims_of(load_sweep(tmp_path))
+    rows = best_rows(c)
+    assert rows.loc["embedded · world 0", "outcome"] == HOLDS and rows.loc["embedded · world 2", "outcome"] == FAILS
+    assert rows.loc[ACROSS, "outcome"] == DISAGREE
+    assert rows.loc[ACROSS, "evidence"].startswith("does not hold in embedded · world 2;")
+    pooled = across_table(c).set_index("claim").loc[CLAIM_BEST]
+    assert pooled["disagreeing"] == "embedded · world 2" and pooled["tau"] > 0.1  # the worlds differ, not noise
+
+
+def test_one_setting_cannot_be_judged_across_settings(tmp_path):
+    c = claims_of(load_sweep(world(tmp_path, 0, minor_gain=0.15)))
+    rows = best_rows(c)
+    assert rows.loc["embedded", "outcome"] == HOLDS  # the default world alone keeps its plain name
+    assert rows.loc[ACROSS, "outcome"] == CANNOT_JUDGE
+    assert "1 of 1 setting(s) measured it" in rows.loc[ACROSS, "evidence"]
+    assert set(c.loc[c["setting"] == ACROSS, "outcome"]) == {CANNOT_JUDGE}  # every claim, not only this one
+
+
+def test_separate_sweep_directories_give_the_table_of_one_sweep(tmp_path):
+    dirs = [world(tmp_path / "sweep", seed, gain) for seed, gain in ((0, 0.15), (1, 0.10), (2, -0.05))]
+    assert main([str(tmp_path / "sweep"), "--no-wandb", "--out", str(tmp_path / "one")]) == 0
+    assert main([*map(str, dirs), "--no-wandb", "--out", str(tmp_path / "three")]) == 0
+    for table in ("claims.csv", "claims_across.csv", "threshold.csv"):
+        one, three = (pd.read_csv(tmp_path / d / table) for d in ("one", "three"))
+        assert len(one) and one.equals(three), table
+    merged = load_sweeps(dirs)
+    assert sorted(merged.runs["setting"].unique()) == ["embedded · world 0", "embedded · world 1", "embedded · world 2"]
+    with pytest.raises(ValueError, match="inside"):
+        load_sweeps([tmp_path / "sweep", dirs[0]])
+
+
+def test_random_effects_with_equal_errors_estimates_the_spread_beyond_them():
+    y, s = np.array([0.1, 0.3, -0.2, 0.05]), 0.05
+    p = random_effects(y, [s] * len(y))
+    # with equal standard errors DerSimonian–Laird's τ² is the effects' variance minus the error variance
+    assert p.tau**2 == pytest.approx(np.var(y, ddof=1) - s**2)
+    assert p.estimate == pytest.approx(y.mean()) and p.ci_low < p.estimate < p.ci_high
+    assert random_effects(y, [10.0] * len(y)).tau == 0.0  # all of the spread is noise
