@@ -68,6 +68,9 @@ EXPLAIN = {
     "with the argmax at this lr) come from a hierarchical bootstrap that resamples seeds, then questions, "
     "and redoes the β choice and the argmax in each resample. <i>accuracy</i> and its interval are on the "
     "<b>report split</b>. A peak on an edge of the grid is flagged: the threshold is not bracketed.",
+    "threshold_by_setting": "The threshold table's lr per method (rows) and setting (columns): the argmax lr, "
+    "its log-quadratic vertex and the vertex's 95% resampled interval; the figure <i>accuracy against learning "
+    "rate — settings side by side</i> draws the same.",
     "threshold_comparisons": "P(threshold of A > threshold of B) from the same resamples (vertex redone in "
     "each); P(equal) counts resamples where both land on the same value (the same grid edge, say).",
     "best": "Each method's best configuration (the peak above): chosen on the selection split, scored on "
@@ -190,6 +193,7 @@ def build_report(sweep_dir: Path | str | list[Path | str], out_dir: Path | str |
     missing = _unfinished(dirs, sweep)
     grids = T.accuracy_grids(est)
     threshold = T.threshold_table(est, sweep)
+    by_setting = T.threshold_by_setting(threshold)
     comparisons = T.threshold_comparisons(est)
     best = T.best_configs(est, sweep)
     paired = T.paired_table(est, best)
@@ -212,6 +216,8 @@ def build_report(sweep_dir: Path | str | list[Path | str], out_dir: Path | str |
         ("claims", "The paper's claims", claims, "claims"),
         ("claims_across", "The paper's claims across settings", across, "across"),
         ("threshold", "Learning-rate threshold per method", threshold, "threshold"),
+        *([("threshold_by_setting", "Threshold per setting, side by side", by_setting, "threshold_by_setting")]
+          if len(by_setting) else []),
         ("threshold_comparisons", "Which method's threshold is higher", comparisons, "threshold_comparisons"),
         ("best_config", "Best configuration per method", best.drop(columns="pid"), "best"),
         ("paired", "Paired comparison of best configurations", paired, "paired"),
@@ -326,8 +332,9 @@ def _html(
     parts.insert(0, "<nav>" + "".join(nav) + "</nav>")
     suffix = " (incomplete)" if incomplete else ""
     sections = {stem: (title, df, key) for stem, title, df, key in named}
-    order_top = ["claims", "claims_across", "threshold", "threshold_comparisons", "best_config", "paired",
-                 "beta_sensitivity", "divergence", "unfinished", "accuracy_per_category", "accuracy_per_subject"]
+    order_top = ["claims", "claims_across", "threshold", "threshold_by_setting", "threshold_comparisons",
+                 "best_config", "paired", "beta_sensitivity", "divergence", "unfinished", "accuracy_per_category",
+                 "accuracy_per_subject"]
     for stem in (s for s in order_top if s in sections):
         title, df, key = sections[stem]
         parts.append(

@@ -10,6 +10,7 @@ from analysis import tables as T
 from analysis.across import ACROSS, CANNOT_JUDGE, DISAGREE, HOLDS_ACROSS, across_table
 from analysis.claims import CLAIM_BEST, FAILS, HOLDS, claims_table
 from analysis.estimate import estimate
+from analysis.plots import all_plots
 from analysis.report import main
 from analysis.rundirs import load_sweep, load_sweeps
 from analysis.stats import random_effects
@@ -80,13 +81,32 @@ def test_separate_sweep_directories_give_the_table_of_one_sweep(tmp_path):
     dirs = [world(tmp_path / "sweep", seed, gain) for seed, gain in ((0, 0.15), (1, 0.10), (2, -0.05))]
     assert main([str(tmp_path / "sweep"), "--no-wandb", "--out", str(tmp_path / "one")]) == 0
     assert main([*map(str, dirs), "--no-wandb", "--out", str(tmp_path / "three")]) == 0
-    for table in ("claims.csv", "claims_across.csv", "threshold.csv"):
+    for table in ("claims.csv", "claims_across.csv", "threshold.csv", "threshold_by_setting.csv"):
         one, three = (pd.read_csv(tmp_path / d / table) for d in ("one", "three"))
         assert len(one) and one.equals(three), table
     merged = load_sweeps(dirs)
     assert sorted(merged.runs["setting"].unique()) == ["embedded · world 0", "embedded · world 1", "embedded · world 2"]
     with pytest.raises(ValueError, match="inside"):
         load_sweeps([tmp_path / "sweep", dirs[0]])
+
+
+def test_thresholds_and_the_accuracy_figure_put_the_settings_side_by_side(tmp_path):
+    for seed in (0, 1, 2):
+        world(tmp_path, seed, minor_gain=0.15)
+    assert main([str(tmp_path), "--no-wandb", "--out", str(tmp_path / "report")]) == 0
+    side = pd.read_csv(tmp_path / "report" / "threshold_by_setting.csv").set_index("method")
+    assert list(side.columns) == ["embedded · world 0", "embedded · world 1", "embedded · world 2"]
+    assert list(side.index) == ["SFT", "MinorSFT"]
+    assert all(cell.startswith("1e-3, vertex ") for cell in side.to_numpy().ravel())  # every world peaks at 1e-3
+    assert (tmp_path / "report" / "accuracy_vs_lr_by_setting.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Accuracy against learning rate — settings side by side" in (tmp_path / "report" / "report.html").read_text()
+
+
+def test_one_setting_has_no_side_by_side_table_or_figure(tmp_path):
+    sweep = load_sweep(world(tmp_path, 0, minor_gain=0.15))
+    e = estimate(sweep, n_resamples=RESAMPLES)
+    assert T.threshold_by_setting(T.threshold_table(e, sweep)).empty
+    assert "accuracy_vs_lr_by_setting" not in [p.name for p in all_plots(sweep, e)]
 
 
 def test_random_effects_with_equal_errors_estimates_the_spread_beyond_them():
