@@ -26,7 +26,7 @@ import pandas as pd
 from analysis import search as S
 from analysis import subjects as SJ
 from analysis import tables as T
-from analysis.across import across_table
+from analysis.across import ACROSS, across_table
 from analysis.atomic import write_bytes, write_text
 from analysis.claims import CLAIM_COLUMNS, claims_table
 from analysis.estimate import MIN_SEEDS, Estimates, estimate
@@ -267,6 +267,8 @@ def build_report(sweep_dir: Path | str | list[Path | str], out_dir: Path | str |
             if pd.notna(r.threshold_lr)
         }
         summary.update({f"{r.setting}/{r.method}/best_accuracy": r.accuracy for r in best.itertuples()})
+        summary.update({f"{ACROSS}/{r.claim}/{r.scope}": r.outcome
+                        for r in claims[claims["setting"] == ACROSS].itertuples()})
         for r in search_best.dropna(subset=["beta"]).itertuples():
             summary[f"{r.setting}/{r.method}/search_best_beta"] = r.beta
             summary[f"{r.setting}/{r.method}/search_best_accuracy"] = r.accuracy

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,10 +13,11 @@ from analysis.across import ACROSS, CANNOT_JUDGE, DISAGREE, HOLDS_ACROSS, across
 from analysis.claims import CLAIM_BEST, FAILS, HOLDS, claims_table
 from analysis.estimate import estimate
 from analysis.plots import all_plots
-from analysis.report import main
+from analysis.report import build_report, main
 from analysis.rundirs import load_sweep, load_sweeps
 from analysis.stats import random_effects
 from synthetic_runs import run_name, write_run
+from wandb_records import offline_history, offline_summary
 
 N = 200  # questions: accuracies below are multiples of 1/200, so every observed Δ is exact
 RESAMPLES = 400
@@ -107,6 +110,25 @@ def test_one_setting_has_no_side_by_side_table_or_figure(tmp_path):
     e = estimate(sweep, n_resamples=RESAMPLES)
     assert T.threshold_by_setting(T.threshold_table(e, sweep)).empty
     assert "accuracy_vs_lr_by_setting" not in [p.name for p in all_plots(sweep, e)]
+
+
+def test_wandb_summary_run_carries_the_across_settings_table_and_verdicts(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    for seed, gain in ((0, 0.15), (1, 0.15), (2, -0.15)):
+        world(tmp_path, seed, minor_gain=gain)
+    rep = build_report(tmp_path, use_wandb=True)
+    assert any("logged (offline)" in m for m in rep.messages), rep.messages
+    (run_file,) = (tmp_path / "report" / "wandb").glob("offline-run-*/run-*.wandb")
+    for _ in range(100):  # W&B's service process may still be flushing the file after finish() returned
+        _, rows = offline_history(run_file)
+        summary = offline_summary(run_file)
+        if rows and summary:
+            break
+        time.sleep(0.1)
+    logged = {k for r in rows for k in r}
+    assert {"tables/claims_across/_type", "tables/threshold_by_setting/_type"} <= logged
+    assert summary[f"{ACROSS}/{CLAIM_BEST}/best configurations, report split"] == DISAGREE
 
 
 def test_random_effects_with_equal_errors_estimates_the_spread_beyond_them():
