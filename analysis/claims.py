@@ -240,7 +240,8 @@ def _deviation_claims(est: Estimates, setting: str, method: str) -> list[dict]:
             outcome, ev = UNDECIDED, f"one seed decides nothing; {ev}"
         else:
             outcome = (HOLDS if diff < 0 else FAILS) if p < ALPHA else UNDECIDED
-        se = math.sqrt(np.var(a, ddof=1) / len(a) + np.var(b, ddof=1) / len(b)) if min(len(a), len(b)) > 1 else math.nan
+        fa, fb = a[np.isfinite(a)], b[np.isfinite(b)]  # Welch's standard error, over the seeds Welch used
+        se = math.sqrt(fa.var(ddof=1) / fa.size + fb.var(ddof=1) / fb.size) if min(fa.size, fb.size) > 1 else math.nan
         rows.append({**base, "scope": scope, "outcome": outcome, "evidence": ev, "key": key,
                      "effects": [("SFT − " + name, -diff, se)]})
     return rows
