@@ -52,9 +52,10 @@ $(DEV_STAMP): $(STAMP)
 	@touch $(DEV_STAMP)
 	@echo "test tools ready: $(VENV)"
 
-## the embedded base model and data (built on first use by every command; this only prebuilds it)
+## the embedded base model and data (built on first use by every command; this only prebuilds it);
+## another world: make world ARGS="--seed 1"
 world: $(STAMP)
-	$(PY) -m trainers.world
+	$(PY) -m trainers.world $(ARGS)
 
 ## one training job: make train ARGS="method=minor_sft train.lr=2e-4 method.beta=0.1"
 train: $(STAMP)

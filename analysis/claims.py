@@ -16,6 +16,10 @@ whatever its numbers. Accuracies are on the report split; choices were made on t
    best lr.
 5. β needs tuning (per β method): at its best lr that ran several β, the β chosen on the selection split
    against the worst β; holds when Δ's interval is above 0, does not hold when it lies within ±EQUIVALENCE.
+
+Each claim is judged per setting, then once more *across settings* (analysis.across): every row carries
+its effects (positive: in the claim's direction) with their standard errors, and the settings' effects are
+pooled by random effects.
 """
 
 from __future__ import annotations
@@ -26,10 +30,11 @@ import numpy as np
 import pandas as pd
 
 from analysis import method_name, method_sort_key
+from analysis.across import across_rows
 from analysis.estimate import MIN_SEEDS, Estimates
 from analysis.search import search_keys
 from analysis.stats import bootstrap_p, percentile_interval, welch
-from analysis.tables import ALL_SETTINGS, fmt_beta, fmt_lr, paired_delta
+from analysis.tables import fmt_beta, fmt_lr, paired_delta
 
 HOLDS, FAILS, UNDECIDED = "holds", "does not hold", "undecided"
 NOT_MEASURED = UNDECIDED  # a claim the sweep cannot measure is undecided; the evidence says why
@@ -43,10 +48,23 @@ CLAIM_LR = "MinorSFT's threshold learning rate is higher than raw SFT's"
 CLAIM_DEVIATION = "DPO-derived losses deviate less (lower mθ) than raw SFT"
 CLAIM_BETA = "β needs tuning"
 CLAIM_COLUMNS = ["setting", "claim", "scope", "outcome", "evidence"]
+EFFECT_COLUMNS = ["key", "effects"]
+"""Kept beside CLAIM_COLUMNS for pooling: `key` is the scope without the setting's own numbers (rows of one
+claim in different settings share it); `effects` is a list of (what, effect, standard error), each effect
+signed so that positive supports the claim. A bootstrap effect's standard error is the s.d. of its
+resamples; one read off a table's 95% percentile interval is its width / 3.92; Welch's is the usual one."""
+Z95_WIDTH = 3.92  # a normal 95% interval is 2 × 1.96 standard errors wide
 
 
 def _acc(x: float) -> str:
     return "—" if x is None or not math.isfinite(x) else f"{x:.3f}"
+
+
+def _sd(resamples: np.ndarray) -> float:
+    """The standard error of a bootstrap estimate: the s.d. of its finite resamples."""
+    x = np.asarray(resamples, dtype=float)
+    x = x[np.isfinite(x)]
+    return float(x.std(ddof=1)) if x.size > 1 else math.nan
 
 
 def _ci(lo: float, hi: float) -> str:
@@ -59,7 +77,14 @@ def _by_interval(lo: float, hi: float) -> str:
 
 def claims_table(est: Estimates, sweep, best: pd.DataFrame, paired: pd.DataFrame,
                  beta_table: pd.DataFrame) -> pd.DataFrame:
-    """All claims for every setting of the sweep (and across settings where the sweep has several)."""
+    """All claims for every setting of the sweep, then each claim across settings (analysis.across);
+    columns CLAIM_COLUMNS + EFFECT_COLUMNS."""
+    rows = _setting_rows(est, sweep, best, paired, beta_table)
+    return pd.DataFrame(rows + across_rows(rows, sorted(est.settings)), columns=CLAIM_COLUMNS + EFFECT_COLUMNS)
+
+
+def _setting_rows(est: Estimates, sweep, best: pd.DataFrame, paired: pd.DataFrame,
+                  beta_table: pd.DataFrame) -> list[dict]:
     rows: list[dict] = []
     searched = search_keys(sweep.runs)
     for setting in sorted(est.settings):
@@ -80,9 +105,10 @@ def claims_table(est: Estimates, sweep, best: pd.DataFrame, paired: pd.DataFrame
         for m in methods:
             if (setting, m) not in searched:
                 rows.extend(_beta_claim(est, setting, m, beta_table))
-    if len(est.settings) > 1:
-        rows.append(_best_claim(ALL_SETTINGS, best.iloc[0:0], paired[paired["setting"] == ALL_SETTINGS]))
-    return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
+    for row in rows:
+        row.setdefault("key", row["scope"])
+        row.setdefault("effects", [])
+    return rows
 
 
 def _search_claim(setting: str, method: str, runs: pd.DataFrame) -> dict:
@@ -116,6 +142,7 @@ def _threshold_claim(est: Estimates, setting: str, method: str) -> dict:
     down, down_b = paired_delta(est, peak.pid, peak.next_pid)
     down_lo, down_hi = percentile_interval(down_b)
     seeds = min(int(p["n_scored"]), int(nxt["n_scored"]))
+    row["effects"] = [("peak − base", peak.accuracy - base, _sd(up_b)), ("peak − next lr", down, _sd(down_b))]
     evidence = (
         f"report split: peak {_acc(peak.accuracy)} − base {_acc(base)} = {peak.accuracy - base:+.3f} "
         f"{_ci(up_lo, up_hi)}; peak − next lr {fmt_lr(peak.next_lr)} = {down:+.3f} {_ci(down_lo, down_hi)}, "
@@ -145,6 +172,8 @@ def _lr_claim(est: Estimates, setting: str) -> dict:
     evidence = (f"P(MinorSFT > SFT) = {gt:.3f}, P(equal) = {eq:.3f} over {est.n_resamples} resamples; "
                 f"{desc('MinorSFT', minor)}; {desc('SFT', sft)}")
     seeds = min(int(_point(est, minor.pid)["n_scored"]), int(_point(est, sft.pid)["n_scored"]))
+    row["effects"] = [("log10 vertex lr, MinorSFT − SFT", math.log10(minor.vertex_lr) - math.log10(sft.vertex_lr),
+                       _sd(est.vertex_b[(setting, "minor_sft")] - est.vertex_b[(setting, "sft")]))]
     if seeds < MIN_SEEDS:
         return {**row, "outcome": UNDECIDED, "evidence": f"one seed decides nothing; {evidence}"}
     outcome = HOLDS if gt >= LEVEL else (FAILS if lt >= LEVEL else UNDECIDED)
@@ -154,15 +183,13 @@ def _lr_claim(est: Estimates, setting: str) -> dict:
 def _best_claim(setting: str, best: pd.DataFrame, paired: pd.DataFrame) -> dict:
     row = {"setting": setting, "claim": CLAIM_BEST, "scope": "best configurations, report split"}
     tests = [r for r in paired.itertuples() if isinstance(r.delta, float) and math.isfinite(r.delta)]
-    if setting != ALL_SETTINGS:
-        present = set(best["method_id"])
-        if "minor_sft" not in present or len(present) < 2:
-            return {**row, "outcome": UNDECIDED, "evidence": "not measured: needs MinorSFT and a baseline; sweep "
-                    "has " + (", ".join(sorted(map(method_name, present))) or "none")}
-    else:
-        row["scope"] = "mean Δ over settings, report split"
+    present = set(best["method_id"])
+    if "minor_sft" not in present or len(present) < 2:
+        return {**row, "outcome": UNDECIDED, "evidence": "not measured: needs MinorSFT and a baseline; sweep "
+                "has " + (", ".join(sorted(map(method_name, present))) or "none")}
     if not tests:
         return {**row, "outcome": UNDECIDED, "evidence": "not measured: no paired comparison"}
+    row["effects"] = [(r.comparison, r.delta, (r.ci_high - r.ci_low) / Z95_WIDTH) for r in tests]
     evidence = "; ".join(
         f"{r.comparison}: Δ {r.delta:+.3f} {_ci(r.ci_low, r.ci_high)}, p={r.p_value:.3g}"
         + (f" ({r.note})" if isinstance(r.note, str) and r.note else "")
@@ -199,6 +226,7 @@ def _deviation_claims(est: Estimates, setting: str, method: str) -> list[dict]:
                             int(same_lr["pid"].iloc[0]), "train_m_theta_late", False))
     rows = []
     for scope, pid, column, absolute in comparisons:
+        key = scope.replace(f" {fmt_lr(sft.lr)}:", ":")  # SFT's best lr differs from setting to setting
         a, b = _seed_values(est, pid, column, absolute), _seed_values(est, sft.pid, column, absolute)
         diff, p = welch(a, b)
         pm = _point(est, pid)
@@ -212,7 +240,10 @@ def _deviation_claims(est: Estimates, setting: str, method: str) -> list[dict]:
             outcome, ev = UNDECIDED, f"one seed decides nothing; {ev}"
         else:
             outcome = (HOLDS if diff < 0 else FAILS) if p < ALPHA else UNDECIDED
-        rows.append({**base, "scope": scope, "outcome": outcome, "evidence": ev})
+        fa, fb = a[np.isfinite(a)], b[np.isfinite(b)]  # Welch's standard error, over the seeds Welch used
+        se = math.sqrt(fa.var(ddof=1) / fa.size + fb.var(ddof=1) / fb.size) if min(fa.size, fb.size) > 1 else math.nan
+        rows.append({**base, "scope": scope, "outcome": outcome, "evidence": ev, "key": key,
+                     "effects": [("SFT − " + name, -diff, se)]})
     return rows
 
 
@@ -228,7 +259,9 @@ def _beta_claim(est: Estimates, setting: str, method: str, beta_table: pd.DataFr
     curve = est.curves[(setting, method)].set_index("lr")["accuracy"]
     r = t.loc[t["lr"].map(curve).idxmax()]
     where = "its best lr" if r["lr"] == peak.lr else "its best lr with several β"
-    row = {"setting": setting, "claim": CLAIM_BETA, "scope": f"{method_name(method)} at {where} {fmt_lr(r['lr'])}"}
+    row = {"setting": setting, "claim": CLAIM_BETA, "scope": f"{method_name(method)} at {where} {fmt_lr(r['lr'])}",
+           "key": method_name(method),
+           "effects": [("chosen β − worst β", r["delta"], (r["ci_high"] - r["ci_low"]) / Z95_WIDTH)]}
     ev = (f"report split: chosen β={fmt_beta(r['beta'])} {_acc(r['accuracy'])} − worst β={fmt_beta(r['worst_beta'])} "
           f"{_acc(r['worst_accuracy'])} = {r['delta']:+.3f} {_ci(r['ci_low'], r['ci_high'])}, p={r['p_value']:.3g}; "
           f"{r['n_betas']} β values")

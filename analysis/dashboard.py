@@ -7,7 +7,7 @@ From the sweep's run directories (its W&B group and the methods it ran) this bui
   train and eval mθ against step, final accuracy against lr, and the summary run's tables;
 - a **report** with one panel grid per method (its runs only, one line per lr): train and eval mθ
   against step; a grid with one run set per method: final accuracy against lr (log x); and the
-  threshold and claims tables of the `<group>-report` run (analysis.wandb_summary).
+  threshold, claims and claims-across-settings tables of the `<group>-report` run (analysis.wandb_summary).
 
 Nothing is sent unless WANDB_MODE=online: offline (the default everywhere here) the specification is
 written to SWEEP_DIR/report/wandb_dashboard.json and the one command that publishes it is printed.
@@ -31,7 +31,7 @@ from analysis.atomic import write_text
 # sends the resolved Hydra config, which W&B shows with dotted names) and the summary run's tables.
 TRAIN_M_THETA, EVAL_M_THETA, ACCURACY = "train/m_theta", "eval/m_theta", "eval/accuracy"
 METHOD, LR = "method.name", "train.lr"
-TABLES = ("threshold", "claims")
+TABLES = ("threshold", "claims", "claims_across")
 SPEC_FILE = "wandb_dashboard.json"
 
 
@@ -78,7 +78,8 @@ def build_report(entity: str, project: str, group: str, methods: Sequence[str]) 
     blocks: list = [
         wr.H1(text=f"Methods compared: {group}"),
         wr.P(text=f"sftsweep sweep '{group}': mθ (the paper's deviation metric) per method, one line per "
-                  "learning rate; final accuracy against learning rate; the report's threshold and claims."),
+                  "learning rate; final accuracy against learning rate; the report's threshold and claims, each "
+                  "claim per setting and across settings."),
     ]
     for method in methods:
         blocks += [wr.H2(text=f"{method}: deviation mθ"),
@@ -87,7 +88,7 @@ def build_report(entity: str, project: str, group: str, methods: Sequence[str]) 
     blocks += [
         wr.H2(text="Accuracy against learning rate"),
         wr.PanelGrid(runsets=[runset(m, _group_filter(group, m), []) for m in methods], panels=[_accuracy(wr)]),
-        wr.H2(text="Learning-rate threshold and the paper's claims"),
+        wr.H2(text="Learning-rate threshold and the paper's claims, per setting and across settings"),
         wr.PanelGrid(runsets=[runset("report", f"Group = '{group}' and JobType = 'analysis'", [])],
                      panels=_tables(wr)),
     ]
@@ -104,7 +105,7 @@ def build_workspace(entity: str, project: str, group: str) -> Any:
         entity=entity, project=project, name=f"sftsweep: {group}",
         sections=[ws.Section(name="Deviation mθ by method and lr", panels=_curves(wr), is_open=True),
                   ws.Section(name="Accuracy against learning rate", panels=[_accuracy(wr)], is_open=True),
-                  ws.Section(name="Threshold and claims", panels=_tables(wr), is_open=True)],
+                  ws.Section(name="Threshold and claims, across settings too", panels=_tables(wr), is_open=True)],
         runset_settings=ws.RunsetSettings(filters=_group_filter(group),
                                           groupby=[expr.Config(METHOD), expr.Config(LR)]),
     )

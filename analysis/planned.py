@@ -18,8 +18,9 @@ import yaml
 from trainers.runtime.run_dir import STOP_STATUSES, SWEEP_SUMMARY
 
 MULTIRUN = "multirun.yaml"
-PLAN_COLUMNS = ["method", "lr", "beta", "seed", "source"]
+PLAN_COLUMNS = ["method", "lr", "beta", "seed", "source", "grid_setting"]
 UNFINISHED_COLUMNS = ["method", "lr", "beta", "seed", "status", "source", "error"]
+"""`grid_setting`: the grid.settings entry a point belongs to (its run directories' top folder), else None."""
 
 
 def _float(v: object) -> float:
@@ -35,7 +36,7 @@ def read_plan(root: Path) -> tuple[pd.DataFrame, list[str]]:
             data = json.loads(summary.read_text(encoding="utf-8"))
             rows = [
                 {"method": str(p["method"]), "lr": float(p["lr"]), "beta": _float(p.get("beta")),
-                 "seed": int(p.get("seed", 0)), "source": SWEEP_SUMMARY}
+                 "seed": int(p.get("seed", 0)), "source": SWEEP_SUMMARY, "grid_setting": p.get("setting")}
                 for p in data.get("points", [])
             ]
             return pd.DataFrame(rows, columns=PLAN_COLUMNS), problems
@@ -54,7 +55,9 @@ def read_plan(root: Path) -> tuple[pd.DataFrame, list[str]]:
                 lrs = lrs if isinstance(lrs, list) else [lrs]
                 betas = spec.get("beta")
                 betas = [None] if betas is None else (betas if isinstance(betas, list) else [betas])
-                rows += [{"method": method, "lr": float(lr), "beta": _float(b), "seed": int(s), "source": MULTIRUN}
+                rows += [{"method": method, "lr": float(lr), "beta": _float(b), "seed": int(s), "source": MULTIRUN,
+                          "grid_setting": setting}
+                         for setting in (list(grid.get("settings") or {}) or [None])
                          for lr in lrs for b in betas for s in seeds]
             return pd.DataFrame(rows, columns=PLAN_COLUMNS), problems
         except (yaml.YAMLError, AttributeError, TypeError, ValueError) as e:
@@ -67,8 +70,11 @@ def unfinished(plan: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     (ended early on a sweeper's request: no final accuracy) or "never finished"."""
     rows = []
     for p in plan.itertuples():
+        where = (pd.Series([r.startswith(f"{p.grid_setting}/") for r in runs["run"]], index=runs.index, dtype=bool)
+                 if isinstance(p.grid_setting, str) and len(runs) else True)
         at = runs[
-            (runs["method"] == p.method)
+            where
+            & (runs["method"] == p.method)
             & pd.Series([math.isclose(v, p.lr, rel_tol=1e-9) for v in runs["lr"]], index=runs.index, dtype=bool)
             & ((runs["beta"] == p.beta) | (runs["beta"].isna() & math.isnan(p.beta)))
             & (runs["seed"] == p.seed)
@@ -77,6 +83,7 @@ def unfinished(plan: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
             continue
         failed, stopped = at[at["status"] == "failed"], at[at["status"].isin(STOP_STATUSES)]
         status = "failed" if len(failed) else stopped["status"].iloc[0] if len(stopped) else "never finished"
-        rows.append({"method": p.method, "lr": p.lr, "beta": p.beta, "seed": p.seed, "status": status,
+        rows.append({"method": p.method if not isinstance(p.grid_setting, str) else f"{p.grid_setting}: {p.method}",
+                     "lr": p.lr, "beta": p.beta, "seed": p.seed, "status": status,
                      "source": p.source, "error": failed["error"].iloc[0] if len(failed) else None})
     return pd.DataFrame(rows, columns=UNFINISHED_COLUMNS)

@@ -1,7 +1,9 @@
 """The report's figures, as PNG bytes (matplotlib's object API with the Agg canvas: no display, no pyplot
 global state, safe in a headless sweep process).
 
-Per setting: mθ against step (train and eval, one panel per method, one line per lr), accuracy against lr
+With several settings first the settings side by side: accuracy against lr, one panel per setting (the
+paper's "accuracy against learning rate on three data sets"). Then per setting:
+mθ against step (train and eval, one panel per method, one line per lr), accuracy against lr
 (log axis, threshold marked), and final mθ against accuracy. At each lr the lines use the β that the
 tables use (the best one), so figures and tables never disagree.
 """
@@ -233,6 +235,47 @@ def accuracy_vs_lr(sweep: Sweep, setting: str, crv: dict, pts: pd.DataFrame, pea
     )
 
 
+def accuracy_vs_lr_by_setting(est: Estimates) -> Plot:
+    """Accuracy against lr, one panel per setting on a shared accuracy axis: every method's best-β curve, its
+    threshold marked (★ and a dashed line), so the settings' thresholds can be compared at a glance."""
+    settings = sorted({s for s, _ in est.curves})
+    methods = sorted({m for _, m in est.curves}, key=method_sort_key)
+    fig = Figure(figsize=(4.4 * len(settings), 4.2), layout="constrained")
+    axes = fig.subplots(1, len(settings), squeeze=False, sharey=True)[0]
+    for ax, setting in zip(axes, settings, strict=True):
+        ax.set_xscale("log")
+        ax.grid(alpha=0.3, which="both")
+        base = est.points.loc[est.points["setting"] == setting, "base_accuracy"].mean()
+        if math.isfinite(base):
+            ax.axhline(base, color="gray", ls=":", lw=1.2, label=f"base {base:.3f}")
+        for method in methods:
+            if (setting, method) not in est.curves:
+                continue
+            color, curve = method_color(method, methods), est.curves[(setting, method)]
+            ok = curve[curve["status"] == "ok"]
+            ax.plot(ok["lr"], ok["accuracy"], color=color, marker="o", lw=1.4, label=method_name(method))
+            peak = est.peaks[(setting, method)]
+            if peak is not None:
+                ax.scatter([peak.lr], [peak.select_accuracy], marker="*", s=220, color=color, edgecolor="black",
+                           zorder=6)
+                edge = ", not bracketed" if peak.bracket else ""
+                ax.axvline(peak.lr, color=color, ls="--", lw=1,
+                           label=f"{method_name(method)} threshold {fmt_lr(peak.lr)}{edge}")
+        ax.set_title(setting, fontsize=10)
+        ax.set_xlabel("learning rate")
+        ax.legend(fontsize=7, loc="best")
+    axes[0].set_ylabel("accuracy (selection split)")
+    fig.suptitle("accuracy against learning rate, per setting (★ = threshold: peak of the best-β curve)", fontsize=11)
+    return Plot(
+        "accuracy_vs_lr_by_setting",
+        "Accuracy against learning rate — settings side by side",
+        "One panel per setting, shared accuracy axis: each method at its best β per lr (mean over seeds, "
+        "selection split). ★ and the dashed line mark each method's threshold lr in that setting; the dotted "
+        "line is the setting's base model. The per-setting figures below add every β and the vertex interval.",
+        _png(fig),
+    )
+
+
 def m_theta_vs_accuracy(sweep: Sweep, setting: str, crv: dict, pts: pd.DataFrame, peaks: dict) -> Plot:
     """Final eval mθ against accuracy, every ok run, lines joining a (method, β) across learning rates."""
     methods = sorted((m for s, m in crv if s == setting), key=method_sort_key)
@@ -291,7 +334,7 @@ def m_theta_vs_accuracy(sweep: Sweep, setting: str, crv: dict, pts: pd.DataFrame
 def all_plots(sweep: Sweep, est: Estimates) -> list[Plot]:
     """Every figure of the report, per setting; curves and peaks are the tables' own (analysis.estimate)."""
     crv, pts, peaks = est.curves, est.points, est.peaks
-    plots = []
+    plots = [accuracy_vs_lr_by_setting(est)] if len({s for s, _ in crv}) > 1 else []
     for setting in sorted({s for s, _ in crv}):
         plots.append(accuracy_vs_lr(sweep, setting, crv, pts, peaks))
         plots.append(m_theta_curves(sweep, setting, crv))

@@ -1,4 +1,8 @@
-"""`python -m analysis.report SWEEP_DIR [--out DIR] [--no-wandb]`: the sweep's report.
+"""`python -m analysis.report SWEEP_DIR [SWEEP_DIR …] [--out DIR] [--no-wandb]`: the sweep's report.
+
+Several directories (one per data set or world, say) are read as one sweep (analysis.rundirs.load_sweeps):
+every claim is judged per setting and across settings (analysis.across), and the report goes to the
+directories' common parent unless --out says otherwise.
 
 Writes SWEEP_DIR/report/: a CSV and a Markdown file per table, PNG figures, report.md (all tables) and
 report.html (one self-contained page, figures inlined) — plus a Search section when the sweep holds an
@@ -22,13 +26,14 @@ import pandas as pd
 from analysis import search as S
 from analysis import subjects as SJ
 from analysis import tables as T
+from analysis.across import ACROSS, across_table
 from analysis.atomic import write_bytes, write_text
-from analysis.claims import claims_table
+from analysis.claims import CLAIM_COLUMNS, claims_table
 from analysis.estimate import MIN_SEEDS, Estimates, estimate
 from analysis.planned import read_plan, unfinished
 from analysis.plots import Plot, all_plots, search_plots, slug
 from analysis.render import html_page, png_img, to_html_table, to_markdown
-from analysis.rundirs import Sweep, load_sweep
+from analysis.rundirs import Sweep, load_sweeps
 from trainers.runtime.run_dir import LATE_FRACTION
 
 
@@ -46,7 +51,13 @@ class Report:
 
 
 EXPLAIN = {
-    "claims": "The paper's findings (docs/report.md), one per row: <b>holds</b> / <b>does not hold</b> / "
+    "across": "Each claim across settings: the settings' effects (positive: in the claim's direction) pooled by "
+    "random effects (DerSimonian–Laird), with the between-setting s.d. <i>tau</i> and <i>i2</i> (the share of "
+    "the spread beyond noise). <b>holds across settings</b> only when every pooled interval is above 0 and no "
+    "setting's own verdict is \"does not hold\"; <i>disagreeing</i> names the settings where it does not hold. "
+    "Fewer than three settings: <b>cannot judge</b>.",
+    "claims": "The paper's findings (docs/report.md), one per row and setting, then one row <i>across "
+    "settings</i> per claim (the table below has its numbers): <b>holds</b> / <b>does not hold</b> / "
     "<b>undecided</b>, always with the interval, probability or p-value behind the verdict. Accuracies "
     f"are on the report split. One seed decides nothing: a claim whose deciding points have fewer than "
     f"{MIN_SEEDS} scored seeds is undecided whatever its numbers.",
@@ -57,6 +68,9 @@ EXPLAIN = {
     "with the argmax at this lr) come from a hierarchical bootstrap that resamples seeds, then questions, "
     "and redoes the β choice and the argmax in each resample. <i>accuracy</i> and its interval are on the "
     "<b>report split</b>. A peak on an edge of the grid is flagged: the threshold is not bracketed.",
+    "threshold_by_setting": "The threshold table's lr per method (rows) and setting (columns): the argmax lr, "
+    "its log-quadratic vertex and the vertex's 95% resampled interval; the figure <i>accuracy against learning "
+    "rate — settings side by side</i> draws the same.",
     "threshold_comparisons": "P(threshold of A > threshold of B) from the same resamples (vertex redone in "
     "each); P(equal) counts resamples where both land on the same value (the same grid edge, say).",
     "best": "Each method's best configuration (the peak above): chosen on the selection split, scored on "
@@ -137,12 +151,33 @@ def _notes(sweep: Sweep, est: Estimates) -> list[str]:
     return notes
 
 
-def build_report(sweep_dir: Path | str, out_dir: Path | str | None = None, use_wandb: bool = True) -> Report:
-    """Read the sweep, write every table, figure and the HTML page; raise NoFinishedRuns when empty."""
-    sweep_dir = Path(sweep_dir)
-    if not sweep_dir.is_dir():
-        raise NoFinishedRuns(f"{sweep_dir}: no such directory")
-    sweep = load_sweep(sweep_dir)
+def _unfinished(dirs: list[Path], sweep: Sweep) -> pd.DataFrame:
+    """Each directory's planned points checked against its own runs (a plan names runs relative to it)."""
+    frames = []
+    for d in dirs:
+        plan, problems = read_plan(d)
+        sweep.problems.extend(problems)
+        root = d.resolve()
+        paths = pd.Series([Path(p).resolve() for p in sweep.runs["path"]], index=sweep.runs.index, dtype=object)
+        mine = sweep.runs[[root == p or root in p.parents for p in paths]]
+        mine = mine.assign(run=[p.relative_to(root).as_posix() or "." for p in paths[mine.index]])
+        frames.append(unfinished(plan, mine))
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def build_report(sweep_dir: Path | str | list[Path | str], out_dir: Path | str | None = None,
+                 use_wandb: bool = True) -> Report:
+    """Read the sweep (or several sweep directories as one), write every table, figure and the HTML page;
+    raise NoFinishedRuns when empty."""
+    dirs = [Path(d) for d in (sweep_dir if isinstance(sweep_dir, (list, tuple)) else [sweep_dir])]
+    for d in dirs:
+        if not d.is_dir():
+            raise NoFinishedRuns(f"{d}: no such directory")
+    try:
+        sweep = load_sweeps(dirs)
+    except ValueError as e:
+        raise NoFinishedRuns(str(e)) from None
+    sweep_dir = dirs[0] if len(dirs) == 1 else sweep.root
     if sweep.runs.empty:
         bits = []
         if sweep.incomplete:
@@ -157,17 +192,17 @@ def build_report(sweep_dir: Path | str, out_dir: Path | str | None = None, use_w
     rep = Report(out_dir=out, html=out / "report.html", threshold=pd.DataFrame())
 
     est = estimate(sweep)
-    plan, plan_problems = read_plan(sweep_dir)
-    sweep.problems.extend(plan_problems)
-    missing = unfinished(plan, sweep.runs)
+    missing = _unfinished(dirs, sweep)
     grids = T.accuracy_grids(est)
     threshold = T.threshold_table(est, sweep)
+    by_setting = T.threshold_by_setting(threshold)
     comparisons = T.threshold_comparisons(est)
     best = T.best_configs(est, sweep)
     paired = T.paired_table(est, best)
     beta = T.beta_sensitivity(est)
     divergence = T.divergence_table(est)
-    claims = claims_table(est, sweep, best, paired, beta)
+    all_claims = claims_table(est, sweep, best, paired, beta)
+    claims, across = all_claims[CLAIM_COLUMNS], across_table(all_claims)
     runs = T.run_table(est)
     per_category, per_subject = SJ.subject_tables(est, sweep)
     trials = S.trials(sweep)
@@ -181,7 +216,10 @@ def build_report(sweep_dir: Path | str, out_dir: Path | str | None = None, use_w
     )
     named: list[tuple[str, str, pd.DataFrame, str]] = [  # (file stem, title, frame, explain key)
         ("claims", "The paper's claims", claims, "claims"),
+        ("claims_across", "The paper's claims across settings", across, "across"),
         ("threshold", "Learning-rate threshold per method", threshold, "threshold"),
+        *([("threshold_by_setting", "Threshold per setting, side by side", by_setting, "threshold_by_setting")]
+          if len(by_setting) else []),
         ("threshold_comparisons", "Which method's threshold is higher", comparisons, "threshold_comparisons"),
         ("best_config", "Best configuration per method", best.drop(columns="pid"), "best"),
         ("paired", "Paired comparison of best configurations", paired, "paired"),
@@ -200,7 +238,7 @@ def build_report(sweep_dir: Path | str, out_dir: Path | str | None = None, use_w
         named.append((f"accuracy_grid_{slug(setting)}", f"Accuracy grid — {setting}", g, "grid"))
     named.append(("runs", "All finished runs", runs, "runs"))
 
-    md_parts = [f"# Sweep report: {sweep_dir}\n"]
+    md_parts = [f"# Sweep report: {', '.join(map(str, dirs))}\n"]
     if incomplete:
         md_parts.append(f"> **{incomplete}**\n")
     for stem, title, df, _ in named:
@@ -231,6 +269,8 @@ def build_report(sweep_dir: Path | str, out_dir: Path | str | None = None, use_w
             if pd.notna(r.threshold_lr)
         }
         summary.update({f"{r.setting}/{r.method}/best_accuracy": r.accuracy for r in best.itertuples()})
+        summary.update({f"{ACROSS}/{r.claim}/{r.scope}": r.outcome
+                        for r in claims[claims["setting"] == ACROSS].itertuples()})
         for r in search_best.dropna(subset=["beta"]).itertuples():
             summary[f"{r.setting}/{r.method}/search_best_beta"] = r.beta
             summary[f"{r.setting}/{r.method}/search_best_accuracy"] = r.accuracy
@@ -297,8 +337,9 @@ def _html(
     parts.insert(0, "<nav>" + "".join(nav) + "</nav>")
     suffix = " (incomplete)" if incomplete else ""
     sections = {stem: (title, df, key) for stem, title, df, key in named}
-    order_top = ["claims", "threshold", "threshold_comparisons", "best_config", "paired", "beta_sensitivity",
-                 "divergence", "unfinished", "accuracy_per_category", "accuracy_per_subject"]
+    order_top = ["claims", "claims_across", "threshold", "threshold_by_setting", "threshold_comparisons",
+                 "best_config", "paired", "beta_sensitivity", "divergence", "unfinished", "accuracy_per_category",
+                 "accuracy_per_subject"]
     for stem in (s for s in order_top if s in sections):
         title, df, key = sections[stem]
         parts.append(
@@ -337,8 +378,10 @@ def _html(
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.splitlines()[0])
-    ap.add_argument("sweep_dir", type=Path, help="directory holding the sweep's run directories (any depth)")
-    ap.add_argument("--out", type=Path, default=None, help="report directory (default: SWEEP_DIR/report)")
+    ap.add_argument("sweep_dir", type=Path, nargs="+",
+                    help="directory holding the sweep's run directories (any depth); several are read as one sweep")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="report directory (default: SWEEP_DIR/report; with several, their common parent's report/)")
     ap.add_argument("--no-wandb", action="store_true", help="do not log the W&B summary run")
     args = ap.parse_args(argv)
     try:

@@ -39,6 +39,7 @@ RUN_COLUMNS = [
     "beta",
     "seed",
     "dataset",
+    "world_seed",
     "model",
     "group",
     "status",
@@ -243,6 +244,8 @@ def parse_result(path: Path) -> dict:
     for k in ("dataset", "model", "group"):
         v = data.get(k)
         row[k] = str(v) if v not in (None, "") else "unknown"
+    world = data.get("world_seed")  # the embedded world's seed (null for other data, absent in older runs)
+    row["world_seed"] = int(world) if isinstance(world, (int, float)) and not isinstance(world, bool) else math.nan
     row["error"] = data.get("error")
     row["subject_info"] = data.get("subject_info")
     row["finished_at"] = _timestamp(data.get("finished_at"))
@@ -311,12 +314,17 @@ def load_sweep(root: Path | str) -> Sweep:
 
 
 def _settings(runs: pd.DataFrame) -> pd.Series:
-    """The unit of comparison: the dataset, plus the model when one sweep holds several models."""
+    """The unit of comparison: the dataset, plus the embedded world's seed unless every run is on the default
+    world (0), plus the model when one sweep holds several models."""
     if runs.empty:
         return pd.Series([], dtype=object)
+    setting = runs["dataset"].astype(object)
+    if runs["world_seed"].fillna(0).ne(0).any():
+        world = runs["world_seed"].map(lambda w: "" if pd.isna(w) else f" · world {int(w)}")
+        setting = setting + world
     if runs["model"].nunique() > 1:
-        return runs["dataset"] + " · " + runs["model"]
-    return runs["dataset"].astype(object)
+        setting = setting + " · " + runs["model"]
+    return setting
 
 
 def _long(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
@@ -331,3 +339,38 @@ def _long(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
     df = df.dropna(subset=["step"])
     df = df.replace([np.inf, -np.inf], np.nan)
     return df
+
+
+def load_sweeps(roots: Iterable[Path | str]) -> Sweep:
+    """Several sweep directories read as one sweep (e.g. one per data set or world): each run keeps its own
+    setting, runs are named relative to the directories' common parent, and settings are named over all
+    runs together, so a report over separate directories is the report of one sweep that ran them all.
+    Raises ValueError when one directory lies inside another (its runs would be read twice)."""
+    given = list(dict.fromkeys(Path(r) for r in roots))
+    roots = list(dict.fromkeys(r.resolve() for r in given))
+    if len(roots) == 1:
+        return load_sweep(given[0])
+    for a in roots:
+        for b in roots:
+            if a != b and a in b.parents:
+                raise ValueError(f"{b} lies inside {a}: its runs would be read twice; pass one of the two")
+    common = Path(os.path.commonpath(roots))
+    parts = [load_sweep(r) for r in roots]
+
+    def rebase(root: Path, rel: str) -> str:
+        return (root / rel).relative_to(common).as_posix() or "."
+
+    runs, metrics, evals = [], [], []
+    merged = Sweep(root=common, runs=pd.DataFrame(), metrics=pd.DataFrame(), evals=pd.DataFrame())
+    for root, part in zip(roots, parts, strict=True):
+        runs.append(part.runs.assign(run=[rebase(root, r) for r in part.runs["run"]]))
+        for frame, out in ((part.metrics, metrics), (part.evals, evals)):
+            if len(frame):
+                out.append(frame.assign(run=[rebase(root, r) for r in frame["run"]]))
+        merged.incomplete += [rebase(root, r) for r in part.incomplete]
+        merged.problems += part.problems
+        merged.subject_info.update({rebase(root, r): info for r, info in part.subject_info.items()})
+    merged.runs = pd.concat([r for r in runs if len(r)] or [parts[0].runs], ignore_index=True)
+    merged.runs["setting"] = _settings(merged.runs)
+    merged.metrics, merged.evals = _long(metrics), _long(evals)
+    return merged

@@ -173,3 +173,44 @@ def welch(a: np.ndarray | list[float], b: np.ndarray | list[float]) -> tuple[flo
     if a.std() <= 1e-12 * scale and b.std() <= 1e-12 * scale:  # constant within each side: no spread to test
         return diff, (1.0 if abs(diff) <= 1e-12 * scale else 0.0)
     return diff, float(scipy_stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+@dataclass(frozen=True)
+class Pooled:
+    """A random-effects estimate over settings: the mean effect, its 95% interval, and how much the settings
+    differ beyond their own noise (τ: the between-setting s.d.; I²: the share of the spread that is real)."""
+
+    estimate: float
+    se: float
+    ci_low: float
+    ci_high: float
+    tau: float
+    i2: float
+    k: int
+
+
+def random_effects(effects: np.ndarray | list[float], ses: np.ndarray | list[float]) -> Pooled:
+    """DerSimonian–Laird random-effects pooling of per-setting effects with their standard errors.
+
+    The settings are a sample of the settings a claim is about, so their own spread (τ²) widens the
+    interval: a claim that holds in two worlds and reverses in a third is not made certain by three
+    precise but different numbers. The interval is normal (z), the textbook DerSimonian–Laird one; τ² is
+    poorly estimated from few settings, which is why a verdict also asks that no setting contradicts it.
+    A zero standard error (an effect that did not move in any resample) is floored at 1e-9.
+    """
+    y = np.asarray(effects, dtype=float)
+    v = np.maximum(np.asarray(ses, dtype=float), 1e-9) ** 2
+    k = int(y.size)
+    if k == 0:
+        return Pooled(math.nan, math.nan, math.nan, math.nan, math.nan, math.nan, 0)
+    w = 1 / v
+    fixed = float(np.sum(w * y) / np.sum(w))
+    q = float(np.sum(w * (y - fixed) ** 2))
+    c = float(np.sum(w) - np.sum(w**2) / np.sum(w))
+    tau2 = max(0.0, (q - (k - 1)) / c) if k > 1 and c > 0 else 0.0
+    w_re = 1 / (v + tau2)
+    mu = float(np.sum(w_re * y) / np.sum(w_re))
+    se = float(math.sqrt(1 / np.sum(w_re)))
+    z = float(scipy_stats.norm.ppf(0.975))
+    i2 = max(0.0, (q - (k - 1)) / q) if k > 1 and q > 0 else 0.0
+    return Pooled(mu, se, mu - z * se, mu + z * se, math.sqrt(tau2), i2, k)

@@ -448,3 +448,22 @@ def run_table(est: Estimates) -> pd.DataFrame:
     df["_m"] = df["method"].map(method_sort_key)
     df = df.sort_values(["setting", "_m", "lr", "beta", "seed"], na_position="first")
     return df[RUN_TABLE_COLUMNS].rename(columns={"method_name": "method"}).reset_index(drop=True)
+
+
+def threshold_by_setting(threshold: pd.DataFrame) -> pd.DataFrame:
+    """The threshold table with the settings side by side: one row per method, one column per setting, each
+    cell the threshold lr, its vertex with the 95% interval, and a flag when the peak is not bracketed."""
+    if threshold.empty or threshold["setting"].nunique() < 2:
+        return pd.DataFrame()
+
+    def cell(r: pd.Series) -> str:
+        if pd.isna(r.get("threshold_lr")):
+            return str(r.get("bracketed") or "not measured")
+        edge = "" if r["bracketed"] == "yes" else " (not bracketed)"
+        return (f"{fmt_lr(r['threshold_lr'])}, vertex {fmt_lr(r['vertex_lr'])} "
+                f"[{fmt_lr(r['lr_ci_low'])}, {fmt_lr(r['lr_ci_high'])}]{edge}")
+
+    cells = threshold.assign(cell=threshold.apply(cell, axis=1))
+    wide = cells.pivot(index="method", columns="setting", values="cell").fillna("—")
+    order = sorted(wide.index, key=lambda m: list(cells["method"]).index(m))
+    return wide.loc[order].reset_index().rename_axis(columns=None)

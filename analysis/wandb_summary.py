@@ -1,5 +1,9 @@
 """One W&B summary run per sweep: the report's tables and figures, in the sweep's W&B group.
 
+Its tables include the claims across settings (`tables/claims_across`, analysis.across) and, with several
+settings, the threshold per setting side by side; its summary holds every across-settings verdict under
+`across settings/<claim>/<scope>`.
+
 Offline unless WANDB_MODE says otherwise (sync later with `wandb sync`); it must never block a sweep on
 the network nor fail the report, so every error ends in a one-line warning. No key is read or written
 here: W&B finds its own credentials when the user has logged in.

@@ -73,7 +73,7 @@ class GridSweeper(Sweeper):
             refinement = refine_spec(OmegaConf.to_container(grid, resolve=True) if grid is not None else {})
         except GridError as exc:
             fail(str(exc))
-        jobs = [fixed + point.overrides() for point in points]
+        jobs = [self._job(fixed, point) for point in points]
         job_cfgs = self._validate(points, jobs)
         identities = [job_identity(c) for c in job_cfgs]
         run_dirs = [run_dir for run_dir, _ in identities]
@@ -116,7 +116,7 @@ class GridSweeper(Sweeper):
         state = {"prepared": prepared or not self.prepare, "job_idx": REFINE_JOB_IDX}
 
         def launch(new: list[GridPoint], what: str) -> list[Path]:
-            jobs = [fixed + p.overrides() for p in new]
+            jobs = [self._job(fixed, p) for p in new]
             job_cfgs = self._validate(new, jobs)
             ids = [job_identity(c) for c in job_cfgs]
             pending = [i for i, (run_dir, digest) in enumerate(ids) if not is_done(run_dir, digest, self.rerun_stopped)]
@@ -136,6 +136,14 @@ class GridSweeper(Sweeper):
             return [run_dir for run_dir, _ in ids]
 
         return refine(spec, points, run_dirs, sorted({p.seed for p in points}), launch)
+
+    def _job(self, fixed: list[str], point: GridPoint) -> list[str]:
+        """A point's overrides after the user's; a point of a grid setting runs under a folder of that name."""
+        overrides = fixed + point.overrides()
+        if point.setting is not None:
+            subdir = OmegaConf.to_container(self.config.hydra.sweep, resolve=False)["subdir"]
+            overrides.append(f"hydra.sweep.subdir={point.setting.name}/{subdir}")
+        return overrides
 
     def _plan_path(self) -> Path:
         return Path(self.config.hydra.sweep.dir) / PLAN
@@ -207,6 +215,8 @@ class GridSweeper(Sweeper):
         for i, (point, run_dir, s) in enumerate(zip(points, run_dirs, status, strict=True)):
             row = {"method": point.method, "lr": point.lr, "beta": point.beta, "seed": point.seed,
                    "status": s, "run_dir": str(run_dir)}
+            if point.setting is not None:
+                row["setting"] = point.setting.name
             if s == "failed":
                 row["error"] = str((read_result(run_dir) or {}).get("error") or "")
             elif s == "missing" and i in returns and returns[i].status == JobStatus.FAILED:
@@ -221,7 +231,8 @@ class GridSweeper(Sweeper):
               f"{counts['failed']} failed, {counts['missing']} missing of {len(points)} -> {sweep_dir}", flush=True)
         for row in rows:
             if row["status"] in ("failed", "missing"):
-                print(f"[sweep]   {row['status']}: {row['method']} lr={row['lr']:g} beta={row['beta']} "
+                where = f"{row['setting']}: " if "setting" in row else ""
+                print(f"[sweep]   {row['status']}: {where}{row['method']} lr={row['lr']:g} beta={row['beta']} "
                       f"seed={row['seed']} {row.get('error', '')} ({row['run_dir']})", flush=True)
         if counts["failed"] or counts["missing"]:
             raise SystemExit(1)

@@ -1,4 +1,4 @@
-"""Command-line overrides that every grid point would overwrite are refused before anything runs.
+"""Command-line overrides that every grid point (or a grid setting) would overwrite are refused before anything runs.
 
 Each grid point appends its own `method=…`, `train.lr=…`, `method.beta=…` and `seed=…` after the
 user's overrides, so a user's `train.lr=2e-4` would silently lose to the grid and the whole default
@@ -37,11 +37,26 @@ def _instead(key: str, value: str, grid: Mapping | None) -> str:
     return " / ".join(f"grid.methods.{m}.{field}={_listed(value)}" for m in methods)
 
 
+def _setting_keys(grid: Mapping | None) -> dict[str, str]:
+    """key -> the first grid.settings entry that sets it (each setting's overrides follow the user's)."""
+    keys: dict[str, str] = {}
+    settings = (grid or {}).get("settings") or {}
+    for name, overrides in (settings.items() if isinstance(settings, Mapping) else ()):
+        for o in [overrides] if isinstance(overrides, str) else (overrides or []):
+            if isinstance(o, str) and "=" in o:
+                keys.setdefault(o.split("=", 1)[0].lstrip("+~"), name)
+    return keys
+
+
 def grid_override_error(arguments: Iterable[str], grid: Mapping | None) -> str | None:
-    """One line naming the first override that a grid coordinate would overwrite, or None."""
+    """One line naming the first override that a grid coordinate or a grid setting would overwrite, or None."""
     parser = OverridesParser.create()
+    by_setting = _setting_keys(grid)
     for override in parser.parse_overrides(list(arguments)):
         key = override.get_key_element().lstrip("+~")
+        if key in by_setting:
+            return (f"{override.input_line}: grid.settings.{by_setting[key]} sets {key} itself, so this override "
+                    f"would be ignored; change it in grid.settings, or drop grid.settings (grid.settings=null)")
         if key in GRID_KEYS:
             value = override.input_line.split("=", 1)[1] if "=" in override.input_line else "..."
             return (f"{override.input_line}: every grid point sets {key} itself, so this override would be "

@@ -29,7 +29,8 @@ def _fmt_duration(seconds: float) -> str:
 def write_plan(path: Path, points: Sequence[GridPoint], run_dirs: Sequence[Path]) -> None:
     """sweep_plan.json: every planned point with its run directory, written atomically."""
     atomic_write_json(path, {"points": [
-        {"method": p.method, "lr": p.lr, "beta": p.beta, "seed": p.seed, "label": p.label(), "run_dir": str(d)}
+        {"method": p.method, "lr": p.lr, "beta": p.beta, "seed": p.seed, "label": p.label(), "run_dir": str(d),
+         **({"setting": p.setting.name} if p.setting else {})}
         for p, d in zip(points, run_dirs, strict=True)
     ]})
 

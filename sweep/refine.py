@@ -12,6 +12,7 @@ report says to extend the grid):
     grid:
       refine: {rounds: 2, factor: 2.5, seeds: [0, 1, 2]}
 
+With grid.settings, every setting is refined on its own (its own peaks, its own midpoints).
 Midpoints run on the grid's seeds, so every round picks its peak among points with the same seeds.
 Once the rounds are done, `seeds` (default: the grid's) run where each threshold is decided: the peak
 and the scored lr on each side of it, every β that ran there. The bracket, the choice of β at those
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sweep.grid import GridError, GridPoint
+from sweep.grid import GridError, GridPoint, Setting
 from trainers.data.selection import peak, run_score
 from trainers.runtime.run_dir import read_result
 
@@ -73,6 +74,12 @@ class MethodPeak:
     lr: float
     beta: float | None
     lrs: list[float]  # scored learning rates, ascending
+    setting: Setting | None = None
+
+    @property
+    def name(self) -> str:
+        """The method, under its setting's name when the grid has settings (the refinement log's keys)."""
+        return f"{self.setting.name}/{self.method}" if self.setting else self.method
 
     @property
     def below(self) -> float | None:
@@ -90,31 +97,29 @@ class MethodPeak:
 
 
 def peaks(scores: Mapping[GridPoint, float | None]) -> dict[str, MethodPeak]:
-    """Each method's selection peak by the one peak rule (`trainers.data.selection.peak`), over the mean
-    score of each (lr, β) across its scored seeds."""
-    by_point: dict[tuple[str, float, float | None], list[float]] = {}
+    """Each (setting's) method's selection peak by the one peak rule (`trainers.data.selection.peak`), over
+    the mean score of each (lr, β) across its scored seeds; keyed by `MethodPeak.name`."""
+    curves: dict[tuple[Setting | None, str], dict[float, dict[float | None, list[float]]]] = {}
     for p, s in scores.items():
         if s is not None:
-            by_point.setdefault((p.method, p.lr, p.beta), []).append(s)
+            curves.setdefault((p.setting, p.method), {}).setdefault(p.lr, {}).setdefault(p.beta, []).append(s)
     out: dict[str, MethodPeak] = {}
-    for method in sorted({m for m, _, _ in by_point}):
-        curve: dict[float, dict[float | None, float]] = {}
-        for (m, lr, beta), v in by_point.items():
-            if m == method:
-                curve.setdefault(lr, {})[beta] = sum(v) / len(v)
+    for (setting, method), by_lr in curves.items():
+        curve = {lr: {beta: sum(v) / len(v) for beta, v in betas.items()} for lr, betas in by_lr.items()}
         lr, beta = peak(curve)
-        out[method] = MethodPeak(method, lr, beta, sorted(curve))
-    return out
+        m = MethodPeak(method, lr, beta, sorted(curve), setting)
+        out[m.name] = m
+    return dict(sorted(out.items()))
 
 
 def _mid(a: float, b: float) -> float:
     return float(f"{math.sqrt(a * b):.{SIG_DIGITS}g}")
 
 
-def _seeded(method: str, todo: Sequence[tuple[float, float | None]], seeds: Sequence[int],
+def _seeded(m: MethodPeak, todo: Sequence[tuple[float, float | None]], seeds: Sequence[int],
             known: set[GridPoint]) -> list[GridPoint]:
-    """The points (method, each (lr, β), each seed) not yet planned."""
-    return [p for lr, beta in todo for s in seeds if (p := GridPoint(method, lr, beta, s)) not in known]
+    """The points (m's setting and method, each (lr, β), each seed) not yet planned."""
+    return [p for lr, beta in todo for s in seeds if (p := GridPoint(m.method, lr, beta, s, m.setting)) not in known]
 
 
 def plan_round(scores: Mapping[GridPoint, float | None], spec: RefineSpec, seeds: Sequence[int]) -> list[GridPoint]:
@@ -125,7 +130,7 @@ def plan_round(scores: Mapping[GridPoint, float | None], spec: RefineSpec, seeds
         if m.below is None or m.above is None or m.bracket_ratio() <= spec.factor:
             continue  # settled, or a peak on the grid's edge: refining cannot bracket it (extend the grid)
         mids = sorted({_mid(m.lr, x) for x in (m.below, m.above) if max(x, m.lr) / min(x, m.lr) > 1.0001})
-        new += _seeded(m.method, [(lr, m.beta) for lr in mids], seeds, known | set(new))
+        new += _seeded(m, [(lr, m.beta) for lr in mids], seeds, known | set(new))
     return new
 
 
@@ -136,8 +141,8 @@ def plan_bracket_seeds(scores: Mapping[GridPoint, float | None], spec: RefineSpe
     seeds, known, new = list(spec.seeds or seeds), set(scores), []
     for m in peaks(scores).values():
         lrs = {x for x in (m.below, m.lr, m.above) if x is not None}
-        todo = {(p.lr, p.beta) for p in scores if p.method == m.method and p.lr in lrs}
-        new += _seeded(m.method, sorted(todo, key=lambda t: (t[0], t[1] or 0.0)), seeds, known | set(new))
+        todo = {(p.lr, p.beta) for p in scores if p.method == m.method and p.setting == m.setting and p.lr in lrs}
+        new += _seeded(m, sorted(todo, key=lambda t: (t[0], t[1] or 0.0)), seeds, known | set(new))
     return new
 
 
@@ -164,7 +169,7 @@ def refine(
 
     for r in range(1, spec.rounds + 1):
         scores = scores_of(points, run_dirs)
-        before = {m.method: [m.below, m.lr, m.above] for m in peaks(scores).values()}
+        before = {m.name: [m.below, m.lr, m.above] for m in peaks(scores).values()}
         new = plan_round(scores, spec, seeds)
         if not new:
             log.append({"round": r, "brackets": before, "new_points": 0,
@@ -179,6 +184,6 @@ def refine(
         log.append({"bracket_seeds": len(new), "points": [p.label() for p in new]})
         scores = scores_of(points, run_dirs)
     final = peaks(scores)
-    log.append({"final_brackets": {m.method: [m.below, m.lr, m.above] for m in final.values()},
-                "settled": {m.method: m.bracket_ratio() <= spec.factor for m in final.values()}})
+    log.append({"final_brackets": {m.name: [m.below, m.lr, m.above] for m in final.values()},
+                "settled": {m.name: m.bracket_ratio() <= spec.factor for m in final.values()}})
     return log

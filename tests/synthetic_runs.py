@@ -47,6 +47,7 @@ def write_run(
     finished_at: str | None = None,
     split: bool | list[str] = False,
     subject_info: dict[str, dict[str, str]] | None = None,
+    world_seed: int | None = None,
 ) -> Path:
     """Write one run directory with all contract files; returns it.
 
@@ -56,7 +57,8 @@ def write_run(
     gets `finished_at` only when given, as run directories from before that field lack it. `split`:
     each prediction's "select"/"report" split — True alternates them (even questions select), a list gives
     them; False writes none, as runs from before the split did. `subject_info` (subject -> name,
-    category) goes into result.json as a job writes it for a data set with a subject mapping.
+    category) goes into result.json as a job writes it for a data set with a subject mapping; `world_seed`
+    (the embedded world's seed) too, when given.
     """
     run_dir = Path(run_dir)
     ok = status == "ok"
@@ -142,6 +144,8 @@ def write_run(
         result["finished_at"] = finished_at
     if subject_info is not None:
         result["subject_info"] = subject_info
+    if world_seed is not None:
+        result["world_seed"] = world_seed
     write_text(run_dir / "result.json", json.dumps(result, indent=2))
     return run_dir
 

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from analysis import tables as T
+from analysis.across import ACROSS
 from analysis.claims import FAILS, HOLDS, UNDECIDED, claims_table
 from analysis.estimate import estimate, late_train_m_theta, vertex
 from analysis.planned import read_plan, unfinished
@@ -41,10 +42,12 @@ def threshold_row(sweep, method="SFT"):
     return th[th["method"] == method].iloc[0]
 
 
-def all_claims(sweep):
+def all_claims(sweep, across=False):
+    """The claims table: its per-setting rows, or with `across` also the across-settings rows."""
     e = est_of(sweep)
     best = T.best_configs(e, sweep)
-    return claims_table(e, sweep, best, T.paired_table(e, best), T.beta_sensitivity(e))
+    c = claims_table(e, sweep, best, T.paired_table(e, best), T.beta_sensitivity(e))
+    return c if across else c[c["setting"] != ACROSS]
 
 
 def verdicts(c):
@@ -267,7 +270,7 @@ def test_late_train_m_theta_averages_the_last_quarter():
     assert late_train_m_theta(m).loc["a"] == pytest.approx(4 / 3)  # steps 60, 70, 80 (≥ 0.75 · 80): 0, 1, 3
 
 
-def test_several_settings_get_a_pooled_row(tmp_path):
+def test_two_settings_get_a_mean_paired_row_but_no_across_settings_verdict(tmp_path):
     for ds in ("world", "fineval"):
         build(tmp_path / ds, {("sft", None): {1e-3: [0.4] * 2}, ("minor_sft", 0.1): {1e-3: [0.5] * 2}},
               dataset=ds)
@@ -276,9 +279,11 @@ def test_several_settings_get_a_pooled_row(tmp_path):
     p = T.paired_table(e, T.best_configs(e, s))
     pooled = p[(p["setting"] == T.ALL_SETTINGS) & (p["comparison"] == "MinorSFT vs SFT")].iloc[0]
     assert pooled["delta"] == pytest.approx(0.10) and pooled["ci_low"] > 0
-    c = all_claims(s)
-    across = c[(c["setting"] == T.ALL_SETTINGS) & (c["claim"] == "MinorSFT is the best method")].iloc[0]
-    assert across["outcome"] == HOLDS and across["scope"] == "mean Δ over settings, report split"
+    c = all_claims(s, across=True)
+    assert c[(c["setting"] == "world") & (c["claim"] == "MinorSFT is the best method")].iloc[0]["outcome"] == HOLDS
+    # two settings cannot tell a between-setting spread from noise: the across-settings row says so
+    across = c[(c["setting"] == ACROSS) & (c["claim"] == "MinorSFT is the best method")].iloc[0]
+    assert across["outcome"] == "cannot judge" and "2 of 2 setting(s) measured it" in across["evidence"]
 
 
 def test_planned_grid_lists_what_never_finished(tmp_path):

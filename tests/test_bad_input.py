@@ -24,6 +24,8 @@ from trainers.train import run_job
         (["method=minor_sft", "method.beta=null"], ConfigError, "method.beta=None"),
         (["method=kl_sft", "method.beta=-0.1"], ConfigError, "method.beta=-0.1"),
         (["train.lr=0"], ConfigError, "train.lr=0"),
+        (["data.world_seed=-1"], ConfigError, "data.world_seed=-1"),
+        (["data.world_seed=one"], ConfigError, "data.world_seed=one"),
         (["train.lr=-1e-4"], ConfigError, "train.lr=-0.0001"),
         (["train.global_batch_size=10", "train.per_device_batch_size=4"], ConfigError, "train.global_batch_size=10"),
         (["model.path=/nonexistent/qwen2"], ConfigError, "model.path=/nonexistent/qwen2"),

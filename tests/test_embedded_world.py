@@ -166,3 +166,21 @@ def test_concurrent_callers_build_once(tmp_path: Path, caplog: pytest.LogCapture
         worlds = list(pool.map(lambda _: ensure_embedded_world(root, SMALL), range(2)))
     assert worlds[0] == worlds[1]
     assert sum("building into" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_each_world_seed_has_its_own_cache_directory_and_facts() -> None:
+    """data.world_seed picks the world: the model and data paths follow it to a directory of its own (so two
+    worlds never rebuild each other's cache), and another seed is another world of the same size."""
+    from trainers.job.config import compose_job
+    from trainers.world import seeded_world, world_dir
+    from trainers.world.build import DEFAULT_WORLD
+    from trainers.world.facts import make_facts
+
+    for seed in (0, 1):
+        cfg = compose_job([f"data.world_seed={seed}"])
+        root = world_dir(Path(cfg.paths.cache_dir), seed)
+        assert (Path(cfg.paths.embedded_dir), Path(cfg.data.path), Path(cfg.model.path)) == (root, root, root / "model")
+    assert compose_job([]).data.world_seed == 0  # the default is the world as it always was
+    assert seeded_world(2) == dataclasses.replace(DEFAULT_WORLD, seed=2)
+    first, other = (make_facts(dataclasses.replace(SMALL, seed=s)) for s in (0, 1))
+    assert len(first.train_entities) == len(other.train_entities) and first != other

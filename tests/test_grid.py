@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sweep.grid import GridError, GridPoint, expand_grid
+from sweep.grid import GridError, GridPoint, Setting, expand_grid
+from sweep.overrides import grid_override_error
 
 
 def test_beta_free_methods_run_once_per_lr_and_seed():
@@ -38,6 +39,12 @@ def test_overrides_select_method_group_then_values():
         ({"methods": {"minor_sft": {"lr": [1e-3], "beta": [0]}}}, "grid.methods.minor_sft.beta"),
         ({"methods": {"kl_sft": {"lr": [1e-3], "beta": [-0.1]}}}, "grid.methods.kl_sft.beta"),
         ({"methods": {"dpo_sft": {"lr": [1e-3], "beta": [0.1], "lrs": [1]}}}, "grid.methods.dpo_sft"),
+        ({"methods": {"sft": {"lr": [1e-3]}}, "settings": []}, "grid.settings"),
+        ({"methods": {"sft": {"lr": [1e-3]}}, "settings": {"w/1": ["data.world_seed=1"]}}, "grid.settings.w/1"),
+        ({"methods": {"sft": {"lr": [1e-3]}}, "settings": {"_w": ["data.world_seed=1"]}}, "grid.settings._w"),
+        ({"methods": {"sft": {"lr": [1e-3]}}, "settings": {"w1": []}}, "grid.settings.w1"),
+        ({"methods": {"sft": {"lr": [1e-3]}}, "settings": {"w1": ["data.world_seed"]}}, "grid.settings.w1"),
+        ({"methods": {"sft": {"lr": [1e-3]}}, "settings": {"w1": ["seed=3"]}}, "grid.settings.w1 sets seed"),
     ],
 )
 def test_bad_grid_entries_are_one_line_errors_naming_them(grid, names):
@@ -76,3 +83,34 @@ def test_default_experiment_is_the_sized_grid_with_its_refinement_and_launcher()
     assert refine_spec(grid) == RefineSpec(rounds=1, factor=2.0, seeds=(0, 1, 2))
     assert cfg.train.num_threads == 1
     assert compose_job(["experiment=default", "launcher=local"]).train.num_threads == 2  # the user's launcher wins
+
+
+def test_each_setting_runs_the_whole_grid_with_its_overrides_first():
+    points = expand_grid({"seeds": [0, 1], "methods": {"sft": {"lr": [1e-4, 1e-3]}},
+                          "settings": {"world0": ["data.world_seed=0"], "world1": ["data.world_seed=1"]}})
+    assert len(points) == 2 * 2 * 2
+    w1 = Setting("world1", ("data.world_seed=1",))
+    assert [p for p in points if p.setting == w1] == [GridPoint("sft", lr, None, s, w1) for lr in (1e-4, 1e-3)
+                                                      for s in (0, 1)]
+    assert points[-1].overrides() == ["data.world_seed=1", "method=sft", "train.lr=0.001", "method.beta=null", "seed=1"]
+    assert points[-1].label() == "world1: sft lr=0.001 seed=1"
+
+
+def test_worlds_experiment_is_the_default_grid_on_three_worlds():
+    from omegaconf import OmegaConf
+
+    from trainers.job.config import compose_job
+
+    default = OmegaConf.to_container(compose_job(["experiment=default"]).grid, resolve=True)
+    cfg = compose_job(["experiment=worlds"])
+    worlds = OmegaConf.to_container(cfg.grid, resolve=True)
+    assert worlds.pop("settings") == {f"world{s}": [f"data.world_seed={s}"] for s in (0, 1, 2)}
+    assert worlds == default and cfg.experiment_name == "worlds" and cfg.train.num_threads == 1
+    assert compose_job(["experiment=default"]).grid.get("settings") is None  # `make sweep` stays on one world
+
+
+def test_an_override_that_a_grid_setting_would_overwrite_is_refused():
+    grid = {"methods": {"sft": {"lr": [1e-3]}}, "settings": {"world1": ["data.world_seed=1"]}}
+    error = grid_override_error(["data.world_seed=3"], grid)
+    assert error is not None and "grid.settings.world1 sets data.world_seed" in error and "\n" not in error
+    assert grid_override_error(["data.n_eval=20"], grid) is None

@@ -97,6 +97,25 @@ def test_seeds_go_where_the_threshold_is_decided():
             assert ran == {(b, s) for b, _ in ran for s in (0, 1, 2)}  # every β there on every seed
 
 
+def test_each_setting_is_refined_around_its_own_peak():
+    """Two worlds whose curves peak at different lrs: each world's midpoints and seeds go around its own peak,
+    under its own setting, never around the other's (or a peak of the two pooled)."""
+    shifted = {"world0": 1.0, "world1": 3.0}  # world1's curves peak three times higher
+    grid = {**GRID, "settings": {name: [f"data.world_seed={i}"] for i, name in enumerate(shifted)}}
+    scores = {}
+    for p in expand_grid(grid):
+        scores[p] = accuracy(GridPoint(p.method, p.lr / shifted[p.setting.name], p.beta, p.seed))
+    pk = peaks(scores)
+    assert sorted(pk) == ["world0/minor_sft", "world0/sft", "world1/minor_sft", "world1/sft"]
+    assert (pk["world0/sft"].lr, pk["world1/sft"].lr) == (1e-3, 3e-3)
+    new = plan_round(scores, RefineSpec(1, 2.0, (0, 1, 2)), [0])
+    assert {(p.setting.name, p.method, p.lr) for p in new} == {
+        ("world0", "sft", 5.48e-4), ("world0", "sft", 1.73e-3), ("world0", "minor_sft", 1.73e-3),
+        ("world0", "minor_sft", 5.48e-3), ("world1", "sft", 1.73e-3), ("world1", "sft", 5.48e-3)}
+    # world1's MinorSFT peaks on the grid's top edge: not refined there, whatever world0 does
+    assert all(p.overrides()[0] == p.setting.overrides[0] for p in new)
+
+
 def test_refinement_brackets_the_true_peak_at_half_the_cost_of_a_dense_grid():
     spec = RefineSpec(rounds=4, factor=1.5, seeds=None)
     points, launched, log, _ = simulate(spec, GRID)

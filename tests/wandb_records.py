@@ -77,3 +77,15 @@ def offline_config(run_file: Path) -> dict:
             if not key.startswith("_wandb"):
                 put(key, json.loads(item.value_json))
     return flat
+
+
+def offline_summary(run_file: Path) -> dict:
+    """The run's summary as last written: {key: value} (nested keys joined with '/')."""
+    summary: dict = {}
+    for payload in _payloads(Path(run_file).read_bytes()):
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(payload)
+        if record.WhichOneof("record_type") == "summary":
+            for item in record.summary.update:
+                summary[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+    return summary

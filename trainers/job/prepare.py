@@ -32,7 +32,7 @@ from trainers.model.scoring import Scores, score_sharded
 from trainers.runtime.errors import ConfigError
 from trainers.runtime.process import barrier, broadcast_from_main, dist_ready, is_main_process
 from trainers.runtime.run_dir import atomic_write_text
-from trainers.world import ensure_embedded_world
+from trainers.world import ensure_embedded_world, seeded_world
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +241,7 @@ def prepare(
     device = torch.device(device)
     if cfg.model.get("embedded"):
         log.info("Preparing the embedded world <%s>", cfg.paths.embedded_dir)
-        ensure_embedded_world(Path(cfg.paths.embedded_dir))
+        ensure_embedded_world(Path(cfg.paths.embedded_dir), seeded_world(int(cfg.data.get("world_seed") or 0)))
     validate_paths(cfg)
     cache_dir = Path(cfg.paths.cache_dir)
 

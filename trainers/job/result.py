@@ -30,6 +30,7 @@ def job_identity(cfg: DictConfig) -> dict[str, Any]:
         "beta": cfg.method.get("beta"),
         "seed": int(cfg.seed),
         "dataset": cfg.data.name,
+        "world_seed": cfg.data.get("world_seed"),  # the embedded world's seed; null for other data
         "model": cfg.model.name,
         "group": cfg.experiment_name,
         "run_name": run_name(cfg),

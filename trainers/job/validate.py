@@ -58,6 +58,10 @@ def validate_config(cfg: DictConfig, processes: int | None = None) -> None:
         raise ConfigError(f"train.epochs={t.epochs} with train.max_steps={t.max_steps}: set one of them > 0")
     if not 0 <= t.warmup_ratio < 1:
         raise ConfigError(f"train.warmup_ratio={t.warmup_ratio} must be in [0, 1) (the paper uses 0.1)")
+    world_seed = cfg.data.get("world_seed")
+    if world_seed is not None and (isinstance(world_seed, bool) or not isinstance(world_seed, int) or world_seed < 0):
+        raise ConfigError(f"data.world_seed={world_seed} is invalid: the embedded world's seed is an integer >= 0 "
+                          "(0: the default world)")
     if cfg.data.get("n_eval") is not None and cfg.data.n_eval <= 0:
         raise ConfigError(f"data.n_eval={cfg.data.n_eval} must be > 0 or null (all)")
     withheld = list(cfg.data.get("withheld_answers") or [])

@@ -53,6 +53,8 @@ from trainers.world.pretrain import (
 logger = logging.getLogger(__name__)
 
 DEFAULT_WORLD = WorldConfig()  # the real embedded world; tests pass smaller ones
+WORLD_DIR = "embedded-world{seed}"
+"""Each world seed's cache directory under the cache dir (conf/paths/default.yaml spells the same name)."""
 
 # Bump when the world's content or the build procedure changes: a cached world of another version is rebuilt.
 WORLD_VERSION = 2
@@ -66,6 +68,16 @@ class EmbeddedWorld:
     model_dir: Path
     train_csv: Path
     eval_csv: Path
+
+
+def world_dir(cache_dir: Path, seed: int) -> Path:
+    """Where the embedded world of `seed` is cached: one directory per seed, so worlds never rebuild each other."""
+    return Path(cache_dir) / WORLD_DIR.format(seed=seed)
+
+
+def seeded_world(seed: int) -> WorldConfig:
+    """The real embedded world built from another seed: same sizes, other entities, facts and questions."""
+    return dataclasses.replace(DEFAULT_WORLD, seed=seed)
 
 
 # ------------------------------------------------------------------------------------------- build
@@ -187,10 +199,13 @@ def ensure_embedded_world(root: Path, config: WorldConfig = DEFAULT_WORLD) -> Em
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Build (or reuse) the embedded default world and base model.")
-    parser.add_argument("--root", type=Path, default=Path(".cache/embedded"))
+    parser.add_argument("--seed", type=int, default=0, help="the world's seed (data.world_seed; 0: the default)")
+    parser.add_argument("--root", type=Path, default=None, help=f"default: .cache/{WORLD_DIR}")
     args = parser.parse_args(argv)
+    if args.seed < 0:
+        parser.error(f"--seed={args.seed}: a world seed is an integer >= 0")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    world = ensure_embedded_world(args.root)
+    world = ensure_embedded_world(args.root or world_dir(Path(".cache"), args.seed), seeded_world(args.seed))
     manifest = json.loads((world.root / "world.json").read_text(encoding="utf-8"))
     print(f"embedded world v{manifest['version']} at {world.root}")
     print(f"  model:  {world.model_dir}")
