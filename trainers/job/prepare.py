@@ -201,8 +201,6 @@ def load_model(cfg: DictConfig) -> torch.nn.Module:
             r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
             target_modules=list(lora.target_modules), task_type="CAUSAL_LM",
         ))
-        if cfg.model.get("gradient_checkpointing"):
-            model.enable_input_require_grads()
     return model
 
 
