@@ -149,7 +149,8 @@ def test_the_slurm_request_comes_from_the_plan_unless_the_user_sets_it(tiny_qwen
     kept = effective_request(user, make_plan(user))
     assert (kept["mem_gb"], kept["cpus_per_task"]) == (123, 5)
     launcher = SlurmLauncher(**user.hydra.launcher)
-    assert launcher.fill_request(effective_request(user, make_plan(user)))["mem_gb"] == 123
+    filled = launcher.fill_request(make_plan(user).request)  # the plan's own figures: only unset fields take them
+    assert (filled["mem_gb"], filled["cpus_per_task"]) == (123, 5) and filled["gpus_per_node"] == 0
     on_gpus = _slurm_cfg(tiny_qwen, "strategy=ddp", "strategy.nproc_per_node=4", "plan.on_gpu=true")
     assert effective_request(on_gpus, make_plan(on_gpus))["gpus_per_node"] == 4  # one GPU per process
 
