@@ -18,8 +18,10 @@ from conftest import REPO_ROOT
 from sweep.submitit_launchers import SlurmLauncher
 from trainers.job.config import CONF_DIR, compose_job
 from trainers.job.plan import (
+    CUDA_HOST_GB,
     GB,
     REQUEST_HEADROOM,
+    RUNTIME_GB,
     check_fits,
     device_memory,
     effective_request,
@@ -84,6 +86,16 @@ def test_bytes_per_parameter_follow_precision_optimizer_and_sharding(tiny_qwen, 
     assert (plan.device.weights, plan.device.gradients, plan.device.optimizer) == \
         (weights * n / shards, grads * n / shards, optim * n / shards)
     assert plan.checkpoint == (weights + optim) * n  # every rank's shard together: weights and AdamW state
+
+
+def test_host_memory_counts_the_model_once_per_node_where_only_rank_0_reads_it(tiny_qwen):
+    fsdp = make_plan(_cfg(tiny_qwen, "data.n_train=64", "strategy=fsdp", "strategy.nproc_per_node=4"))
+    ddp = make_plan(_cfg(tiny_qwen, "data.n_train=64", "strategy=ddp", "strategy.nproc_per_node=4",
+                         "plan.on_gpu=true"))
+    model, runtime = 4 * fsdp.shape.params, 4 * (RUNTIME_GB + CUDA_HOST_GB) * GB  # fp32 weights; 4 processes
+    assert fsdp.host_training == runtime + model  # ranks 1-3 start on the meta device
+    assert ddp.host_training == runtime + 4 * model  # every rank loads its own copy
+    assert fsdp.host_per_node == ddp.host_per_node == runtime + 4 * model  # the prepare job scores on every rank
 
 
 def test_steps_are_counted_as_the_trainer_counts_them(tiny_qwen):

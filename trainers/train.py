@@ -87,7 +87,7 @@ def set_up(cfg: DictConfig) -> None:
 
 def training_model(cfg: DictConfig, prepared: Prepared) -> torch.nn.Module:
     """The scoring pass's model; under FSDP/ZeRO-3 a fresh load, now that TrainingArguments set up sharding."""
-    model = load_model(cfg) if shards_the_model(cfg) else prepared.model
+    model = load_model(cfg, sharded=True) if shards_the_model(cfg) else prepared.model
     if gradient_checkpointing(cfg):  # the user's setting, else on only where the resource plan needs it
         model.gradient_checkpointing_enable()
         if cfg.model.get("lora"):

@@ -22,8 +22,9 @@ Where each figure comes from:
   layer at a time. Logits are computed at answer positions only (trainers/model/logprobs.py).
 - **Host memory** per process: the runtime (python, torch, transformers and the job's modules imported:
   RSS measured on the CPU build, `RUNTIME_GB`) plus, on GPUs, CUDA's host-side context (`CUDA_HOST_GB`,
-  an allowance, not measured here), plus the model as loaded: today every rank reads the whole checkpoint
-  in `model.dtype` into host memory. On a CPU the training state and activations live there too.
+  an allowance, not measured here), plus the model as loaded in `model.dtype`: the prepare job's scoring
+  passes load it on every rank; a training job under FSDP (cpu_ram_efficient_loading) or ZeRO-3 on rank 0
+  only. On a CPU the training state and activations live there too.
 - **Checkpoint**: weights plus AdamW state (what the HF Trainer, FSDP's sharded state dict and ZeRO write;
   scheduler and RNG state are negligible). Under LoRA the Trainer saves the adapter and its state only.
 - **Steps**: as the HF Trainer counts them: ceil(epochs × (batches per process // accumulation)), or
@@ -94,7 +95,8 @@ class Plan:
     on_gpu: bool
     device: Memory  # per GPU (on_gpu), else per process in host memory
     gradient_checkpointing: bool
-    host_per_node: float
+    host_per_node: float  # the peak of any job (the prepare job's scoring passes included): the SLURM request
+    host_training: float  # a training job's peak
     checkpoint: float
     steps: int | None
     tokens: int | None  # trained tokens, at most (steps × global batch × max_length)
@@ -237,15 +239,27 @@ def needs_checkpointing(cfg: DictConfig, memory: Memory) -> bool:
     return memory.total(False) > GPU_USABLE * float(cfg.plan.gpu_mem_gb) * GB
 
 
-def host_memory(cfg: DictConfig, shape: ModelShape, memory: Memory, checkpointing: bool) -> float:
-    """Peak host bytes on one node: every process's runtime and its copy of the model as loaded, and on a
-    CPU its training state and activations."""
-    per_process = RUNTIME_GB * GB
-    if on_gpu(cfg):
-        per_process += CUDA_HOST_GB * GB + BYTES[cfg.model.dtype] * shape.params
-    else:
-        per_process += memory.total(checkpointing)
-    return int(cfg.strategy.nproc_per_node) * per_process
+def rank0_loads(cfg: DictConfig) -> bool:
+    """Only rank 0 reads the training model's weights: FSDP with cpu_ram_efficient_loading (the others start
+    on the meta device, trainers/job/prepare.py), or ZeRO-3 (transformers loads rank 0's copy under zero.Init)."""
+    s = cfg.strategy
+    fsdp = s.get("fsdp")
+    return bool(s.get("deepspeed")) or bool(fsdp and fsdp.fsdp_config.get("cpu_ram_efficient_loading"))
+
+
+def host_memory(cfg: DictConfig, shape: ModelShape, memory: Memory, checkpointing: bool) -> tuple[float, float]:
+    """(peak of any job, peak of a training job) in host bytes on one node. Every process holds its runtime;
+    on a CPU also its training state and activations. On GPUs the model passes through host memory as
+    loaded: the prepare job's scoring passes load the whole model on every rank; a training job on every
+    rank too, unless only rank 0 reads it."""
+    n = int(cfg.strategy.nproc_per_node)
+    if not on_gpu(cfg):
+        per_node = n * (RUNTIME_GB * GB + memory.total(checkpointing))
+        return per_node, per_node
+    runtime = n * (RUNTIME_GB + CUDA_HOST_GB) * GB
+    model = BYTES[cfg.model.dtype] * shape.params
+    training = runtime + (model if rank0_loads(cfg) else n * model)
+    return max(runtime + n * model, training), training
 
 
 def checkpoint_bytes(cfg: DictConfig, shape: ModelShape) -> float:
@@ -307,12 +321,13 @@ def make_plan(cfg: DictConfig, n_train: int | None = None) -> Plan:
     shape = model_shape(cfg)
     memory = device_memory(cfg, shape)
     checkpointing = needs_checkpointing(cfg, memory)
-    host = host_memory(cfg, shape, memory, checkpointing)
+    host, host_training = host_memory(cfg, shape, memory, checkpointing)
     steps = training_steps(cfg, train_questions(cfg) if n_train is None else n_train)
     tokens = None if steps is None else steps * int(cfg.train.global_batch_size) * int(cfg.data.max_length)
     s = cfg.strategy
     return Plan(shape=shape, strategy=s.name, processes_per_node=int(s.nproc_per_node), nodes=int(s.nnodes),
                 on_gpu=on_gpu(cfg), device=memory, gradient_checkpointing=checkpointing, host_per_node=host,
+                host_training=host_training,
                 checkpoint=checkpoint_bytes(cfg, shape), steps=steps, tokens=tokens,
                 request=slurm_request(cfg, host))
 
@@ -370,6 +385,8 @@ def plan_lines(cfg: DictConfig, plan: Plan) -> list[str]:
     m, shape = plan.device, plan.shape
     where = "per GPU" if plan.on_gpu else "per process (CPU)"
     lora = f", LoRA {shape.trainable:,} trainable" if shape.trainable != shape.params else ""
+    training = (f" (a training job {_gb(plan.host_training)}; the prepare job loads the model on every rank)"
+                if plan.host_training < plan.host_per_node else "")
     lines = [
         f"model {shape.name}: {shape.params:,} parameters{lora}, {shape.layers} layers, hidden {shape.hidden}, "
         f"vocabulary {shape.vocab:,}; {cfg.model.dtype} weights{', bf16 compute' if cfg.train.get('bf16') else ''}",
@@ -380,7 +397,7 @@ def plan_lines(cfg: DictConfig, plan: Plan) -> list[str]:
         f"other {_gb(m.extra)}, activations {_gb(m.activations)} ({_gb(m.activations_ckpt)} checkpointed) "
         f"-> {_gb(m.total(False))} without / {_gb(m.total(True))} with gradient checkpointing; "
         f"checkpointing {'on' if plan.gradient_checkpointing else 'off'}",
-        f"host memory per node: {_gb(plan.host_per_node)}; checkpoint {_gb(plan.checkpoint)}; steps "
+        f"host memory per node: {_gb(plan.host_per_node)}{training}; checkpoint {_gb(plan.checkpoint)}; steps "
         f"{plan.steps if plan.steps is not None else 'unknown (data not readable here)'}",
     ]
     request = effective_request(cfg, plan)
