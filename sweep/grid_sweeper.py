@@ -180,8 +180,8 @@ class GridSweeper(Sweeper):
                 continue
             job_cfgs.append(job_cfg)
         messages = {line.split(": ", 1)[1] for line in errors}
-        if len(errors) > 1 and len(messages) == 1:  # one cause for every point (a strategy, a model): one line
-            fail(f"{messages.pop()} ({len(errors)} grid points)")
+        if len(errors) == len(points) > 1 and len(messages) == 1:  # one cause for every point (a model): one line
+            fail(f"{errors[0]} (the same for all {len(errors)} grid points)")
         if errors:
             for line in errors[:-1]:
                 print(f"error: {line}", file=sys.stderr)
