@@ -32,7 +32,7 @@ METHOD ?= minor_sft
 N_TRIALS ?= 6
 optuna: DEFAULT_DIR = $(or $(OPTUNA_DIR),$(SWEEP),outputs/optuna/$(EXPERIMENT)-$(METHOD))
 
-.PHONY: install sweep optuna status train test lint report report-check world bench dashboard bench-gpu
+.PHONY: install plan sweep optuna status train test lint report report-check world bench dashboard bench-gpu
 
 install: $(STAMP)
 
@@ -69,6 +69,12 @@ sweep: $(STAMP)
 	  hydra.sweep.dir=$(abspath $(SWEEP_DIR)) $(ARGS) || status=$$?; \
 	if [ $$status -le 1 ]; then $(PY) -m analysis.report $(SWEEP_DIR) $(REPORT_ARGS) || status=$$?; fi; \
 	exit $$status
+
+## every job's resource plan and the sweep's (memory per GPU and per node, checkpoint size, steps, GPU-hours with
+## ARGS="plan.tokens_per_s=N", disk at peak; the SLURM request it makes), checked as `make sweep` checks it; runs nothing
+plan: $(STAMP)
+	$(PY) -m trainers.train -m experiment=$(EXPERIMENT) $(LAUNCHER_ARG) hydra.sweep.dir=$(abspath $(SWEEP_DIR)) \
+	  hydra.sweeper.plan_only=true $(ARGS)
 
 ## Optuna (TPE) search over β for one method; rerunning continues the study up to N_TRIALS in total.
 optuna: $(STAMP)

@@ -1,4 +1,4 @@
-"""A Hydra sweeper for method grids: validate all → skip done → prepare once → launch → summarize.
+"""A Hydra sweeper for method grids: validate and plan all → skip done → prepare once → launch → summarize.
 
 Selected by `hydra/sweeper=grid` (experiment files do it), it hands the grid to whatever Hydra
 launcher is configured (basic in-process, joblib, submitit local or SLURM), so there is no queue
@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from sweep.grid import GridError, GridPoint, expand_grid
 from sweep.launching import job_identity, launch_recorded, launcher_failure, stop_on_sigterm
 from sweep.overrides import grid_override_error
+from sweep.planning import apply_request, plan_jobs, sweep_lines, sweep_request
 from sweep.progress import PLAN, ProgressMonitor, statuses, write_plan
 from sweep.refine import RefineSpec, refine, refine_spec
 from trainers.job.validate import validate_config, validate_paths
@@ -46,10 +47,12 @@ def fail(message: str, code: int = 2) -> None:
 
 
 class GridSweeper(Sweeper):
-    def __init__(self, poll_interval_s: float = 5.0, prepare: bool = True, rerun_stopped: bool = False):
+    def __init__(self, poll_interval_s: float = 5.0, prepare: bool = True, rerun_stopped: bool = False,
+                 plan_only: bool = False):
         self.poll_interval_s = poll_interval_s
         self.prepare = prepare
         self.rerun_stopped = rerun_stopped  # stopped/pruned points are final unless this asks for them again
+        self.plan_only = plan_only  # `make plan`: print every job's resource plan, launch nothing
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.launcher = None
@@ -75,6 +78,12 @@ class GridSweeper(Sweeper):
             fail(str(exc))
         jobs = [self._job(fixed, point) for point in points]
         job_cfgs = self._validate(points, jobs)
+        plans = plan_jobs(job_cfgs)
+        request = apply_request(self.launcher, sweep_request(job_cfgs, plans))
+        if self.plan_only:
+            for line in sweep_lines(cfg, job_cfgs, plans):
+                print(line, flush=True)
+            return []
         identities = [job_identity(c) for c in job_cfgs]
         run_dirs = [run_dir for run_dir, _ in identities]
         pending = [i for i, (run_dir, digest) in enumerate(identities)
@@ -85,6 +94,9 @@ class GridSweeper(Sweeper):
         write_plan(self._plan_path(), points, run_dirs)
         print(f"[sweep] {cfg.experiment_name}: {len(points)} grid points, {len(points) - len(pending)} already done, "
               f"{len(pending)} to run -> {sweep_dir}", flush=True)
+        if request:
+            print("[sweep] SLURM request per node (make plan shows why): "
+                  + ", ".join(f"{k}={v}" for k, v in request.items()), flush=True)
         returns: list[JobReturn] = []
         stop_on_sigterm()
         try:
@@ -160,7 +172,8 @@ class GridSweeper(Sweeper):
         return fixed
 
     def _validate(self, points: list[GridPoint], jobs: list[list[str]]) -> list[DictConfig]:
-        """Compose and check every job's config before anything launches; report every bad point."""
+        """Compose and check every job's config, its resource plan included, before anything launches;
+        report every bad point."""
         loader = self.hydra_context.config_loader
         job_cfgs, errors = [], []
         for point, overrides in zip(points, jobs, strict=True):
@@ -169,6 +182,7 @@ class GridSweeper(Sweeper):
                 validate_config(job_cfg)
                 if not job_cfg.model.get("embedded"):
                     validate_paths(job_cfg)
+                plan_jobs([job_cfg])
             except ConfigError as exc:
                 errors.append(f"{point.label()}: {exc}")
                 continue
@@ -176,6 +190,9 @@ class GridSweeper(Sweeper):
                 errors.append(f"{point.label()}: {str(exc).splitlines()[0]}")
                 continue
             job_cfgs.append(job_cfg)
+        messages = {line.split(": ", 1)[1] for line in errors}
+        if len(errors) == len(points) > 1 and len(messages) == 1:  # one cause for every point (a model): one line
+            fail(f"{errors[0]} (the same for all {len(errors)} grid points)")
         if errors:
             for line in errors[:-1]:
                 print(f"error: {line}", file=sys.stderr)

@@ -36,6 +36,7 @@ from omegaconf import OmegaConf
 
 from sweep.grid_sweeper import fail
 from sweep.launching import job_identity, launch_recorded, stop_on_sigterm
+from sweep.planning import apply_request, plan_jobs, sweep_request
 from sweep.pruning import PruningMonitor
 from trainers.job.validate import validate_config
 from trainers.model.losses import BETA_METHODS
@@ -183,6 +184,7 @@ class ResumableOptunaSweeper(OptunaSweeper):
         config = self.sweeper.config
         try:
             validate_config(config)
+            apply_request(self.sweeper.launcher, sweep_request([config], plan_jobs([config])))
         except ConfigError as exc:
             fail(str(exc))
         if "method.beta" in search_space and config.method.name not in BETA_METHODS:

@@ -126,3 +126,11 @@ class LocalLauncher(CollectingLauncherMixin, BaseSubmititLauncher):
 class SlurmLauncher(CollectingLauncherMixin, BaseSubmititLauncher):
     _EXECUTOR = "slurm"
     SCHEDULER = "SLURM"
+
+    def fill_request(self, request: dict[str, int]) -> dict[str, int]:
+        """Set the resource fields the user left null (conf/launcher/slurm.yaml) to the resource plan's
+        `request`; returns the request every job of the array gets."""
+        for key, value in request.items():
+            if self.params.get(key) is None:
+                self.params[key] = value
+        return {key: self.params[key] for key in request}

@@ -87,6 +87,7 @@ def test_paper_ceval_exam_runs_end_to_end_on_the_real_files(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "trainers.train", "-m", "experiment=paper_ceval_exam", f"data.path={CEVAL}",
          f"model.path={model}", "model.name=qwen2-tiny", "model.gradient_checkpointing=false", "train.bf16=false",
+         "strategy=single", "plan.on_gpu=false",
          "train.max_steps=2", "train.global_batch_size=8", "train.per_device_batch_size=8",
          "train.eval_batch_size=32", "train.eval_steps=0", "train.save_steps=0", "train.num_threads=1",
          "data.n_train=64", "data.n_eval=208", "logger=none", "~grid.methods.dpo_sft", "~grid.refine",

@@ -196,6 +196,16 @@ def test_sharded_scoring_equals_one_process(job_cfg, tmp_path, mode):
     torch.testing.assert_close(torch.tensor(got["token_logps"]), expected.token_logps, rtol=0, atol=1e-5)
 
 
+def test_fsdp_rank_1_loads_on_meta_and_receives_rank_0s_weights(job_cfg, tmp_path):
+    """Only rank 0 reads the checkpoint (issue 20: 8 full copies per node); rank 1 starts on the meta device
+    and, once accelerate's FSDP2 preparation has broadcast rank 0's weights, holds exactly the checkpoint."""
+    out = _torchrun(str(REPO_ROOT / "tests" / "fsdp_load_worker.py"), str(Path(job_cfg().model.path)),
+                    str(tmp_path / "out.json"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads((tmp_path / "out.json").read_text())
+    assert got == {"loaded_on": ["meta"], "worst": 0.0, "sharded": True}
+
+
 def test_prepare_job_on_two_processes_fills_the_cache_like_one(job_cfg, tmp_path):
     """The sweep's prepare job (prepare_only) on 2 ranks: base scores and reference pass sharded, one cache
     entry each, equal to what one process computes."""

@@ -33,6 +33,7 @@ from trainers.job.checkpoints import checkpoint_step, start_or_resume
 from trainers.job.config import CONF_DIR
 from trainers.job.console import hydra_mode, quiet_console, show_progress_bar
 from trainers.job.isolate import run_isolated
+from trainers.job.plan import check_fits, gradient_checkpointing, make_plan, on_gpu
 from trainers.job.prepare import Prepared, load_model, prepare
 from trainers.job.result import Fit, failed_result, training_result
 from trainers.job.tracking import finish_wandb, run_name, start_wandb
@@ -86,9 +87,11 @@ def set_up(cfg: DictConfig) -> None:
 
 def training_model(cfg: DictConfig, prepared: Prepared) -> torch.nn.Module:
     """The scoring pass's model; under FSDP/ZeRO-3 a fresh load, now that TrainingArguments set up sharding."""
-    model = load_model(cfg) if shards_the_model(cfg) else prepared.model
-    if cfg.model.get("gradient_checkpointing"):
+    model = load_model(cfg, sharded=True) if shards_the_model(cfg) else prepared.model
+    if gradient_checkpointing(cfg):  # the user's setting, else on only where the resource plan needs it
         model.gradient_checkpointing_enable()
+        if cfg.model.get("lora"):
+            model.enable_input_require_grads()  # frozen embeddings: checkpointed layers need inputs with grad
     return model
 
 
@@ -197,6 +200,8 @@ def main(cfg: DictConfig) -> float | None:
     try:
         check_devices(cfg)
         validate_config(cfg)
+        if on_gpu(cfg):  # a job that cannot fit its GPU is refused before it loads anything
+            check_fits(cfg, make_plan(cfg))
         if cfg.get("prepare_only"):  # the sweep's prepare job: on the same devices as its grid jobs
             with quiet_console(multirun):
                 if distributed:

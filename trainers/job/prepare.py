@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from trainers.data.mcq import McqItem, drop_overlap, load_mcq, read_subject_info, sample_items, split_train_eval
 from trainers.data.prompts import PromptFormat, Sample, encode_items, letter_token_ids
@@ -177,19 +177,42 @@ class _CollectWarnings(logging.Handler):
         self.lines.append(record.getMessage())
 
 
-def load_model(cfg: DictConfig) -> torch.nn.Module:
+def receives_its_shards(cfg: DictConfig) -> bool:
+    """This rank builds the training model on the meta device and receives its shards from rank 0: under FSDP
+    with `cpu_ram_efficient_loading`, accelerate broadcasts rank 0's weights when it shards the model
+    (`fsdp2_load_full_state_dict`), so only rank 0 reads the checkpoint (transformers 5 reads it on every
+    rank, whatever accelerate's variables say)."""
+    fsdp = cfg.strategy.get("fsdp") if cfg.get("strategy") is not None else None
+    return bool(fsdp and fsdp.fsdp_config.get("cpu_ram_efficient_loading") and dist_ready()
+                and not is_main_process())
+
+
+def load_model(cfg: DictConfig, sharded: bool = False) -> torch.nn.Module:
     """The checkpoint, wrapped with LoRA adapters when `model.lora` is set.
 
     LoRA's B matrices start at zero, so the wrapped model computes exactly the base model: the
     cached reference log-probs and base scores stay valid and m_theta still starts at 0.
+    `sharded`: the training model of an FSDP/ZeRO-3 job, loaded once TrainingArguments exist; under FSDP
+    only rank 0 reads the weights (`receives_its_shards`). The scoring passes need the whole model on
+    every rank.
     """
     log.info("Instantiating model <%s> (%s, %s)", cfg.model.name, cfg.model.dtype, cfg.model.attn_implementation)
-    model = AutoModelForCausalLM.from_pretrained(
-        cfg.model.path,
-        dtype=getattr(torch, cfg.model.dtype),
-        attn_implementation=cfg.model.attn_implementation,
-        trust_remote_code=cfg.model.trust_remote_code,
-    )
+    if sharded and receives_its_shards(cfg):
+        from accelerate import init_empty_weights
+
+        config = AutoConfig.from_pretrained(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)
+        with init_empty_weights():  # parameters on meta; buffers real (rotary inv_freq is never broadcast)
+            model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, cfg.model.dtype),
+                                                     attn_implementation=cfg.model.attn_implementation,
+                                                     trust_remote_code=cfg.model.trust_remote_code)
+        model.tie_weights()  # init_empty_weights leaves a tied head as a parameter of its own
+    else:
+        model = AutoModelForCausalLM.from_pretrained(
+            cfg.model.path,
+            dtype=getattr(torch, cfg.model.dtype),
+            attn_implementation=cfg.model.attn_implementation,
+            trust_remote_code=cfg.model.trust_remote_code,
+        )
     lora = cfg.model.get("lora")
     if lora:
         try:
@@ -201,8 +224,6 @@ def load_model(cfg: DictConfig) -> torch.nn.Module:
             r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
             target_modules=list(lora.target_modules), task_type="CAUSAL_LM",
         ))
-        if cfg.model.get("gradient_checkpointing"):
-            model.enable_input_require_grads()
     return model
 
 

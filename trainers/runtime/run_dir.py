@@ -155,9 +155,10 @@ def read_result(run_dir: Path) -> dict[str, Any] | None:
 
 
 # Keys that do not change a job's numbers: where it writes, how it logs, how many CPU threads
-# or processes it uses (1 process × accumulation k ≡ k processes), the whole grid it belongs to.
+# or processes it uses (1 process × accumulation k ≡ k processes), the whole grid it belongs to, its resource plan.
 # A rerun that differs only in these reuses an ok result.
-_UNHASHED = ("hydra", "run_dir", "paths", "logger", "grid", "prepare_only", "launcher", "strategy")
+_UNHASHED = ("hydra", "run_dir", "paths", "logger", "grid", "prepare_only", "launcher", "strategy",
+             "plan")
 _UNHASHED_TRAIN = ("num_threads", "progress_bar", "resume")
 
 

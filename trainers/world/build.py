@@ -47,6 +47,7 @@ from trainers.world.pretrain import (
     encode_many,
     fact_recall,
     mc_scores,
+    model_config,
     pretrain,
 )
 
@@ -81,6 +82,17 @@ def seeded_world(seed: int) -> WorldConfig:
 
 
 # ------------------------------------------------------------------------------------------- build
+
+
+def embedded_model_config(root: Path, config: WorldConfig = DEFAULT_WORLD):
+    """The base model's config without building anything: the built world's config.json when there is one,
+    else the config `ensure_embedded_world(root, config)` would build (facts and tokenizer only, no training)."""
+    from transformers import AutoConfig
+
+    built = world_paths(root).model_dir / "config.json"
+    if built.is_file():
+        return AutoConfig.from_pretrained(built.parent)
+    return model_config(config, build_tokenizer(make_facts(config)))
 
 
 def world_paths(root: Path) -> EmbeddedWorld:

@@ -72,10 +72,11 @@ def encode_many(tokenizer, texts: list[str]) -> list[list[int]]:
 # ------------------------------------------------------------------------------------------- model
 
 
-def build_model(config: WorldConfig, tokenizer):
-    from transformers import LlamaConfig, LlamaForCausalLM
+def model_config(config: WorldConfig, tokenizer):
+    """The base model's LlamaConfig: what `build_model` initialises, and what a resource plan reads."""
+    from transformers import LlamaConfig
 
-    model_config = LlamaConfig(
+    return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=config.hidden_size,
         intermediate_size=config.intermediate_size,
@@ -89,8 +90,13 @@ def build_model(config: WorldConfig, tokenizer):
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=None,
     )
+
+
+def build_model(config: WorldConfig, tokenizer):
+    from transformers import LlamaForCausalLM
+
     torch.manual_seed(config.seed)
-    return LlamaForCausalLM(model_config)
+    return LlamaForCausalLM(model_config(config, tokenizer))
 
 
 @dataclass(frozen=True)

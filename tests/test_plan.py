@@ -1,0 +1,200 @@
+"""The resource plan (trainers/job/plan.py): its counts against the model built from the same config, its bytes
+per parameter against the precision/optimizer/sharding rules, the refusal of a job its GPU cannot hold, and the
+SLURM request it makes (the user's own values kept)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+from conftest import REPO_ROOT
+from sweep.submitit_launchers import SlurmLauncher
+from trainers.job.config import CONF_DIR, compose_job
+from trainers.job.plan import (
+    CUDA_HOST_GB,
+    GB,
+    REQUEST_HEADROOM,
+    RUNTIME_GB,
+    check_fits,
+    device_memory,
+    effective_request,
+    gradient_checkpointing,
+    make_plan,
+    training_steps,
+)
+from trainers.runtime.errors import ConfigError
+
+# Qwen2-7B-Instruct's published config.json (the shape only; no weights are read)
+QWEN2_7B = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 3584,
+            "intermediate_size": 18944, "num_hidden_layers": 28, "num_attention_heads": 28,
+            "num_key_value_heads": 4, "vocab_size": 152064, "max_position_embeddings": 32768,
+            "tie_word_embeddings": False, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0}
+# a small shape with what makes counting easy to get wrong: grouped-query attention, biases, untied head
+TINY_QWEN2 = {**QWEN2_7B, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 3,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 300}
+
+
+def _checkpoint_dir(path: Path, config: dict) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps(config))
+    return path
+
+
+@pytest.fixture
+def tiny_qwen(tmp_path: Path) -> Path:
+    return _checkpoint_dir(tmp_path / "tiny-qwen2", TINY_QWEN2)
+
+
+def _cfg(model_dir: Path, *overrides: str):
+    return compose_job([f"model.path={model_dir}", "model.embedded=false", "model.name=m", *overrides])
+
+
+def test_parameter_counts_are_the_models_own(tiny_qwen):
+    model = Qwen2ForCausalLM(Qwen2Config(**TINY_QWEN2))
+    plan = make_plan(_cfg(tiny_qwen, "data.n_train=64"))
+    assert plan.shape.params == sum(p.numel() for p in model.parameters())
+    assert plan.shape.trainable == plan.shape.params
+    assert (plan.shape.layers, plan.shape.hidden, plan.shape.vocab) == (3, 64, 300)
+    assert plan.shape.kv_hidden == 2 * 64 // 4  # kv heads × head dim
+    pytest.importorskip("peft")
+    from peft import LoraConfig, get_peft_model
+
+    lora = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    planned = make_plan(_cfg(tiny_qwen, "data.n_train=64",
+                             "model.lora={r:4,alpha:8,dropout:0.0,target_modules:[q_proj,v_proj]}"))
+    assert planned.shape.trainable == sum(p.numel() for p in lora.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize(("overrides", "weights", "grads", "optim", "shards"), [
+    (["model.dtype=float32", "train.bf16=false"], 4, 4, 8, 1),     # fp32 AdamW: 16 bytes per parameter
+    (["model.dtype=bfloat16", "train.bf16=false"], 2, 2, 4, 1),    # state in the parameters' dtype
+    (["model.dtype=float32", "train.bf16=true", "strategy=fsdp", "strategy.nproc_per_node=4"], 4, 4, 8, 4),
+    (["model.dtype=float32", "train.bf16=true", "strategy=deepspeed_zero3", "strategy.nproc_per_node=4"], 2, 2, 12, 4),
+])
+def test_bytes_per_parameter_follow_precision_optimizer_and_sharding(tiny_qwen, overrides, weights, grads, optim,
+                                                                     shards):
+    cfg = _cfg(tiny_qwen, "data.n_train=64", *overrides)
+    plan = make_plan(cfg)
+    n = plan.shape.params
+    assert (plan.device.weights, plan.device.gradients, plan.device.optimizer) == \
+        (weights * n / shards, grads * n / shards, optim * n / shards)
+    assert plan.checkpoint == (weights + optim) * n  # every rank's shard together: weights and AdamW state
+
+
+def test_host_memory_counts_the_model_once_per_node_where_only_rank_0_reads_it(tiny_qwen):
+    fsdp = make_plan(_cfg(tiny_qwen, "data.n_train=64", "strategy=fsdp", "strategy.nproc_per_node=4"))
+    ddp = make_plan(_cfg(tiny_qwen, "data.n_train=64", "strategy=ddp", "strategy.nproc_per_node=4",
+                         "plan.on_gpu=true"))
+    model, runtime = 4 * fsdp.shape.params, 4 * (RUNTIME_GB + CUDA_HOST_GB) * GB  # fp32 weights; 4 processes
+    assert fsdp.host_training == runtime + model  # ranks 1-3 start on the meta device
+    assert ddp.host_training == runtime + 4 * model  # every rank loads its own copy
+    assert fsdp.host_per_node == ddp.host_per_node == runtime + 4 * model  # the prepare job scores on every rank
+
+
+def test_steps_are_counted_as_the_trainer_counts_them(tiny_qwen):
+    # 100 questions, 4 per process × 2 processes, global 16: 13 batches per process, accumulation 2 -> 6 steps
+    cfg = _cfg(tiny_qwen, "strategy=ddp", "strategy.nproc_per_node=2", "train.per_device_batch_size=4",
+               "train.global_batch_size=16", "train.max_steps=-1", "train.epochs=2")
+    assert training_steps(cfg, 100) == 2 * (math.ceil(100 / 8) // 2)
+    assert training_steps(_cfg(tiny_qwen, "train.max_steps=7"), 100) == 7
+
+
+def test_a_7b_full_fine_tune_on_one_80gb_gpu_is_refused_in_one_line(tmp_path):
+    qwen7b = _checkpoint_dir(tmp_path / "Qwen2-7B-Instruct", QWEN2_7B)
+    model = ["experiment=paper_fineval", f"model.path={qwen7b}", "data.n_train=2420"]
+    single = _cfg(qwen7b, *model, "strategy=single")
+    with pytest.raises(ConfigError) as refused:
+        check_fits(single, make_plan(single))
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith("strategy=single: m needs ")
+    assert "plan.gpu_mem_gb=80" in message and "use strategy=fsdp strategy.nproc_per_node=8" in message
+    fsdp = _cfg(qwen7b, *model)  # the paper experiments' own strategy: fsdp on 8 GPUs
+    plan = make_plan(fsdp)
+    check_fits(fsdp, plan)
+    assert plan.shape.params == 7_615_616_512  # Qwen2-7B's published parameter count
+    assert plan.device.weights == 4 * plan.shape.params / 8
+    assert not plan.gradient_checkpointing  # sharded state leaves room for the activations (issue 20, item 8)
+
+
+def test_gradient_checkpointing_is_on_only_where_the_gpu_needs_it(tiny_qwen):
+    gpu = ["plan.on_gpu=true", "data.n_train=64", "train.per_device_batch_size=32", "train.global_batch_size=32",
+           "data.max_length=1024"]
+    roomy = _cfg(tiny_qwen, *gpu)
+    memory = device_memory(roomy, make_plan(roomy).shape)
+    assert not gradient_checkpointing(roomy)
+    between = (memory.total(True) + memory.total(False)) / 2 / 0.9 / GB  # holds it only checkpointed
+    tight = _cfg(tiny_qwen, *gpu, f"plan.gpu_mem_gb={between}")
+    assert gradient_checkpointing(tight)
+    assert not gradient_checkpointing(_cfg(tiny_qwen, *gpu, f"plan.gpu_mem_gb={between}",
+                                           "model.gradient_checkpointing=false"))  # the user's setting stands
+    assert not gradient_checkpointing(_cfg(tiny_qwen, *gpu[1:], f"plan.gpu_mem_gb={between}"))  # CPU: never
+
+
+def _slurm_cfg(model_dir: Path, *overrides: str):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", return_hydra_config=True, overrides=[
+            "launcher=slurm", f"model.path={model_dir}", "model.embedded=false", "model.name=m", "data.n_train=64",
+            *overrides])
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def test_the_slurm_request_comes_from_the_plan_unless_the_user_sets_it(tiny_qwen):
+    cfg = _slurm_cfg(tiny_qwen, "strategy=ddp", "strategy.nproc_per_node=2")
+    plan = make_plan(cfg)
+    request = effective_request(cfg, plan)
+    assert request == {"mem_gb": math.ceil(REQUEST_HEADROOM * plan.host_per_node / GB), "gpus_per_node": 0,
+                       "cpus_per_task": cfg.strategy.cpus_per_node}
+    launcher = SlurmLauncher(**cfg.hydra.launcher)
+    assert launcher.fill_request(request) == request and launcher.params["mem_gb"] == request["mem_gb"]
+    user = _slurm_cfg(tiny_qwen, "hydra.launcher.mem_gb=123", "hydra.launcher.cpus_per_task=5")
+    kept = effective_request(user, make_plan(user))
+    assert (kept["mem_gb"], kept["cpus_per_task"]) == (123, 5)
+    launcher = SlurmLauncher(**user.hydra.launcher)
+    filled = launcher.fill_request(make_plan(user).request)  # the plan's own figures: only unset fields take them
+    assert (filled["mem_gb"], filled["cpus_per_task"]) == (123, 5) and filled["gpus_per_node"] == 0
+    on_gpus = _slurm_cfg(tiny_qwen, "strategy=ddp", "strategy.nproc_per_node=4", "plan.on_gpu=true")
+    assert effective_request(on_gpus, make_plan(on_gpus))["gpus_per_node"] == 4  # one GPU per process
+
+
+def test_a_request_above_the_partitions_limit_is_refused(tiny_qwen):
+    cfg = _slurm_cfg(tiny_qwen, "hydra.launcher.mem_gb=600", "plan.limits.mem_gb=512")
+    with pytest.raises(ConfigError, match=r"^the SLURM request hydra\.launcher\.mem_gb=600 is above the "
+                                          r"partition's 512 \(plan\.limits\.mem_gb\); "):
+        check_fits(cfg, make_plan(cfg))
+    check_fits(*(lambda c: (c, make_plan(c)))(_slurm_cfg(tiny_qwen, "plan.limits.mem_gb=512")))
+
+
+def test_make_plan_prints_the_plan_and_refuses_what_cannot_fit_before_anything_starts(tiny_world, tmp_path):
+    qwen7b = _checkpoint_dir(tmp_path / "Qwen2-7B-Instruct", QWEN2_7B)
+    sweep_dir = tmp_path / "sweep"
+    base = [sys.executable, "-m", "trainers.train", "-m", "hydra.sweeper.plan_only=true",
+            f"hydra.sweep.dir={sweep_dir}", "logger=none"]
+    ok = subprocess.run(base + ["experiment=smoke", f"paths.embedded_dir={tiny_world.root}", "model.embedded=false"],
+                        capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "[plan] per job (5 of 5 grid points):" in ok.stdout and "steps 10" in ok.stdout
+    refused = subprocess.run(base + ["experiment=paper_fineval", f"model.path={qwen7b}", "strategy=single",
+                                     "launcher=slurm"], capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    assert refused.returncode == 2
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "use strategy=fsdp strategy.nproc_per_node=8" in errors[0]
+    assert not sweep_dir.exists()  # nothing written, nothing launched
+
+
+def test_the_tiny_models_count_is_torchs(job_cfg):
+    from transformers import AutoModelForCausalLM
+
+    cfg = job_cfg()
+    model = AutoModelForCausalLM.from_pretrained(cfg.model.path, dtype=torch.float32)
+    assert make_plan(cfg).shape.params == sum(p.numel() for p in model.parameters())

@@ -1,0 +1,416 @@
+"""What one job needs — GPU memory per device, host memory per node, checkpoint size, steps — from the
+model's config and the job's settings, before any weight is read; and the refusal of a job that cannot fit.
+
+Where each figure comes from:
+
+- **Parameters** are counted exactly: the model is built from its config.json on the meta device
+  (accelerate's `init_empty_weights`; `calculate_maximum_sizes` gives the total and the largest decoder
+  layer, as `accelerate estimate-memory` does for hub models). LoRA adds r × (in + out) per target Linear,
+  the A and B matrices peft creates.
+- **Weights, gradients, AdamW state** are bytes per parameter (Rajbhandari et al. 2020, "ZeRO", §3):
+  weights and gradients in `model.dtype`, AdamW's two moments in the same dtype (torch's AdamW keeps its
+  state in the parameter's dtype); ZeRO-3 with bf16 keeps bf16 weights and gradients and an fp32 master
+  copy with the moments (2 + 2 + 12 bytes). FSDP and ZeRO-3 divide all three by the world size; FSDP
+  adds the bf16 copies of the decoder layers it has gathered (the current and the prefetched one, and one
+  layer's unsharded gradient). DDP adds its gradient buckets (a second copy of the gradients); autocast
+  caches a bf16 copy of the weights for the forward.
+- **Activations** count the tensors a Llama/Qwen2 decoder layer saves for backward, per token (the method
+  of Korthikanti et al. 2022, "Reducing Activation Recomputation", §4.1, applied to RMSNorm, grouped-query
+  attention, SwiGLU and sdpa, whose flash / memory-efficient kernels keep no sequence × sequence matrix),
+  for a micro-batch of `per_device_batch_size` × `data.max_length` tokens (padding to the longest sequence
+  of a batch makes this an upper bound). Gradient checkpointing keeps each layer's input and recomputes one
+  layer at a time. Logits are computed at answer positions only (trainers/model/logprobs.py).
+- **Host memory** per process: the runtime (python, torch, transformers and the job's modules imported:
+  RSS measured on the CPU build, `RUNTIME_GB`) plus, on GPUs, CUDA's host-side context (`CUDA_HOST_GB`,
+  an allowance, not measured here), plus the model as loaded in `model.dtype`: the prepare job's scoring
+  passes load it on every rank; a training job under FSDP (cpu_ram_efficient_loading) or ZeRO-3 on rank 0
+  only. On a CPU the training state and activations live there too.
+- **Checkpoint**: weights plus AdamW state (what the HF Trainer, FSDP's sharded state dict and ZeRO write;
+  scheduler and RNG state are negligible). Under LoRA the Trainer saves the adapter and its state only.
+- **Steps**: as the HF Trainer counts them: ceil(epochs × (batches per process // accumulation)), or
+  `train.max_steps`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from trainers.runtime.errors import ConfigError
+
+GB = 1024**3
+BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+RUNTIME_GB = 0.6  # RSS of a job process once python, torch 2.13 (CPU), transformers 5.24 and trainers/ are imported
+CUDA_HOST_GB = 2.0  # host memory a process's CUDA context and kernels take (allowance; not measured here)
+GPU_USABLE = 0.9  # of a GPU's memory, what tensors can use (the rest: CUDA context, allocator fragmentation)
+REQUEST_HEADROOM = 1.25  # SLURM memory request = plan × this: the estimate's own error, measured within ±30%
+ANSWER_TOKENS = 32  # answer positions per sample the loss keeps logits for (an allowance: answers are short)
+SHARDING = ("fsdp", "deepspeed_zero3")
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The model's size and shape, read from its config (no weights)."""
+
+    name: str
+    params: int  # every parameter, tied ones once
+    trainable: int  # params, or the LoRA adapters' alone
+    layer_params: int  # the largest decoder layer (FSDP's gather unit)
+    layers: int
+    hidden: int
+    intermediate: int
+    kv_hidden: int  # key/value width: kv heads × head dim (grouped-query attention)
+    vocab: int
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Bytes one device holds, by kind; `activations_ckpt` is the activations with gradient checkpointing."""
+
+    weights: float
+    gradients: float
+    optimizer: float
+    extra: float  # FSDP gathered layers, DDP buckets, autocast's weight copies
+    activations: float
+    activations_ckpt: float
+
+    def total(self, checkpointing: bool) -> float:
+        acts = self.activations_ckpt if checkpointing else self.activations
+        return self.weights + self.gradients + self.optimizer + self.extra + acts
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One job's resources. Memory in bytes; `request` is the SLURM request the plan asks for."""
+
+    shape: ModelShape
+    strategy: str
+    processes_per_node: int
+    nodes: int
+    on_gpu: bool
+    device: Memory  # per GPU (on_gpu), else per process in host memory
+    gradient_checkpointing: bool
+    host_per_node: float  # the peak of any job (the prepare job's scoring passes included): the SLURM request
+    host_training: float  # a training job's peak
+    checkpoint: float
+    steps: int | None
+    tokens: int | None  # trained tokens, at most (steps × global batch × max_length)
+    request: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def device_total(self) -> float:
+        return self.device.total(self.gradient_checkpointing)
+
+    @property
+    def gpus(self) -> int:
+        return self.request.get("gpus_per_node", 0) * self.nodes
+
+
+# ------------------------------------------------------------------------------------------- the model
+
+
+def _lora_params(model: object, lora: dict) -> int:
+    """r × (in + out) for every Linear whose name ends with one of `target_modules` (peft's A and B)."""
+    import torch
+
+    targets = tuple(lora.get("target_modules") or ())
+    return sum(int(lora["r"]) * (m.in_features + m.out_features) for name, m in model.named_modules()
+               if isinstance(m, torch.nn.Linear) and name.split(".")[-1] in targets)
+
+
+@lru_cache(maxsize=16)
+def _shape(name: str, config_json: str, lora_json: str, trust_remote_code: bool) -> ModelShape:
+    from accelerate import init_empty_weights
+    from accelerate.utils import calculate_maximum_sizes
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config_dict = json.loads(config_json)
+    config = AutoConfig.for_model(**config_dict)
+    with init_empty_weights():
+        model = AutoModelForCausalLM.from_config(config, dtype="float32", trust_remote_code=trust_remote_code)
+    model.tie_weights()  # built under init_empty_weights, a tied head is a parameter of its own until tied again
+    total_bytes, (layer_bytes, _) = calculate_maximum_sizes(model)
+    params = sum(p.numel() for p in model.parameters())
+    lora = json.loads(lora_json)
+    c = model.config
+    heads = c.num_attention_heads
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // heads
+    kv_heads = getattr(c, "num_key_value_heads", None) or heads
+    return ModelShape(
+        name=name, params=params, trainable=_lora_params(model, lora) if lora else params,
+        layer_params=int(layer_bytes) // 4, layers=c.num_hidden_layers, hidden=c.hidden_size,
+        intermediate=getattr(c, "intermediate_size", None) or 4 * c.hidden_size, kv_hidden=kv_heads * head_dim,
+        vocab=c.vocab_size,
+    )
+
+
+def model_shape(cfg: DictConfig) -> ModelShape:
+    """The job's model shape from its config.json (the embedded model's without building it)."""
+    if cfg.model.get("embedded"):
+        from trainers.world import embedded_model_config, seeded_world
+
+        world = seeded_world(int(cfg.data.get("world_seed") or 0))
+        config = embedded_model_config(Path(cfg.paths.embedded_dir), world)
+    else:
+        from transformers import AutoConfig
+
+        try:
+            config = AutoConfig.from_pretrained(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"model.path={cfg.model.path}: its config.json cannot be read for the resource plan "
+                              f"({str(exc).splitlines()[0]}); point model.path at a checkpoint directory") from exc
+    lora = cfg.model.get("lora")
+    lora_json = json.dumps(OmegaConf.to_container(lora, resolve=True) if lora else None, sort_keys=True)
+    return _shape(cfg.model.name, config.to_json_string(use_diff=False), lora_json,
+                  bool(cfg.model.trust_remote_code))
+
+
+# ------------------------------------------------------------------------------------------- memory
+
+
+def on_gpu(cfg: DictConfig) -> bool:
+    """The job runs on GPUs: the strategy asks for them, or `plan.on_gpu` says its processes have one each."""
+    s = cfg.strategy
+    return bool(s.get("gpus_per_node")) or bool(cfg.get("plan", {}).get("on_gpu"))
+
+
+def gpus_per_node(cfg: DictConfig) -> int:
+    """GPUs one node needs: strategy.gpus_per_node when set, else one per process on GPUs, else none."""
+    if cfg.strategy.get("gpus_per_node"):
+        return int(cfg.strategy.gpus_per_node)
+    return int(cfg.strategy.nproc_per_node) if on_gpu(cfg) else 0
+
+
+def activation_bytes(cfg: DictConfig, shape: ModelShape) -> tuple[float, float]:
+    """(without, with gradient checkpointing) activation bytes of one micro-batch on one device."""
+    weight_bytes = BYTES[cfg.model.dtype]
+    compute = 2 if cfg.train.get("bf16") else weight_bytes
+    h, kv, inter = shape.hidden, shape.kv_hidden, shape.intermediate
+    tokens = int(cfg.train.per_device_batch_size) * int(cfg.data.max_length)
+    # two RMSNorms: the fp32 input and normalised copy, and the output in the compute dtype
+    norms = 2 * (8 * h + compute * h)
+    # q and k before RoPE (h + kv), q, k, v into sdpa (h + 2kv), sdpa's output and o_proj's input (2h),
+    # SwiGLU: gate, silu(gate), up and their product into down_proj (4 × intermediate)
+    per_layer = norms + compute * (4 * h + 3 * kv + 4 * inter)
+    layer_input = weight_bytes * h  # the residual stream, in the weights' dtype
+    kept = int(cfg.train.per_device_batch_size) * ANSWER_TOKENS
+    head = kept * shape.vocab * (compute + 4 + 4)  # kept logits, their fp32 log-softmax and its gradient
+    outside = tokens * (layer_input + 8 * h + compute * h) + head  # embeddings' output, the final norm
+    without = tokens * (shape.layers + 1) * per_layer + outside  # + one layer's working set in backward
+    with_ckpt = tokens * (shape.layers * layer_input + 2 * per_layer) + outside  # + one layer recomputed
+    return float(without), float(with_ckpt)
+
+
+def device_memory(cfg: DictConfig, shape: ModelShape) -> Memory:
+    """Bytes on one device (a GPU, or a CPU process) for training state and activations."""
+    s = cfg.strategy
+    world = int(s.nproc_per_node) * int(s.nnodes)
+    weight_bytes = BYTES[cfg.model.dtype]
+    shard = world if s.name in SHARDING else 1
+    mixed = bool(cfg.train.get("bf16")) and weight_bytes == 4
+    if s.name == "deepspeed_zero3" and mixed:  # bf16 weights and gradients, fp32 master + moments
+        weights, grads, optim = 2 * shape.params, 2 * shape.trainable, 12 * shape.trainable
+    else:
+        weights, grads, optim = weight_bytes * shape.params, weight_bytes * shape.trainable, \
+            2 * weight_bytes * shape.trainable
+    extra = 0.0
+    if s.name == "fsdp":
+        extra = 3 * shape.layer_params * (2 if mixed else weight_bytes)
+    elif mixed:
+        extra = 2.0 * shape.params  # autocast's cached bf16 weights
+    if s.name == "ddp":
+        extra += grads
+    acts, acts_ckpt = activation_bytes(cfg, shape)
+    return Memory(weights / shard, grads / shard, optim / shard, extra, acts, acts_ckpt)
+
+
+def needs_checkpointing(cfg: DictConfig, memory: Memory) -> bool:
+    """`model.gradient_checkpointing` when set; else on only where the device would not hold the job
+    without it (a GPU's usable memory, `plan.gpu_mem_gb`): it costs a third more compute."""
+    set_by_user = cfg.model.get("gradient_checkpointing")
+    if set_by_user is not None:
+        return bool(set_by_user)
+    if not on_gpu(cfg):
+        return False
+    return memory.total(False) > GPU_USABLE * float(cfg.plan.gpu_mem_gb) * GB
+
+
+def rank0_loads(cfg: DictConfig) -> bool:
+    """Only rank 0 reads the training model's weights: FSDP with cpu_ram_efficient_loading (the others start
+    on the meta device, trainers/job/prepare.py), or ZeRO-3 (transformers loads rank 0's copy under zero.Init)."""
+    s = cfg.strategy
+    fsdp = s.get("fsdp")
+    return bool(s.get("deepspeed")) or bool(fsdp and fsdp.fsdp_config.get("cpu_ram_efficient_loading"))
+
+
+def host_memory(cfg: DictConfig, shape: ModelShape, memory: Memory, checkpointing: bool) -> tuple[float, float]:
+    """(peak of any job, peak of a training job) in host bytes on one node. Every process holds its runtime;
+    on a CPU also its training state and activations. On GPUs the model passes through host memory as
+    loaded: the prepare job's scoring passes load the whole model on every rank; a training job on every
+    rank too, unless only rank 0 reads it."""
+    n = int(cfg.strategy.nproc_per_node)
+    if not on_gpu(cfg):
+        per_node = n * (RUNTIME_GB * GB + memory.total(checkpointing))
+        return per_node, per_node
+    runtime = n * (RUNTIME_GB + CUDA_HOST_GB) * GB
+    model = BYTES[cfg.model.dtype] * shape.params
+    training = runtime + (model if rank0_loads(cfg) else n * model)
+    return max(runtime + n * model, training), training
+
+
+def checkpoint_bytes(cfg: DictConfig, shape: ModelShape) -> float:
+    """One checkpoint on disk, all ranks together: weights and AdamW state (the adapter's alone under LoRA)."""
+    weight_bytes = BYTES[cfg.model.dtype]
+    if cfg.model.get("lora"):
+        return float(3 * weight_bytes * shape.trainable)
+    if cfg.strategy.name == "deepspeed_zero3" and cfg.train.get("bf16") and weight_bytes == 4:
+        return float(2 * shape.params + 12 * shape.params)
+    return float(3 * weight_bytes * shape.params)
+
+
+# ------------------------------------------------------------------------------------------- steps
+
+
+def train_questions(cfg: DictConfig) -> int | None:
+    """Training questions: data.n_train, else counted from the data files (None where they cannot be read)."""
+    if cfg.data.get("n_train") is not None:
+        return int(cfg.data.n_train)
+    return _count_train(json.dumps(OmegaConf.to_container(cfg.data, resolve=True), sort_keys=True))
+
+
+@lru_cache(maxsize=8)
+def _count_train(data_json: str) -> int | None:
+    from trainers.job.prepare import load_items
+
+    try:
+        train_items, _ = load_items(OmegaConf.create(json.loads(data_json)))
+    except Exception:  # the data is not here (a plan made away from the data): steps unknown
+        return None
+    return len(train_items)
+
+
+def training_steps(cfg: DictConfig, n_train: int | None) -> int | None:
+    """Optimizer steps as the HF Trainer counts them."""
+    t = cfg.train
+    if int(t.max_steps) > 0:
+        return int(t.max_steps)
+    if n_train is None:
+        return None
+    world = int(cfg.strategy.nproc_per_node) * int(cfg.strategy.nnodes)
+    batches = math.ceil(n_train / (int(t.per_device_batch_size) * world))
+    per_epoch = max(batches // (int(t.global_batch_size) // (int(t.per_device_batch_size) * world)), 1)
+    return math.ceil(float(t.epochs) * per_epoch)
+
+
+# ------------------------------------------------------------------------------------------- the plan
+
+
+def slurm_request(cfg: DictConfig, host_per_node: float) -> dict[str, int]:
+    """What a SLURM job of this plan asks for per node: memory with headroom, GPUs, CPUs."""
+    return {"mem_gb": max(1, math.ceil(REQUEST_HEADROOM * host_per_node / GB)),
+            "gpus_per_node": gpus_per_node(cfg),
+            "cpus_per_task": int(cfg.strategy.cpus_per_node)}
+
+
+def make_plan(cfg: DictConfig, n_train: int | None = None) -> Plan:
+    """The plan of one job (`n_train`: its training questions when already known)."""
+    shape = model_shape(cfg)
+    memory = device_memory(cfg, shape)
+    checkpointing = needs_checkpointing(cfg, memory)
+    host, host_training = host_memory(cfg, shape, memory, checkpointing)
+    steps = training_steps(cfg, train_questions(cfg) if n_train is None else n_train)
+    tokens = None if steps is None else steps * int(cfg.train.global_batch_size) * int(cfg.data.max_length)
+    s = cfg.strategy
+    return Plan(shape=shape, strategy=s.name, processes_per_node=int(s.nproc_per_node), nodes=int(s.nnodes),
+                on_gpu=on_gpu(cfg), device=memory, gradient_checkpointing=checkpointing, host_per_node=host,
+                host_training=host_training,
+                checkpoint=checkpoint_bytes(cfg, shape), steps=steps, tokens=tokens,
+                request=slurm_request(cfg, host))
+
+
+def _gb(n: float) -> str:
+    return f"{n / GB:.1f} GB" if n >= 0.1 * GB else f"{n / 2**20:.0f} MB"
+
+
+def _fsdp_alternative(cfg: DictConfig, shape: ModelShape) -> str:
+    """`strategy=fsdp strategy.nproc_per_node=8 (N GB per GPU)`: the sharded setting that would fit."""
+    alt = OmegaConf.merge(cfg, {"strategy": {"name": "fsdp", "nproc_per_node": 8, "gpus_per_node": 8},
+                                "model": {"gradient_checkpointing": None}})
+    memory = device_memory(alt, shape)
+    return f"strategy=fsdp strategy.nproc_per_node=8 ({_gb(memory.total(needs_checkpointing(alt, memory)))} per GPU)"
+
+
+def check_fits(cfg: DictConfig, plan: Plan) -> None:
+    """Refuse, in one line naming what to change, a job its GPU or its partition cannot hold."""
+    limits = cfg.get("plan", {}).get("limits") or {}
+    if plan.on_gpu:
+        capacity = GPU_USABLE * float(cfg.plan.gpu_mem_gb) * GB
+        if plan.device_total > capacity:
+            m = plan.device
+            acts = m.activations_ckpt if plan.gradient_checkpointing else m.activations
+            fix = ("model.gradient_checkpointing=null (on where needed), or a smaller train.per_device_batch_size"
+                   if not plan.gradient_checkpointing and m.total(True) <= capacity
+                   else _fsdp_alternative(cfg, plan.shape) if plan.strategy not in SHARDING
+                   else "more processes (strategy.nproc_per_node, strategy.nnodes)")
+            raise ConfigError(
+                f"strategy={plan.strategy}: {plan.shape.name} needs {_gb(plan.device_total)} per GPU (weights "
+                f"{_gb(m.weights)}, gradients {_gb(m.gradients)}, AdamW {_gb(m.optimizer)}, activations {_gb(acts)}"
+                f"{', checkpointed' if plan.gradient_checkpointing else ''}) but one GPU holds "
+                f"{_gb(capacity)} of plan.gpu_mem_gb={cfg.plan.gpu_mem_gb}; use {fix}, or LoRA (model.lora)")
+    request = effective_request(cfg, plan)
+    for key, value in request.items():
+        limit = limits.get(key)
+        if limit is not None and value is not None and value > limit:
+            raise ConfigError(f"the SLURM request hydra.launcher.{key}={value} is above the partition's {limit} "
+                              f"(plan.limits.{key}); lower it, or use more nodes (strategy.nnodes) or another "
+                              "partition (hydra.launcher.partition and plan.limits)")
+
+
+def effective_request(cfg: DictConfig, plan: Plan) -> dict[str, int]:
+    """The request a SLURM job gets: the user's `hydra.launcher.*` where set, the plan's elsewhere
+    (empty off SLURM)."""
+    launcher = (cfg.get("hydra") or {}).get("launcher") or {}
+    if "Slurm" not in str(launcher.get("_target_", "")):
+        return {}
+    return {key: (launcher.get(key) if launcher.get(key) is not None else value)
+            for key, value in plan.request.items()}
+
+
+def plan_lines(cfg: DictConfig, plan: Plan) -> list[str]:
+    """The plan of one job as `make plan` prints it."""
+    m, shape = plan.device, plan.shape
+    where = "per GPU" if plan.on_gpu else "per process (CPU)"
+    lora = f", LoRA {shape.trainable:,} trainable" if shape.trainable != shape.params else ""
+    training = (f" (a training job {_gb(plan.host_training)}; the prepare job loads the model on every rank)"
+                if plan.host_training < plan.host_per_node else "")
+    lines = [
+        f"model {shape.name}: {shape.params:,} parameters{lora}, {shape.layers} layers, hidden {shape.hidden}, "
+        f"vocabulary {shape.vocab:,}; {cfg.model.dtype} weights{', bf16 compute' if cfg.train.get('bf16') else ''}",
+        f"strategy {plan.strategy}: {plan.processes_per_node} process(es) per node × {plan.nodes} node(s)"
+        f"{f', {plan.gpus} GPU(s)' if plan.on_gpu else ', CPU'}; micro-batch {cfg.train.per_device_batch_size} × "
+        f"{cfg.data.max_length} tokens",
+        f"memory {where}: weights {_gb(m.weights)}, gradients {_gb(m.gradients)}, AdamW {_gb(m.optimizer)}, "
+        f"other {_gb(m.extra)}, activations {_gb(m.activations)} ({_gb(m.activations_ckpt)} checkpointed) "
+        f"-> {_gb(m.total(False))} without / {_gb(m.total(True))} with gradient checkpointing; "
+        f"checkpointing {'on' if plan.gradient_checkpointing else 'off'}",
+        f"host memory per node: {_gb(plan.host_per_node)}{training}; checkpoint {_gb(plan.checkpoint)}; steps "
+        f"{plan.steps if plan.steps is not None else 'unknown (data not readable here)'}",
+    ]
+    request = effective_request(cfg, plan)
+    if request:
+        lines.append("SLURM request per node: " + ", ".join(
+            f"{k}={v}{'' if (cfg.hydra.launcher.get(k) is not None) else ' (plan)'}" for k, v in request.items()))
+    return lines
+
+
+
+def gradient_checkpointing(cfg: DictConfig) -> bool:
+    """Whether the job trains with gradient checkpointing: the user's setting, else the plan's need."""
+    if cfg.model.get("gradient_checkpointing") is not None:
+        return bool(cfg.model.gradient_checkpointing)
+    return on_gpu(cfg) and needs_checkpointing(cfg, device_memory(cfg, model_shape(cfg)))
