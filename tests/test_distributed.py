@@ -7,6 +7,7 @@ on the tiny world of conftest.py, for a few steps.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -114,10 +115,11 @@ def test_exception_on_one_rank_ends_the_job_as_failed(job_cfg):
     assert saved["status"] == "failed" and saved["error"] == "rank 1: RuntimeError: injected failure on rank 1", saved
 
 
-def test_two_processes_killed_after_a_checkpoint_resume_from_it_never_from_a_torn_one(job_cfg):
+def test_two_processes_killed_after_a_checkpoint_resume_from_it_never_from_a_torn_one(job_cfg, caplog):
     """SIGKILL to the agent's and every worker's process group once checkpoint-2 is complete, a torn
     checkpoint-4 (half the weights, no trainer_state.json) left behind, rerun on two processes."""
-    overrides = ("method=minor_sft", "train.save_steps=2", "train.save_total_limit=2", *BATCH, *TWO)
+    overrides = ("method=minor_sft", "train.save_steps=2", "train.save_total_limit=2",
+                 "train.keep_checkpoints=true", *BATCH, *TWO)
     cfg = job_cfg(*overrides)
     run_dir, checkpoints = Path(cfg.run_dir), Path(cfg.run_dir) / "checkpoints"
     code = (f"from trainers.job.agent import launch\nfrom trainers.job.config import load_job_config\n"
@@ -140,6 +142,13 @@ def test_two_processes_killed_after_a_checkpoint_resume_from_it_never_from_a_tor
     assert [e["step"] for e in _rows(run_dir, "eval.jsonl")] == [0, 3, 6]
     assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-4", "checkpoint-6"]
     assert json.loads((torn / "trainer_state.json").read_text())["global_step"] == 4  # saved anew, whole
+
+    # the same point on one process: checkpoints of 2 ranks are another layout, never resumed
+    with caplog.at_level(logging.WARNING, logger="trainers.job.checkpoints"):
+        alone = run_job(job_cfg(*overrides[:-2]))
+    assert (alone["status"], alone["resumed_from_step"], alone["steps"], alone["world_size"]) == ("ok", None, 6, 1)
+    assert ("were written by strategy=ddp on 2 process(es), this job runs strategy=single on 1 process(es); "
+            "starting afresh") in caplog.text
 
 
 def _cli(tiny_world, tmp_path, *overrides: str, patch: str = "") -> subprocess.CompletedProcess:
@@ -210,3 +219,4 @@ def test_prepare_job_on_two_processes_fills_the_cache_like_one(job_cfg, tmp_path
         assert torch.equal(ta["preds"], tb["preds"])
         torch.testing.assert_close(ta["logps"], tb["logps"], rtol=0, atol=1e-5)
         torch.testing.assert_close(ta["token_logps"], tb["token_logps"], rtol=0, atol=1e-5)
+

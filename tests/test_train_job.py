@@ -204,7 +204,8 @@ def test_cli_prints_base_and_final_accuracy(tiny_world, tmp_path):
 def test_killed_job_resumes_from_its_last_complete_checkpoint_never_a_torn_one(job_cfg):
     """SIGKILL after the first checkpoint, a torn checkpoint (a save killed halfway: half the weights, no
     trainer_state.json) left behind it, rerun: the job resumes from the complete one and the torn one is gone."""
-    overrides = ("method=minor_sft", "train.save_steps=2", "train.save_total_limit=2")
+    overrides = ("method=minor_sft", "train.save_steps=2", "train.save_total_limit=2",
+                 "train.keep_checkpoints=true")
     cfg = job_cfg(*overrides)
     run_dir, checkpoints = Path(cfg.run_dir), Path(cfg.run_dir) / "checkpoints"
     code = (f"from trainers.job.config import load_job_config\nfrom trainers.train import run_job\n"

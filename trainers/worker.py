@@ -29,6 +29,17 @@ def setup_logging() -> None:
     )
 
 
+def _die_with_agent() -> None:
+    """Linux: SIGKILL this worker when the agent that started it dies. torchrun starts workers in sessions
+    of their own, so an agent that exits for a requeue (submitit, after the job saved on SLURM's warning)
+    would otherwise leave them training on with nobody to collect them."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 @record  # a worker's exception reaches the agent (ChildFailedError) with its message
 def worker_main(config_path: str) -> int:
     """One rank: join the process group, then prepare or train from the saved config."""
@@ -38,6 +49,7 @@ def worker_main(config_path: str) -> int:
     # SLURM's preemption/time-limit warning is the agent's (submitit checkpoints and requeues the job);
     # a worker that died of it would end the job as failed before the requeue.
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    _die_with_agent()
     cfg = load_job_config(config_path)
     if cfg.train.get("num_threads"):
         torch.set_num_threads(int(cfg.train.num_threads))

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from trainers.job.export import EXPORT_DTYPES
 from trainers.model.losses import BETA_METHODS, LOSSES, ZERO_COEFFICIENT_METHODS
 from trainers.runtime.errors import ConfigError
 from trainers.runtime.process import is_worker, planned_world_size, world_size
@@ -68,6 +69,12 @@ def validate_config(cfg: DictConfig, processes: int | None = None) -> None:
                 f"data.{field}={cfg.data[field]}: {cfg.data.name} withholds the answers of its {cfg.data[field]} "
                 f"split (its files have no answer column), so it can neither train nor score; use another split "
                 f"({others}; data.eval_split=null carves the eval questions out of the training split)")
+    if t.get("save_model") is not None and t.save_model not in EXPORT_DTYPES:
+        raise ConfigError(f"train.save_model={t.save_model} is not an export precision; use "
+                          f"{' or '.join(EXPORT_DTYPES)} (or null: no model exported)")
+    if not (t.get("checkpoint_every_min") in (0, None) or _positive(t.checkpoint_every_min)):
+        raise ConfigError(f"train.checkpoint_every_min={t.checkpoint_every_min} must be >= 0 (0: no periodic "
+                          "checkpoints)")
     missing_packages(cfg)
 
 

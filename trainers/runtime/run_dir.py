@@ -134,7 +134,7 @@ def read_result(run_dir: Path) -> dict[str, Any] | None:
 # or processes it uses (1 process × accumulation k ≡ k processes), the whole grid it belongs to.
 # A rerun that differs only in these reuses an ok result.
 _UNHASHED = ("hydra", "run_dir", "paths", "logger", "grid", "prepare_only", "launcher", "strategy")
-_UNHASHED_TRAIN = ("num_threads", "progress_bar", "resume")
+_UNHASHED_TRAIN = ("num_threads", "progress_bar", "resume", "checkpoint_every_min", "keep_checkpoints")
 
 
 def config_hash(cfg: Any) -> str:
