@@ -38,9 +38,12 @@ def test_ok_job_leaves_no_checkpoint_and_its_bf16_export_loads(job_cfg):
     assert any(not torch.equal(trained[k], base[k].to(torch.bfloat16)) for k in base)  # the trained weights
     assert AutoTokenizer.from_pretrained(run_dir / "model").vocab_size > 0
 
-    kept = job_cfg("method=sft", "train.save_steps=2", "train.keep_checkpoints=true", run="kept")
+    # kept when asked; and a checkpoint per step when every_min is shorter than a step (no save_steps)
+    kept = job_cfg("method=sft", "train.save_steps=0", "train.checkpoint_every_min=1e-9",
+                   "train.keep_checkpoints=true", "train.save_total_limit=null", run="kept")
     assert run_job(kept)["status"] == "ok"
-    assert [p.name for p in (Path(kept.run_dir) / "checkpoints").iterdir()] == ["checkpoint-6"]
+    saved = sorted(int(p.name.split("-")[1]) for p in (Path(kept.run_dir) / "checkpoints").iterdir())
+    assert saved == [1, 2, 3, 4, 5, 6]
 
 
 def _submitit_task(root: int, timeout: float = 60) -> int:

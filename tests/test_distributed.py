@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
 
 from conftest import kill_after_first_checkpoint
 from trainers.job.agent import launch
@@ -220,3 +221,39 @@ def test_prepare_job_on_two_processes_fills_the_cache_like_one(job_cfg, tmp_path
         torch.testing.assert_close(ta["logps"], tb["logps"], rtol=0, atol=1e-5)
         torch.testing.assert_close(ta["token_logps"], tb["token_logps"], rtol=0, atol=1e-5)
 
+
+def test_zero3_on_two_processes_killed_and_resumed_matches_one_process(job_cfg):
+    """ZeRO-3 on this CPU (DeepSpeed's CPU accelerator over gloo, every rank holding half of each parameter):
+    killed after its first ZeRO checkpoint and resumed, the job trains, scores and evaluates (every rank
+    joins every forward) to the numbers of one process, and exports the same bf16 model."""
+    pytest.importorskip("deepspeed")
+    common = ("method=minor_sft", "method.beta=0.1", "train.lr=3e-3", "train.max_steps=4", "train.logging_steps=1",
+              "train.eval_steps=0", "train.save_model=bf16", *BATCH)
+    zero3 = (*common, "strategy=deepspeed_zero3", "strategy.nproc_per_node=2", "train.save_steps=2")
+    cfg = job_cfg(*zero3, run="zero3")
+    checkpoints = Path(cfg.run_dir) / "checkpoints"
+    code = (f"from trainers.job.agent import launch\nfrom trainers.job.config import load_job_config\n"
+            f"launch(load_job_config({str(save_job_config(cfg))!r}))")
+    assert kill_after_first_checkpoint(code, checkpoints) == ["checkpoint-2"]
+    assert list((checkpoints / "checkpoint-2").glob("global_step2/*zero_pp_rank_1*"))  # rank 1's own shard
+
+    two = launch(job_cfg(*zero3, run="zero3"))
+    one = run_job(job_cfg(*common, run="one"))
+    assert (one["status"], two["status"]) == ("ok", "ok")
+    assert (two["world_size"], two["strategy"], two["resumed_from_step"], two["steps"]) == (2, "deepspeed_zero3", 2, 4)
+    m1, m2 = _rows(job_cfg(*common, run="one").run_dir, "metrics.jsonl"), _rows(cfg.run_dir, "metrics.jsonl")
+    assert [r["step"] for r in m1] == [1, 2, 3, 4] and [r["step"] for r in m2] == [1, 2, 3, 4]
+    diffs = {k: max(abs(a[k] - b[k]) for a, b in zip(m1, m2, strict=True)) for k in ("loss", "m_theta")}
+    print(f"largest |1 process - ZeRO-3 on 2| per quantity: {diffs}, eval m_theta {one['m_theta']} {two['m_theta']}")
+    assert all(d <= 1e-5 for d in diffs.values()), diffs
+    assert two["accuracy"] == one["accuracy"] and two["base_accuracy"] == one["base_accuracy"]
+    assert two["m_theta"] == pytest.approx(one["m_theta"], abs=1e-5)
+    assert _rows(cfg.run_dir, "predictions.jsonl") == _rows(job_cfg(*common, run="one").run_dir, "predictions.jsonl")
+    assert not checkpoints.exists()  # an ok end: its checkpoints served resume, nothing else
+    # the export gathers every rank's shard: the same bf16 model as one process writes
+    exported = [dict(AutoModelForCausalLM.from_pretrained(Path(run) / "model", dtype="auto").named_parameters())
+                for run in (cfg.run_dir, job_cfg(*common, run="one").run_dir)]
+    assert exported[0].keys() == exported[1].keys()
+    for name, weight in exported[0].items():
+        assert weight.dtype == torch.bfloat16
+        torch.testing.assert_close(weight, exported[1][name])  # bf16's own tolerance: one rounding step

@@ -131,14 +131,13 @@ def test_slurm_requests_what_the_strategy_needs(strategy, gpus, cpus, threads):
      "trainers.train was started under torchrun; run it directly with strategy=ddp strategy.nproc_per_node=4: "
      "the job starts its own workers"),
     (["strategy=fsdp"], {},
-     "strategy=fsdp needs GPUs (on CPU the HF Trainer silently falls back to DDP); use strategy=ddp here"),
-    (["strategy=deepspeed_zero3"], {},
-     "strategy=deepspeed_zero3 needs GPUs (on CPU the HF Trainer silently falls back to DDP); use strategy=ddp here"),
+     "strategy=fsdp needs GPUs (on CPU the HF Trainer silently falls back to DDP); "
+     "use strategy=ddp or strategy=deepspeed_zero3 here"),
     (["strategy.name=megatron"], {},
      "strategy='megatron' is not known; use one of single, ddp, fsdp, deepspeed_zero3"),
     (["strategy=ddp", "strategy.nproc_per_node=0"], {},
      "strategy.nproc_per_node=0 and strategy.nnodes=1 must be >= 1"),
-], ids=["under-torchrun", "fsdp-on-cpu", "zero3-on-cpu", "unknown-strategy", "no-process"])
+], ids=["under-torchrun", "fsdp-on-cpu", "unknown-strategy", "no-process"])
 def test_check_devices_refuses_what_would_change_the_experiment(monkeypatch, overrides, env, message):
     """The refusals of check_devices (README), on this CPU-only machine; the same strategies pass unrefused
     where they can run."""
@@ -151,6 +150,7 @@ def test_check_devices_refuses_what_would_change_the_experiment(monkeypatch, ove
     assert str(info.value) == message
 
 
-def test_check_devices_lets_ddp_on_cpu_through():
+def test_check_devices_lets_ddp_and_zero3_on_cpu_through():
     assert check_devices(compose_job(["strategy=ddp", "strategy.nproc_per_node=2"])) is None
+    assert check_devices(compose_job(["strategy=deepspeed_zero3", "strategy.nproc_per_node=2"])) is None
     assert check_devices(compose_job(["strategy=single"])) is None

@@ -10,12 +10,14 @@ re-enters Hydra.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 
 import torch
 from torch.distributed.elastic.multiprocessing.errors import record
 
+from trainers.job.arguments import accelerate_on_cpu, deepspeed_on_cpu
 from trainers.job.config import load_job_config
 from trainers.runtime.process import barrier, is_main_process, rank
 from trainers.train import prepare_caches, run_job
@@ -53,7 +55,10 @@ def worker_main(config_path: str) -> int:
     cfg = load_job_config(config_path)
     if cfg.train.get("num_threads"):
         torch.set_num_threads(int(cfg.train.num_threads))
-    PartialState(cpu=not torch.cuda.is_available())
+    if cfg.strategy.get("deepspeed"):  # DeepSpeed makes the group (its CPU accelerator: gloo), as the Trainer will
+        os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
+        os.environ.pop("ACCELERATE_USE_CPU", None)  # the agent's, from an earlier job of its process
+    PartialState(cpu=accelerate_on_cpu(cfg), **({"backend": "gloo"} if deepspeed_on_cpu(cfg) else {}))
     try:
         if cfg.get("prepare_only"):
             prepare_caches(cfg)

@@ -125,6 +125,7 @@ def check_devices(cfg: DictConfig, visible_gpus: int | None = None) -> None:
     if s is not None and s.name != "single" and torch.cuda.is_available() and gpus < int(s.nproc_per_node):
         raise ConfigError(f"strategy.nproc_per_node={s.nproc_per_node} but {gpus} GPUs are visible on this node; "
                           f"lower it or request more GPUs (hydra.launcher.gpus_per_node)")
-    if s is not None and s.name in ("fsdp", "deepspeed_zero3") and not torch.cuda.is_available():
+    # ZeRO-3 runs on a CPU (DeepSpeed's CPU accelerator over gloo: every rank holds its shard); FSDP does not
+    if s is not None and s.name == "fsdp" and not torch.cuda.is_available():
         raise ConfigError(f"strategy={s.name} needs GPUs (on CPU the HF Trainer silently falls back to DDP); "
-                          "use strategy=ddp here")
+                          "use strategy=ddp or strategy=deepspeed_zero3 here")
