@@ -257,3 +257,17 @@ def test_lora_trains_only_adapters_from_the_same_reference(job_cfg, monkeypatch)
     assert any(not torch.equal(before[n], after[n]) for n in adapters if "lora_B" in n)  # the adapters moved
     metrics = read_jsonl(Path(cfg.run_dir) / "metrics.jsonl")
     assert abs(metrics[0]["m_theta"]) < 1e-5  # zero-initialised adapters: the policy starts as the reference
+
+
+def test_first_step_m_theta_is_zero_under_bf16_autocast_for_every_method(job_cfg, tmp_path):
+    """`train.bf16` on this CPU: the Trainer computes under bf16 autocast, and the reference is scored under the
+    same autocast, so the policy's own forward at the first step (before any update) gives m_theta 0."""
+    methods = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "method").glob("*.yaml"))
+    first = {}
+    for method in methods:
+        cfg = job_cfg(f"method={method}", "train.bf16=true", "train.max_steps=1", "train.logging_steps=1",
+                      "train.eval_steps=0", run=method)
+        assert run_job(cfg)["status"] == "ok"
+        first[method] = read_jsonl(Path(cfg.run_dir) / "metrics.jsonl")[0]["m_theta"]
+    print(f"first-step m_theta under bf16 autocast: {first}")
+    assert len(first) >= 5 and all(abs(m) < 1e-5 for m in first.values()), first
