@@ -4,6 +4,7 @@ resumes from. Real jobs on the tiny world; the warning is a real signal to a rea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -62,8 +63,9 @@ def _submitit_task(root: int, timeout: float = 60) -> int:
 
 @pytest.mark.slow
 def test_scheduler_warning_saves_a_checkpoint_and_the_requeued_job_resumes_from_it(tiny_world, tmp_path):
-    """SIGUSR2 (SLURM's time-limit / preemption warning) to a running submitit job with no periodic checkpoints:
-    it saves at the next step, is requeued (submitit-local requeues like SLURM), resumes there, ends ok."""
+    """SIGUSR2 (SLURM's time-limit / preemption warning) to every process of a running submitit job with no
+    periodic checkpoints: it saves at the next step, is requeued (submitit-local requeues like SLURM), resumes
+    there, ends ok."""
     sweep_dir = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "trainers.train", "-m", "experiment=smoke", "launcher=submitit_local",
            "~grid.methods.dpo_sft", "~grid.methods.minor_sft", "grid.methods.sft.lr=[1e-3]",
@@ -78,7 +80,9 @@ def test_scheduler_warning_saves_a_checkpoint_and_the_requeued_job_resumes_from_
         while (read_progress(run_dir) or {}).get("step", 0) < 10:
             assert sweep.poll() is None and time.monotonic() < deadline, "the job never trained"
             time.sleep(0.2)
-        os.kill(_submitit_task(sweep.pid), signal.SIGUSR2)
+        for pid in _process_tree(_submitit_task(sweep.pid)):  # as SLURM signals every process of the job
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGUSR2)
         stdout, stderr = sweep.communicate(timeout=600)
     finally:
         if sweep.poll() is None:
