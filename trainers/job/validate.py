@@ -129,3 +129,6 @@ def check_devices(cfg: DictConfig, visible_gpus: int | None = None) -> None:
     if s is not None and s.name == "fsdp" and not torch.cuda.is_available():
         raise ConfigError(f"strategy={s.name} needs GPUs (on CPU the HF Trainer silently falls back to DDP); "
                           "use strategy=ddp or strategy=deepspeed_zero3 here")
+    if s is not None and s.name == "deepspeed_zero3" and not torch.cuda.is_available() and cfg.train.get("bf16"):
+        raise ConfigError("strategy=deepspeed_zero3 with train.bf16=true needs GPUs (the HF Trainer refuses bf16 "
+                          "without use_cpu, which would drop DeepSpeed); set train.bf16=false here")
