@@ -9,6 +9,10 @@ memory, node failure, time limit) comes back as a FAILED `JobReturn` naming that
 When the sweeper is stopped while it waits (Ctrl-C, SIGTERM), it cancels the jobs it submitted that
 have not finished, and says which.
 
+At SLURM's warning of the time limit or a preemption (SIGUSR2, `signal_delay_s` before), submitit calls
+the job's `checkpoint` method before it requeues the job: here that first asks the running job for a
+checkpoint and waits for it (trainers/job/save_request.py), so the requeued job resumes from that step.
+
 Selected by `conf/launcher/slurm.yaml` and `submitit_local.yaml` (`hydra.launcher._target_`); the
 executor, its parameters and the requeue on timeout are the library's own.
 """
@@ -24,6 +28,7 @@ from hydra.core.utils import JobReturn
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 
 from sweep.launching import failed_return
+from trainers.job.save_request import request_save
 
 STATE_HINTS = {
     "OUT_OF_MEMORY": "the job went over its memory request",
@@ -79,10 +84,18 @@ class _Collected:
 
 
 class CollectingLauncherMixin:
-    """`launch()` of the library's launcher, with each job's results collected as `_Collected` does."""
+    """`launch()` of the library's launcher, with each job's results collected as `_Collected` does; on the
+    scheduler's warning, `checkpoint()` has the job save before it is requeued."""
 
     _EXECUTOR: str
     SCHEDULER = "submitit"
+    params: dict[str, Any]
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        """In the job's process, at SIGUSR2: a checkpoint of the running job (waiting at most half the warning's
+        lead, so that the requeue comes before the kill), then the library's requeue of the same call."""
+        request_save(timeout_s=max(10.0, 0.5 * float(self.params.get("signal_delay_s") or 120)))
+        return super().checkpoint(*args, **kwargs)  # type: ignore[misc]
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         submitted: list[Any] = []

@@ -27,6 +27,8 @@ from trainers.train import run_job
         (["data.world_seed=-1"], ConfigError, "data.world_seed=-1"),
         (["data.world_seed=one"], ConfigError, "data.world_seed=one"),
         (["train.lr=-1e-4"], ConfigError, "train.lr=-0.0001"),
+        (["train.save_model=fp8"], ConfigError, "train.save_model=fp8"),
+        (["train.checkpoint_every_min=-5"], ConfigError, "train.checkpoint_every_min=-5"),
         (["train.global_batch_size=10", "train.per_device_batch_size=4"], ConfigError, "train.global_batch_size=10"),
         (["model.path=/nonexistent/qwen2"], ConfigError, "model.path=/nonexistent/qwen2"),
         (["data.path=/nonexistent/fineval"], DataError, "/nonexistent/fineval"),

@@ -7,6 +7,7 @@ on the tiny world of conftest.py, for a few steps.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
 
 from conftest import kill_after_first_checkpoint
 from trainers.job.agent import launch
@@ -114,10 +116,11 @@ def test_exception_on_one_rank_ends_the_job_as_failed(job_cfg):
     assert saved["status"] == "failed" and saved["error"] == "rank 1: RuntimeError: injected failure on rank 1", saved
 
 
-def test_two_processes_killed_after_a_checkpoint_resume_from_it_never_from_a_torn_one(job_cfg):
+def test_two_processes_killed_after_a_checkpoint_resume_from_it_never_from_a_torn_one(job_cfg, caplog):
     """SIGKILL to the agent's and every worker's process group once checkpoint-2 is complete, a torn
     checkpoint-4 (half the weights, no trainer_state.json) left behind, rerun on two processes."""
-    overrides = ("method=minor_sft", "train.save_steps=2", "train.save_total_limit=2", *BATCH, *TWO)
+    overrides = ("method=minor_sft", "train.save_steps=2", "train.save_total_limit=2",
+                 "train.keep_checkpoints=true", *BATCH, *TWO)
     cfg = job_cfg(*overrides)
     run_dir, checkpoints = Path(cfg.run_dir), Path(cfg.run_dir) / "checkpoints"
     code = (f"from trainers.job.agent import launch\nfrom trainers.job.config import load_job_config\n"
@@ -140,6 +143,13 @@ def test_two_processes_killed_after_a_checkpoint_resume_from_it_never_from_a_tor
     assert [e["step"] for e in _rows(run_dir, "eval.jsonl")] == [0, 3, 6]
     assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-4", "checkpoint-6"]
     assert json.loads((torn / "trainer_state.json").read_text())["global_step"] == 4  # saved anew, whole
+
+    # the same point on one process: checkpoints of 2 ranks are another layout, never resumed
+    with caplog.at_level(logging.WARNING, logger="trainers.job.checkpoints"):
+        alone = run_job(job_cfg(*overrides[:-2]))
+    assert (alone["status"], alone["resumed_from_step"], alone["steps"], alone["world_size"]) == ("ok", None, 6, 1)
+    assert ("were written by strategy=ddp on 2 process(es), this job runs strategy=single on 1 process(es); "
+            "starting afresh") in caplog.text
 
 
 def _cli(tiny_world, tmp_path, *overrides: str, patch: str = "") -> subprocess.CompletedProcess:
@@ -220,3 +230,40 @@ def test_prepare_job_on_two_processes_fills_the_cache_like_one(job_cfg, tmp_path
         assert torch.equal(ta["preds"], tb["preds"])
         torch.testing.assert_close(ta["logps"], tb["logps"], rtol=0, atol=1e-5)
         torch.testing.assert_close(ta["token_logps"], tb["token_logps"], rtol=0, atol=1e-5)
+
+
+def test_zero3_on_two_processes_killed_and_resumed_matches_one_process(job_cfg):
+    """ZeRO-3 on this CPU (DeepSpeed's CPU accelerator over gloo, every rank holding half of each parameter):
+    killed after its first ZeRO checkpoint and resumed, the job trains, scores and evaluates (every rank
+    joins every forward) to the numbers of one process, and exports the same bf16 model."""
+    pytest.importorskip("deepspeed")
+    common = ("method=minor_sft", "method.beta=0.1", "train.lr=3e-3", "train.max_steps=4", "train.logging_steps=1",
+              "train.eval_steps=0", "train.save_model=bf16", *BATCH)
+    zero3 = (*common, "strategy=deepspeed_zero3", "strategy.nproc_per_node=2", "train.save_steps=2")
+    cfg = job_cfg(*zero3, run="zero3")
+    checkpoints = Path(cfg.run_dir) / "checkpoints"
+    code = (f"from trainers.job.agent import launch\nfrom trainers.job.config import load_job_config\n"
+            f"launch(load_job_config({str(save_job_config(cfg))!r}))")
+    assert kill_after_first_checkpoint(code, checkpoints) == ["checkpoint-2"]
+    assert list((checkpoints / "checkpoint-2").glob("global_step2/*zero_pp_rank_1*"))  # rank 1's own shard
+
+    two = launch(job_cfg(*zero3, run="zero3"))
+    one = run_job(job_cfg(*common, run="one"))
+    assert (one["status"], two["status"]) == ("ok", "ok")
+    assert (two["world_size"], two["strategy"], two["resumed_from_step"], two["steps"]) == (2, "deepspeed_zero3", 2, 4)
+    m1, m2 = _rows(job_cfg(*common, run="one").run_dir, "metrics.jsonl"), _rows(cfg.run_dir, "metrics.jsonl")
+    assert [r["step"] for r in m1] == [1, 2, 3, 4] and [r["step"] for r in m2] == [1, 2, 3, 4]
+    diffs = {k: max(abs(a[k] - b[k]) for a, b in zip(m1, m2, strict=True)) for k in ("loss", "m_theta")}
+    print(f"largest |1 process - ZeRO-3 on 2| per quantity: {diffs}, eval m_theta {one['m_theta']} {two['m_theta']}")
+    assert all(d <= 1e-5 for d in diffs.values()), diffs
+    assert two["accuracy"] == one["accuracy"] and two["base_accuracy"] == one["base_accuracy"]
+    assert two["m_theta"] == pytest.approx(one["m_theta"], abs=1e-5)
+    assert _rows(cfg.run_dir, "predictions.jsonl") == _rows(job_cfg(*common, run="one").run_dir, "predictions.jsonl")
+    assert not checkpoints.exists()  # an ok end: its checkpoints served resume, nothing else
+    # the export gathers every rank's shard: the same bf16 model as one process writes
+    exported = [dict(AutoModelForCausalLM.from_pretrained(Path(run) / "model", dtype="auto").named_parameters())
+                for run in (cfg.run_dir, job_cfg(*common, run="one").run_dir)]
+    assert exported[0].keys() == exported[1].keys()
+    for name, weight in exported[0].items():
+        assert weight.dtype == torch.bfloat16
+        torch.testing.assert_close(weight, exported[1][name])  # bf16's own tolerance: one rounding step

@@ -38,8 +38,11 @@ def test_fsdp_arguments_are_what_accelerate_expects(job_cfg, tmp_path):
     assert plugin.fsdp_version == 2 and plugin.transformer_cls_names_to_wrap == ["LlamaDecoderLayer"]
 
 
-def test_zero3_arguments_are_filled_from_the_job(job_cfg, tmp_path):
+def test_zero3_arguments_are_filled_from_the_job(job_cfg, tmp_path, monkeypatch):
+    """The arguments a GPU job gets (on this CPU a ZeRO-3 job uses its worker's DeepSpeed state instead: the
+    2-process test of test_distributed.py runs that path)."""
     pytest.importorskip("deepspeed")
+    monkeypatch.setattr("trainers.job.arguments.deepspeed_on_cpu", lambda cfg: False)
     from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled, unset_hf_deepspeed_config
 
     cfg = job_cfg("strategy=deepspeed_zero3", "train.bf16=true", "train.global_batch_size=16",
@@ -131,14 +134,16 @@ def test_slurm_requests_what_the_strategy_needs(strategy, gpus, cpus, threads):
      "trainers.train was started under torchrun; run it directly with strategy=ddp strategy.nproc_per_node=4: "
      "the job starts its own workers"),
     (["strategy=fsdp"], {},
-     "strategy=fsdp needs GPUs (on CPU the HF Trainer silently falls back to DDP); use strategy=ddp here"),
-    (["strategy=deepspeed_zero3"], {},
-     "strategy=deepspeed_zero3 needs GPUs (on CPU the HF Trainer silently falls back to DDP); use strategy=ddp here"),
+     "strategy=fsdp needs GPUs (on CPU the HF Trainer silently falls back to DDP); "
+     "use strategy=ddp or strategy=deepspeed_zero3 here"),
+    (["strategy=deepspeed_zero3", "train.bf16=true"], {},
+     "strategy=deepspeed_zero3 with train.bf16=true needs GPUs (the HF Trainer refuses bf16 without use_cpu, which "
+     "would drop DeepSpeed); set train.bf16=false here"),
     (["strategy.name=megatron"], {},
      "strategy='megatron' is not known; use one of single, ddp, fsdp, deepspeed_zero3"),
     (["strategy=ddp", "strategy.nproc_per_node=0"], {},
      "strategy.nproc_per_node=0 and strategy.nnodes=1 must be >= 1"),
-], ids=["under-torchrun", "fsdp-on-cpu", "zero3-on-cpu", "unknown-strategy", "no-process"])
+], ids=["under-torchrun", "fsdp-on-cpu", "zero3-bf16-on-cpu", "unknown-strategy", "no-process"])
 def test_check_devices_refuses_what_would_change_the_experiment(monkeypatch, overrides, env, message):
     """The refusals of check_devices (README), on this CPU-only machine; the same strategies pass unrefused
     where they can run."""
@@ -151,6 +156,7 @@ def test_check_devices_refuses_what_would_change_the_experiment(monkeypatch, ove
     assert str(info.value) == message
 
 
-def test_check_devices_lets_ddp_on_cpu_through():
+def test_check_devices_lets_ddp_and_zero3_on_cpu_through():
     assert check_devices(compose_job(["strategy=ddp", "strategy.nproc_per_node=2"])) is None
+    assert check_devices(compose_job(["strategy=deepspeed_zero3", "strategy.nproc_per_node=2"])) is None
     assert check_devices(compose_job(["strategy=single"])) is None

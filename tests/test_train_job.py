@@ -205,7 +205,8 @@ def test_cli_prints_base_and_final_accuracy(tiny_world, tmp_path):
 def test_killed_job_resumes_from_its_last_complete_checkpoint_never_a_torn_one(job_cfg):
     """SIGKILL after the first checkpoint, a torn checkpoint (a save killed halfway: half the weights, no
     trainer_state.json) left behind it, rerun: the job resumes from the complete one and the torn one is gone."""
-    overrides = ("method=minor_sft", "train.save_steps=2", "train.save_total_limit=2")
+    overrides = ("method=minor_sft", "train.save_steps=2", "train.save_total_limit=2",
+                 "train.keep_checkpoints=true")
     cfg = job_cfg(*overrides)
     run_dir, checkpoints = Path(cfg.run_dir), Path(cfg.run_dir) / "checkpoints"
     code = (f"from trainers.job.config import load_job_config\nfrom trainers.train import run_job\n"
@@ -257,3 +258,17 @@ def test_lora_trains_only_adapters_from_the_same_reference(job_cfg, monkeypatch)
     assert any(not torch.equal(before[n], after[n]) for n in adapters if "lora_B" in n)  # the adapters moved
     metrics = read_jsonl(Path(cfg.run_dir) / "metrics.jsonl")
     assert abs(metrics[0]["m_theta"]) < 1e-5  # zero-initialised adapters: the policy starts as the reference
+
+
+def test_first_step_m_theta_is_zero_under_bf16_autocast_for_every_method(job_cfg, tmp_path):
+    """`train.bf16` on this CPU: the Trainer computes under bf16 autocast, and the reference is scored under the
+    same autocast, so the policy's own forward at the first step (before any update) gives m_theta 0."""
+    methods = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "method").glob("*.yaml"))
+    first = {}
+    for method in methods:
+        cfg = job_cfg(f"method={method}", "train.bf16=true", "train.max_steps=1", "train.logging_steps=1",
+                      "train.eval_steps=0", run=method)
+        assert run_job(cfg)["status"] == "ok"
+        first[method] = read_jsonl(Path(cfg.run_dir) / "metrics.jsonl")[0]["m_theta"]
+    print(f"first-step m_theta under bf16 autocast: {first}")
+    assert len(first) >= 5 and all(abs(m) < 1e-5 for m in first.values()), first

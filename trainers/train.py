@@ -2,7 +2,8 @@
 
     set up (checks, threads, seed) → prepare (embedded world, tokenizer and data, base-model scores,
     reference log-probs: cached, shared by every job) → training model → start or resume → Trainer
-    with the method's loss → fit and evaluate → predictions and result.json
+    with the method's loss → fit and evaluate → predictions and result.json → the model exported
+    (`train.save_model`), the checkpoints deleted (an ok end: they served resume only)
 
 The run directory it writes is the contract of docs/architecture.md.
 
@@ -29,13 +30,15 @@ from trainers.data.selection import assign_split, mark_splits, validate_split_co
 from trainers.job.agent import launch
 from trainers.job.arguments import shards_the_model, training_arguments
 from trainers.job.callbacks import RunDirCallback, StopOnRequest, mark_started
-from trainers.job.checkpoints import checkpoint_step, start_or_resume
+from trainers.job.checkpoints import checkpoint_step, remove_checkpoints, start_or_resume
 from trainers.job.config import CONF_DIR
 from trainers.job.console import hydra_mode, quiet_console, show_progress_bar
+from trainers.job.export import export_model
 from trainers.job.isolate import run_isolated
 from trainers.job.plan import check_fits, gradient_checkpointing, make_plan, on_gpu
 from trainers.job.prepare import Prepared, load_model, prepare
 from trainers.job.result import Fit, failed_result, training_result
+from trainers.job.save_request import SaveOnRequest, serving_save_requests
 from trainers.job.tracking import finish_wandb, run_name, start_wandb
 from trainers.job.validate import check_devices, validate_config
 from trainers.model.loss_trainer import DivergedError, LossTrainer
@@ -67,10 +70,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     fit = fit_and_evaluate(cfg, trainer, run_dir, resume_from)
     final = trainer.last_eval if fit.status == "ok" else None
     predictions = final_predictions(cfg, run_dir, final)
+    if fit.status == "ok" and cfg.train.get("save_model"):
+        export_model(trainer, run_dir, cfg.train.save_model)
     result = training_result(cfg, fit, final, predictions, read_jsonl(run_dir / METRICS), prepared, trainer, model,
                              wall_s=time.perf_counter() - started, resumed_step=checkpoint_step(resume_from))
     if is_main_process():
         atomic_write_json(run_dir / RESULT, result)
+        if fit.status == "ok":
+            remove_checkpoints(cfg, Path(args.output_dir))
     log.info("Result: %s accuracy=%s (base %.4f) m_theta=%s -> %s",
              fit.status, result["accuracy"], prepared.base_accuracy, result["m_theta"], run_dir / RESULT)
     return result
@@ -106,7 +113,8 @@ def build_trainer(cfg: DictConfig, args: TrainingArguments, model: torch.nn.Modu
         eval_dataset=prepared.eval_samples,
         data_collator=TrainCollator(prepared.pad_id),
         processing_class=prepared.tokenizer,
-        callbacks=[RunDirCallback(run_dir), StopOnRequest(run_dir)],
+        callbacks=[RunDirCallback(run_dir), StopOnRequest(run_dir),
+                   SaveOnRequest(run_dir, cfg.train.get("checkpoint_every_min") or 0)],
         method=cfg.method.name,
         beta=cfg.method.get("beta"),
         eval_samples=prepared.eval_samples,
@@ -212,7 +220,7 @@ def main(cfg: DictConfig) -> float | None:
                     prepare_caches(cfg)
             return None
         quiet = multirun and not show_progress_bar(cfg)
-        with quiet_console(quiet):
+        with quiet_console(quiet), serving_save_requests(Path(cfg.run_dir)):
             if distributed:
                 result = launch(cfg, quiet=quiet)
             elif multirun:  # in a sweep a job's death is recorded, never the sweeper's or its siblings'

@@ -10,12 +10,14 @@ re-enters Hydra.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 
 import torch
 from torch.distributed.elastic.multiprocessing.errors import record
 
+from trainers.job.arguments import accelerate_on_cpu, deepspeed_on_cpu
 from trainers.job.config import load_job_config
 from trainers.runtime.process import barrier, is_main_process, rank
 from trainers.train import prepare_caches, run_job
@@ -29,6 +31,17 @@ def setup_logging() -> None:
     )
 
 
+def _die_with_agent() -> None:
+    """Linux: SIGKILL this worker when the agent that started it dies. torchrun starts workers in sessions
+    of their own, so an agent that exits for a requeue (submitit, after the job saved on SLURM's warning)
+    would otherwise leave them training on with nobody to collect them."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 @record  # a worker's exception reaches the agent (ChildFailedError) with its message
 def worker_main(config_path: str) -> int:
     """One rank: join the process group, then prepare or train from the saved config."""
@@ -38,10 +51,14 @@ def worker_main(config_path: str) -> int:
     # SLURM's preemption/time-limit warning is the agent's (submitit checkpoints and requeues the job);
     # a worker that died of it would end the job as failed before the requeue.
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    _die_with_agent()
     cfg = load_job_config(config_path)
     if cfg.train.get("num_threads"):
         torch.set_num_threads(int(cfg.train.num_threads))
-    PartialState(cpu=not torch.cuda.is_available())
+    if cfg.strategy.get("deepspeed"):  # DeepSpeed makes the group (its CPU accelerator: gloo), as the Trainer will
+        os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
+        os.environ.pop("ACCELERATE_USE_CPU", None)  # the agent's, from an earlier job of its process
+    PartialState(cpu=accelerate_on_cpu(cfg), **({"backend": "gloo"} if deepspeed_on_cpu(cfg) else {}))
     try:
         if cfg.get("prepare_only"):
             prepare_caches(cfg)

@@ -20,9 +20,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig
 
+from trainers.job.arguments import accelerate_on_cpu
 from trainers.job.config import save_job_config
 from trainers.job.result import failed_result
 from trainers.runtime.errors import ConfigError
@@ -85,7 +85,7 @@ def launch(cfg: DictConfig, worker: tuple[str, ...] = WORKER, quiet: bool = Fals
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = save_job_config(cfg)
     (run_dir / RESULT).unlink(missing_ok=True)
-    if not torch.cuda.is_available():
+    if accelerate_on_cpu(cfg):
         os.environ["ACCELERATE_USE_CPU"] = "true"  # else accelerate leaves each CPU rank training alone
     # each worker sets torch's threads from train.num_threads; OpenMP's own pool follows it (torchrun's default: 1)
     os.environ.setdefault("OMP_NUM_THREADS", str(cfg.train.get("num_threads") or 1))

@@ -31,6 +31,19 @@ def shards_the_model(cfg: DictConfig) -> bool:
     return bool(s is not None and (s.get("fsdp") or s.get("deepspeed")))
 
 
+def deepspeed_on_cpu(cfg: DictConfig) -> bool:
+    """ZeRO-3 on a machine without GPUs: DeepSpeed's CPU accelerator, its process group over gloo."""
+    s = cfg.get("strategy")
+    return not torch.cuda.is_available() and bool(s is not None and s.get("deepspeed"))
+
+
+def accelerate_on_cpu(cfg: DictConfig) -> bool:
+    """Whether accelerate runs this job in its CPU mode (gloo process group, `use_cpu`): on a machine without
+    GPUs, except under DeepSpeed, which sets up the gloo group itself (accelerate's CPU mode would drop
+    DeepSpeed and leave the ZeRO config seeing a world of one)."""
+    return not torch.cuda.is_available() and not deepspeed_on_cpu(cfg)
+
+
 def fsdp_layer_classes(cfg: DictConfig) -> list[str]:
     """The wrap unit of FSDP: `strategy.fsdp.fsdp_config.transformer_layer_cls_to_wrap`, else the model's
     own `_no_split_modules` (its decoder layer, e.g. Qwen2DecoderLayer), read from its config.json."""
@@ -67,7 +80,8 @@ def training_arguments(cfg: DictConfig, run_dir: Path) -> TrainingArguments:
     """The HF arguments for this job; gradient accumulation is derived from the global batch size.
 
     Checkpoints go to `<run_dir>/checkpoints`; W&B is reported to unless `logger=none`. On a CPU
-    `use_cpu` makes accelerate join the gloo process group (without it each rank trains alone).
+    `use_cpu` makes accelerate join the gloo process group (without it each rank trains alone), except
+    under DeepSpeed (`accelerate_on_cpu`).
     """
     t = cfg.train
     return TrainingArguments(
@@ -100,7 +114,9 @@ def training_arguments(cfg: DictConfig, run_dir: Path) -> TrainingArguments:
         disable_tqdm=not show_progress_bar(cfg),
         include_num_input_tokens_seen="no",  # LossTrainer counts them from the collator, without a device sync
         report_to=[] if cfg.logger.name == "none" else ["wandb"],
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=accelerate_on_cpu(cfg),
+        # ZeRO-3 on a CPU: the worker's own state (DeepSpeed's gloo group); the Trainer's would see one process
+        accelerator_config={"use_configured_state": True} if deepspeed_on_cpu(cfg) else None,
         ddp_find_unused_parameters=False,  # every parameter takes part in every loss
         **strategy_arguments(cfg),
     )

@@ -229,9 +229,10 @@ def load_model(cfg: DictConfig, sharded: bool = False) -> torch.nn.Module:
 
 def scoring_precision(cfg: DictConfig, device: torch.device) -> tuple[str, contextlib.AbstractContextManager]:
     """(cache-key dtype, context) of the scoring passes: bf16 autocast where training computes in bf16
-    (`train.bf16` on a GPU), so that the reference and the policy at step 0 agree (m_theta starts at 0)."""
-    if cfg.train.get("bf16") and device.type == "cuda":
-        return f"{cfg.model.dtype}+autocast-bfloat16", torch.autocast("cuda", dtype=torch.bfloat16)
+    (`train.bf16`: the Trainer autocasts on a GPU and on a CPU alike), so that the reference and the policy
+    at step 0 agree (m_theta starts at 0)."""
+    if cfg.train.get("bf16"):
+        return f"{cfg.model.dtype}+autocast-bfloat16", torch.autocast(device.type, dtype=torch.bfloat16)
     return cfg.model.dtype, contextlib.nullcontext()
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from trainers.job.export import EXPORT_DTYPES
 from trainers.model.losses import BETA_METHODS, LOSSES, ZERO_COEFFICIENT_METHODS
 from trainers.runtime.errors import ConfigError
 from trainers.runtime.process import is_worker, planned_world_size, world_size
@@ -72,6 +73,12 @@ def validate_config(cfg: DictConfig, processes: int | None = None) -> None:
                 f"data.{field}={cfg.data[field]}: {cfg.data.name} withholds the answers of its {cfg.data[field]} "
                 f"split (its files have no answer column), so it can neither train nor score; use another split "
                 f"({others}; data.eval_split=null carves the eval questions out of the training split)")
+    if t.get("save_model") is not None and t.save_model not in EXPORT_DTYPES:
+        raise ConfigError(f"train.save_model={t.save_model} is not an export precision; use "
+                          f"{' or '.join(EXPORT_DTYPES)} (or null: no model exported)")
+    if not (t.get("checkpoint_every_min") in (0, None) or _positive(t.checkpoint_every_min)):
+        raise ConfigError(f"train.checkpoint_every_min={t.checkpoint_every_min} must be >= 0 (0: no periodic "
+                          "checkpoints)")
     missing_packages(cfg)
 
 
@@ -122,6 +129,10 @@ def check_devices(cfg: DictConfig, visible_gpus: int | None = None) -> None:
     if s is not None and s.name != "single" and torch.cuda.is_available() and gpus < int(s.nproc_per_node):
         raise ConfigError(f"strategy.nproc_per_node={s.nproc_per_node} but {gpus} GPUs are visible on this node; "
                           f"lower it or request more GPUs (hydra.launcher.gpus_per_node)")
-    if s is not None and s.name in ("fsdp", "deepspeed_zero3") and not torch.cuda.is_available():
+    # ZeRO-3 runs on a CPU (DeepSpeed's CPU accelerator over gloo: every rank holds its shard); FSDP does not
+    if s is not None and s.name == "fsdp" and not torch.cuda.is_available():
         raise ConfigError(f"strategy={s.name} needs GPUs (on CPU the HF Trainer silently falls back to DDP); "
-                          "use strategy=ddp here")
+                          "use strategy=ddp or strategy=deepspeed_zero3 here")
+    if s is not None and s.name == "deepspeed_zero3" and not torch.cuda.is_available() and cfg.train.get("bf16"):
+        raise ConfigError("strategy=deepspeed_zero3 with train.bf16=true needs GPUs (the HF Trainer refuses bf16 "
+                          "without use_cpu, which would drop DeepSpeed); set train.bf16=false here")
