@@ -44,7 +44,15 @@ from trainers.job.validate import check_devices, validate_config
 from trainers.model.loss_trainer import DivergedError, LossTrainer
 from trainers.runtime.errors import ConfigError
 from trainers.runtime.process import is_main_process, planned_world_size, training_device, world_size
-from trainers.runtime.run_dir import METRICS, PREDICTIONS, RESULT, atomic_write_json, read_jsonl, write_jsonl
+from trainers.runtime.run_dir import (
+    METRICS,
+    PREDICTIONS,
+    RESULT,
+    STOP_STATUSES,
+    atomic_write_json,
+    read_jsonl,
+    write_jsonl,
+)
 
 log = logging.getLogger("trainers.train")
 
@@ -76,7 +84,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                              wall_s=time.perf_counter() - started, resumed_step=checkpoint_step(resume_from))
     if is_main_process():
         atomic_write_json(run_dir / RESULT, result)
-        if fit.status == "ok":
+        if fit.status in ("ok", *STOP_STATUSES):  # final: nothing will resume from them
             remove_checkpoints(cfg, Path(args.output_dir))
     log.info("Result: %s accuracy=%s (base %.4f) m_theta=%s -> %s",
              fit.status, result["accuracy"], prepared.base_accuracy, result["m_theta"], run_dir / RESULT)
