@@ -4,7 +4,8 @@ single setting cannot overturn silently.
 The paper states its findings over three data sets; on the embedded default a verdict can be an accident of
 one world. Every per-setting claim row carries its effects (signed: positive supports the claim) with their
 standard errors (analysis.claims). Per claim and scope, the settings' effects are pooled by random effects
-(DerSimonian–Laird, analysis.stats.random_effects), so the between-setting spread τ widens the interval.
+(DerSimonian–Laird τ² with the Hartung–Knapp–Sidik–Jonkman interval, analysis.stats.random_effects), so the
+between-setting spread τ widens the interval.
 
 - **holds across settings**: every pooled interval is above 0 and no setting's own verdict is "does not
   hold";
@@ -89,7 +90,7 @@ def _across(claim: str, key: str, group: list[dict], settings: list[str]) -> dic
     else:
         outcome = UNDECIDED_ACROSS
     head = f"does not hold in {', '.join(contra)}; " if contra else ""
-    evidence = (f"{head}random effects (DerSimonian–Laird) over {len(measured)} settings: "
+    evidence = (f"{head}random effects (DerSimonian–Laird, Hartung–Knapp) over {len(measured)} settings: "
                 + "; ".join(f"{name} {_fmt(p)}" for name, p in zip(names, pooled, strict=True))
                 + f"; per setting: {per_setting}")
     return {**row, "outcome": outcome, "evidence": evidence,

@@ -22,7 +22,7 @@ SIGNED_COLUMNS = {"delta", "gain_over_base", "drop"}
 BETA_COLUMNS = {"beta", "worst_beta"}
 INT_COLUMNS = {"n_seeds", "n_questions", "seed", "steps", "eval_n", "train_n"}
 INT_COLUMNS |= {"trial", "n_trials", "n_ok", "n_diverged", "n_failed"}  # analysis.search
-INT_COLUMNS |= {"n_runs", "n_betas", "n_stopped"}
+INT_COLUMNS |= {"n_runs", "n_betas", "n_stopped", "n_settings"}
 MTHETA_COLUMNS = {"m_theta", "train_m_theta", "abs_m_theta"}
 HEADERS = {
     "threshold_lr": "threshold lr",

@@ -52,10 +52,10 @@ class Report:
 
 EXPLAIN = {
     "across": "Each claim across settings: the settings' effects (positive: in the claim's direction) pooled by "
-    "random effects (DerSimonian–Laird), with the between-setting s.d. <i>tau</i> and <i>i2</i> (the share of "
-    "the spread beyond noise). <b>holds across settings</b> only when every pooled interval is above 0 and no "
-    "setting's own verdict is \"does not hold\"; <i>disagreeing</i> names the settings where it does not hold. "
-    "Fewer than three settings: <b>cannot judge</b>.",
+    "random effects (DerSimonian–Laird τ², Hartung–Knapp interval), with the between-setting s.d. <i>tau</i> "
+    "and <i>i2</i> (the share of the spread beyond noise). <b>holds across settings</b> only when every pooled "
+    "interval is above 0 and no setting's own verdict is \"does not hold\"; <i>disagreeing</i> names the "
+    "settings where it does not hold. Fewer than three settings: <b>cannot judge</b>.",
     "claims": "The paper's findings (docs/report.md), one per row and setting, then one row <i>across "
     "settings</i> per claim (the table below has its numbers): <b>holds</b> / <b>does not hold</b> / "
     "<b>undecided</b>, always with the interval, probability or p-value behind the verdict. Accuracies "

@@ -190,13 +190,17 @@ class Pooled:
 
 
 def random_effects(effects: np.ndarray | list[float], ses: np.ndarray | list[float]) -> Pooled:
-    """DerSimonian–Laird random-effects pooling of per-setting effects with their standard errors.
+    """Random-effects pooling of per-setting effects with their standard errors: DerSimonian–Laird's τ²,
+    and the Hartung–Knapp–Sidik–Jonkman interval.
 
     The settings are a sample of the settings a claim is about, so their own spread (τ²) widens the
     interval: a claim that holds in two worlds and reverses in a third is not made certain by three
-    precise but different numbers. The interval is normal (z), the textbook DerSimonian–Laird one; τ² is
-    poorly estimated from few settings, which is why a verdict also asks that no setting contradicts it.
-    A zero standard error (an effect that did not move in any resample) is floored at 1e-9.
+    precise but different numbers. With as few settings as a study has (three), the textbook normal (z)
+    interval of DerSimonian–Laird is too narrow (τ² is poorly estimated); the HKSJ interval takes a t
+    quantile with k − 1 degrees of freedom and a standard error scaled by the spread the settings show,
+    never below the model's own (the ad hoc correction: the scale is at least 1). τ² stays poorly
+    estimated, which is why a verdict also asks that no setting contradicts it. A zero standard error (an
+    effect that did not move in any resample) is floored at 1e-9.
     """
     y = np.asarray(effects, dtype=float)
     v = np.maximum(np.asarray(ses, dtype=float), 1e-9) ** 2
@@ -210,7 +214,10 @@ def random_effects(effects: np.ndarray | list[float], ses: np.ndarray | list[flo
     tau2 = max(0.0, (q - (k - 1)) / c) if k > 1 and c > 0 else 0.0
     w_re = 1 / (v + tau2)
     mu = float(np.sum(w_re * y) / np.sum(w_re))
-    se = float(math.sqrt(1 / np.sum(w_re)))
-    z = float(scipy_stats.norm.ppf(0.975))
+    if k > 1:  # HKSJ: t with k - 1 degrees of freedom, the variance scaled by the settings' own spread (≥ 1)
+        scale = max(1.0, float(np.sum(w_re * (y - mu) ** 2)) / (k - 1))
+        se, quantile = float(math.sqrt(scale / np.sum(w_re))), float(scipy_stats.t.ppf(0.975, k - 1))
+    else:
+        se, quantile = float(math.sqrt(1 / np.sum(w_re))), float(scipy_stats.norm.ppf(0.975))
     i2 = max(0.0, (q - (k - 1)) / q) if k > 1 and q > 0 else 0.0
-    return Pooled(mu, se, mu - z * se, mu + z * se, math.sqrt(tau2), i2, k)
+    return Pooled(mu, se, mu - quantile * se, mu + quantile * se, math.sqrt(tau2), i2, k)

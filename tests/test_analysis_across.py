@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as scipy_stats
 
 from analysis import tables as T
 from analysis.across import ACROSS, CANNOT_JUDGE, DISAGREE, HOLDS_ACROSS, across_table
@@ -138,3 +139,18 @@ def test_random_effects_with_equal_errors_estimates_the_spread_beyond_them():
     assert p.tau**2 == pytest.approx(np.var(y, ddof=1) - s**2)
     assert p.estimate == pytest.approx(y.mean()) and p.ci_low < p.estimate < p.ci_high
     assert random_effects(y, [10.0] * len(y)).tau == 0.0  # all of the spread is noise
+
+
+def test_three_settings_get_a_t_interval_with_two_degrees_of_freedom_never_narrower_than_their_errors():
+    s = 0.05
+    agreeing = random_effects([0.1, 0.1, 0.1], [s] * 3)  # no spread: the model's own error, t with 2 d.f.
+    half = scipy_stats.t.ppf(0.975, 2) * s / np.sqrt(3)
+    assert agreeing.ci_high - agreeing.estimate == pytest.approx(half)
+    assert agreeing.estimate - agreeing.ci_low == pytest.approx(half)
+    # 0.1 ± 0.124: a normal interval (± 0.057) would call three precise settings certain; t(2) does not
+    assert agreeing.ci_low < 0 < agreeing.estimate
+
+    spread = random_effects([0.05, 0.10, 0.30], [s] * 3)  # settings differ beyond their errors: scaled up
+    w = 1 / (s**2 + spread.tau**2)
+    scale = max(1.0, float(np.sum(w * (np.array([0.05, 0.10, 0.30]) - spread.estimate) ** 2)) / 2)
+    assert spread.se == pytest.approx(np.sqrt(scale / (3 * w)))
