@@ -29,6 +29,7 @@ from trainers.train import run_job
         (["train.lr=-1e-4"], ConfigError, "train.lr=-0.0001"),
         (["train.save_model=fp8"], ConfigError, "train.save_model=fp8"),
         (["train.checkpoint_every_min=-5"], ConfigError, "train.checkpoint_every_min=-5"),
+        (["train.ddp_timeout=0"], ConfigError, "train.ddp_timeout=0"),
         (["train.global_batch_size=10", "train.per_device_batch_size=4"], ConfigError, "train.global_batch_size=10"),
         (["model.path=/nonexistent/qwen2"], ConfigError, "model.path=/nonexistent/qwen2"),
         (["data.path=/nonexistent/fineval"], DataError, "/nonexistent/fineval"),

@@ -216,6 +216,21 @@ def test_fsdp_rank_1_loads_on_meta_and_receives_rank_0s_weights(job_cfg, tmp_pat
     assert got == {"loaded_on": ["meta"], "worst": 0.0, "sharded": True}
 
 
+@pytest.mark.parametrize("strategy", ["ddp", "deepspeed_zero3"])
+def test_process_group_waits_train_ddp_timeout(job_cfg, tmp_path, strategy):
+    """The group the worker creates before TrainingArguments exist times out after `train.ddp_timeout`, and
+    the arguments say the same (issue 20: the group kept torch's default and the key was ignored)."""
+    if strategy == "deepspeed_zero3":
+        pytest.importorskip("deepspeed")
+    model = Path(job_cfg().model.path)
+    out = _torchrun(str(REPO_ROOT / "tests" / "pg_timeout_worker.py"), str(tmp_path), f"strategy={strategy}",
+                    "strategy.nproc_per_node=2", f"model.path={model}", "model.embedded=false", "logger=none",
+                    "train.ddp_timeout=37")
+    assert out.returncode == 0, out.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks == [{"world_size": 2, "group_timeout_s": 37.0, "args_ddp_timeout": 37}] * 2
+
+
 def test_prepare_job_on_two_processes_fills_the_cache_like_one(job_cfg, tmp_path):
     """The sweep's prepare job (prepare_only) on 2 ranks: base scores and reference pass sharded, one cache
     entry each, equal to what one process computes."""

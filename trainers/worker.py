@@ -15,9 +15,10 @@ import signal
 import sys
 
 import torch
+from omegaconf import DictConfig
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from trainers.job.arguments import accelerate_on_cpu, deepspeed_on_cpu
+from trainers.job.arguments import accelerate_on_cpu, deepspeed_on_cpu, process_group_timeout
 from trainers.job.config import load_job_config
 from trainers.runtime.process import barrier, is_main_process, rank
 from trainers.train import prepare_caches, run_job
@@ -42,11 +43,21 @@ def _die_with_agent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def join_process_group(cfg: DictConfig) -> None:
+    """Create this rank's process group (accelerate's state, which the Trainer reuses) with the job's
+    `train.ddp_timeout`: the group exists before TrainingArguments, so their timeout would come too late."""
+    from accelerate import PartialState
+
+    if cfg.strategy.get("deepspeed"):  # DeepSpeed makes the group (its CPU accelerator: gloo), as the Trainer will
+        os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
+        os.environ.pop("ACCELERATE_USE_CPU", None)  # the agent's, from an earlier job of its process
+    PartialState(cpu=accelerate_on_cpu(cfg), timeout=process_group_timeout(cfg),
+                 **({"backend": "gloo"} if deepspeed_on_cpu(cfg) else {}))
+
+
 @record  # a worker's exception reaches the agent (ChildFailedError) with its message
 def worker_main(config_path: str) -> int:
     """One rank: join the process group, then prepare or train from the saved config."""
-    from accelerate import PartialState
-
     setup_logging()
     # SLURM's preemption/time-limit warning is the agent's (submitit checkpoints and requeues the job);
     # a worker that died of it would end the job as failed before the requeue.
@@ -55,10 +66,7 @@ def worker_main(config_path: str) -> int:
     cfg = load_job_config(config_path)
     if cfg.train.get("num_threads"):
         torch.set_num_threads(int(cfg.train.num_threads))
-    if cfg.strategy.get("deepspeed"):  # DeepSpeed makes the group (its CPU accelerator: gloo), as the Trainer will
-        os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
-        os.environ.pop("ACCELERATE_USE_CPU", None)  # the agent's, from an earlier job of its process
-    PartialState(cpu=accelerate_on_cpu(cfg), **({"backend": "gloo"} if deepspeed_on_cpu(cfg) else {}))
+    join_process_group(cfg)
     try:
         if cfg.get("prepare_only"):
             prepare_caches(cfg)

@@ -6,6 +6,7 @@ The global batch is the experiment; how it is split is the scale: accumulation i
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,13 @@ def accelerate_on_cpu(cfg: DictConfig) -> bool:
     GPUs, except under DeepSpeed, which sets up the gloo group itself (accelerate's CPU mode would drop
     DeepSpeed and leave the ZeRO config seeing a world of one)."""
     return not torch.cuda.is_available() and not deepspeed_on_cpu(cfg)
+
+
+def process_group_timeout(cfg: DictConfig) -> timedelta:
+    """How long a collective waits for the other ranks: `train.ddp_timeout`, for the process group the worker
+    creates before TrainingArguments exist (the Trainer then reuses that group, so its own `ddp_timeout`
+    alone would never reach it) and for TrainingArguments, so both say the same."""
+    return timedelta(seconds=float(cfg.train.ddp_timeout))
 
 
 def fsdp_layer_classes(cfg: DictConfig) -> list[str]:
@@ -117,6 +125,7 @@ def training_arguments(cfg: DictConfig, run_dir: Path) -> TrainingArguments:
         use_cpu=accelerate_on_cpu(cfg),
         # ZeRO-3 on a CPU: the worker's own state (DeepSpeed's gloo group); the Trainer's would see one process
         accelerator_config={"use_configured_state": True} if deepspeed_on_cpu(cfg) else None,
+        ddp_timeout=int(process_group_timeout(cfg).total_seconds()),
         ddp_find_unused_parameters=False,  # every parameter takes part in every loss
         **strategy_arguments(cfg),
     )

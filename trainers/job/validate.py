@@ -79,6 +79,9 @@ def validate_config(cfg: DictConfig, processes: int | None = None) -> None:
     if not (t.get("checkpoint_every_min") in (0, None) or _positive(t.checkpoint_every_min)):
         raise ConfigError(f"train.checkpoint_every_min={t.checkpoint_every_min} must be >= 0 (0: no periodic "
                           "checkpoints)")
+    if not _positive(t.get("ddp_timeout")):
+        raise ConfigError(f"train.ddp_timeout={t.get('ddp_timeout')} must be a number of seconds > 0 (how long a "
+                          "collective waits for the other ranks; HF's default is 1800)")
     missing_packages(cfg)
 
 

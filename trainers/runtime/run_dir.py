@@ -159,7 +159,8 @@ def read_result(run_dir: Path) -> dict[str, Any] | None:
 # A rerun that differs only in these reuses an ok result.
 _UNHASHED = ("hydra", "run_dir", "paths", "logger", "grid", "prepare_only", "launcher", "strategy",
              "plan")
-_UNHASHED_TRAIN = ("num_threads", "progress_bar", "resume", "checkpoint_every_min", "keep_checkpoints")
+_UNHASHED_TRAIN = ("num_threads", "progress_bar", "resume", "checkpoint_every_min", "keep_checkpoints",
+                   "ddp_timeout")
 
 
 def config_hash(cfg: Any) -> str:
