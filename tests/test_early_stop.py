@@ -8,7 +8,9 @@ import pytest
 from test_sweep import run_sweep
 
 from sweep.early_stop import EarlyStopSpec, Eval, early_stop_spec, p_worse_by, to_stop
+from sweep.early_stop_monitor import EarlyStopMonitor
 from sweep.grid import GridError, GridPoint
+from trainers.runtime.run_dir import EVAL, append_jsonl, read_stop_request, write_progress
 
 SPEC = EarlyStopSpec(margin=0.1, confidence=0.95)
 N = 400  # selection questions per evaluation
@@ -102,3 +104,26 @@ def test_the_sweeper_refuses_bad_early_stopping_in_one_line_before_any_job(tiny_
     assert done.returncode == 2 and message in done.stderr
     assert len([line for line in done.stderr.splitlines() if line.startswith("error:")]) == 1
     assert not list((tmp_path / "sweep").rglob("result.json")) and not (tmp_path / "cache").exists()
+
+
+
+def test_the_monitor_asks_a_running_condemned_point_to_stop_from_its_run_directory(tmp_path):
+    """Real run directories as jobs leave them: eval.jsonl rows and progress.json. The best point finished
+    before this launch (evidence, not a candidate); of the running points only 3e-3 is condemned, and its
+    stop request is written once; 1e-2 has finished its training (nothing to save) and is left alone."""
+    points = list(CURVES)
+    run_dirs = [tmp_path / f"lr{p.lr:g}" for p in points]
+    for p, d in zip(points, run_dirs, strict=True):
+        d.mkdir()
+        for step, e in CURVES[p].items():
+            append_jsonl(d / EVAL, {"step": step, "select_accuracy": e.accuracy, "select_n": e.n})
+        done = p.lr == 1e-2
+        write_progress(d, phase="evaluating" if done else "training", step=60 if done else 52, max_steps=60)
+    monitor = EarlyStopMonitor(points, run_dirs, pending=[2, 3, 4], spec=SPEC, interval_s=60)
+    monitor.poll()
+    monitor.poll()
+    asked = {p.lr: read_stop_request(d) for p, d in zip(points, run_dirs, strict=True)}
+    assert {lr for lr, r in asked.items() if r} == {3e-3}
+    assert asked[3e-3]["status"] == "stopped" and "step 50" in asked[3e-3]["reason"]
+    assert list(monitor.requested) == [sft(3e-3)]
+
