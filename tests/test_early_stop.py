@@ -96,8 +96,8 @@ def test_early_stop_is_off_unless_enabled():
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["+grid.early_stop.margin=-0.1", "train.eval_steps=5"], "grid.early_stop.margin=-0.1 must be"),
-    (["+grid.early_stop.enabled=true"], "train.eval_steps=0"),
+    (["grid.early_stop.margin=-0.1", "train.eval_steps=5"], "grid.early_stop.margin=-0.1 must be"),
+    (["grid.early_stop.enabled=true"], "train.eval_steps=0"),
 ])
 def test_the_sweeper_refuses_bad_early_stopping_in_one_line_before_any_job(tiny_world, tmp_path, extra, message):
     done = run_sweep(tiny_world, tmp_path, *extra, timeout=120)
@@ -110,7 +110,7 @@ def test_the_sweeper_refuses_bad_early_stopping_in_one_line_before_any_job(tiny_
 def test_the_monitor_asks_a_running_condemned_point_to_stop_from_its_run_directory(tmp_path):
     """Real run directories as jobs leave them: eval.jsonl rows and progress.json. The best point finished
     before this launch (evidence, not a candidate); of the running points only 3e-3 is condemned, and its
-    stop request is written once; 1e-2 has finished its training (nothing to save) and is left alone."""
+    stop request is written; 1e-2 has finished its training (nothing to save) and is left alone."""
     points = list(CURVES)
     run_dirs = [tmp_path / f"lr{p.lr:g}" for p in points]
     for p, d in zip(points, run_dirs, strict=True):
