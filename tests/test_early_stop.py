@@ -95,13 +95,11 @@ def test_early_stop_is_off_unless_enabled():
     assert early_stop_spec({"early_stop": {"enabled": True, "margin": 0.05}}) == EarlyStopSpec(0.05, 0.95)
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["grid.early_stop.margin=-0.1", "train.eval_steps=5"], "grid.early_stop.margin=-0.1 must be"),
-    (["grid.early_stop.enabled=true"], "train.eval_steps=0"),
-])
-def test_the_sweeper_refuses_bad_early_stopping_in_one_line_before_any_job(tiny_world, tmp_path, extra, message):
-    done = run_sweep(tiny_world, tmp_path, *extra, timeout=120)
-    assert done.returncode == 2 and message in done.stderr
+def test_the_sweeper_refuses_early_stopping_without_evaluations_in_one_line_before_any_job(tiny_world, tmp_path):
+    """smoke evaluates only at the end (train.eval_steps=0): nothing to stop by. (Bad margins and confidences
+    go through the same parse as above, before this check.)"""
+    done = run_sweep(tiny_world, tmp_path, "grid.early_stop.enabled=true", timeout=120)
+    assert done.returncode == 2 and "grid.early_stop is enabled but train.eval_steps=0" in done.stderr
     assert len([line for line in done.stderr.splitlines() if line.startswith("error:")]) == 1
     assert not list((tmp_path / "sweep").rglob("result.json")) and not (tmp_path / "cache").exists()
 
