@@ -14,6 +14,8 @@ import logging
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,8 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from sweep.early_stop import EarlyStopSpec, early_stop_spec
+from sweep.early_stop_monitor import EarlyStopMonitor
 from sweep.grid import GridError, GridPoint, expand_grid
 from sweep.launching import job_identity, launch_recorded, launcher_failure, stop_on_sigterm
 from sweep.overrides import grid_override_error
@@ -53,6 +57,7 @@ class GridSweeper(Sweeper):
         self.prepare = prepare
         self.rerun_stopped = rerun_stopped  # stopped/pruned points are final unless this asks for them again
         self.plan_only = plan_only  # `make plan`: print every job's resource plan, launch nothing
+        self.early_stop: EarlyStopSpec | None = None
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.launcher = None
@@ -74,8 +79,12 @@ class GridSweeper(Sweeper):
             grid = cfg.get("grid")
             points = expand_grid(OmegaConf.to_container(grid, resolve=True) if grid is not None else {})
             refinement = refine_spec(OmegaConf.to_container(grid, resolve=True) if grid is not None else {})
+            self.early_stop = early_stop_spec(OmegaConf.to_container(grid, resolve=True) if grid is not None else {})
         except GridError as exc:
             fail(str(exc))
+        if self.early_stop is not None and not int(cfg.train.get("eval_steps") or 0):
+            fail(f"grid.early_stop is enabled but train.eval_steps={cfg.train.get('eval_steps')}: jobs would report "
+                 f"no intermediate accuracy to stop by; set train.eval_steps (e.g. 25)")
         jobs = [self._job(fixed, point) for point in points]
         job_cfgs = self._validate(points, jobs)
         plans = plan_jobs(job_cfgs)
@@ -104,7 +113,8 @@ class GridSweeper(Sweeper):
                 if self.prepare:
                     self._prepare([jobs[i] for i in pending], [job_cfgs[i] for i in pending])
                 with ProgressMonitor([run_dirs[i] for i in pending], total=len(points),
-                                     already_done=len(points) - len(pending), interval_s=self.poll_interval_s):
+                                     already_done=len(points) - len(pending), interval_s=self.poll_interval_s), \
+                        self._early_stopping(points, run_dirs, pending):
                     returns = launch_recorded(self.launcher, [jobs[i] for i in pending],
                                               [job_cfgs[i] for i in pending], [run_dirs[i] for i in pending],
                                               initial_job_idx=0)
@@ -140,7 +150,9 @@ class GridSweeper(Sweeper):
                     state["prepared"] = True
                 write_plan(self._plan_path(), points + new, run_dirs + [run_dir for run_dir, _ in ids])
                 with ProgressMonitor([ids[i][0] for i in pending], total=len(new), already_done=len(new) - len(pending),
-                                     interval_s=self.poll_interval_s):
+                                     interval_s=self.poll_interval_s), \
+                        self._early_stopping(points + new, run_dirs + [run_dir for run_dir, _ in ids],
+                                             [len(points) + i for i in pending]):
                     rets = launch_recorded(self.launcher, [jobs[i] for i in pending], [job_cfgs[i] for i in pending],
                                            [ids[i][0] for i in pending], initial_job_idx=state["job_idx"])
                 state["job_idx"] += len(pending)
@@ -148,6 +160,14 @@ class GridSweeper(Sweeper):
             return [run_dir for run_dir, _ in ids]
 
         return refine(spec, points, run_dirs, sorted({p.seed for p in points}), launch)
+
+    def _early_stopping(self, points: list[GridPoint], run_dirs: list[Path],
+                        pending: Sequence[int]) -> AbstractContextManager:
+        """grid.early_stop (sweep/early_stop.py): a monitor that stops running points past their method's
+        threshold, judged against every point of the sweep so far; nothing when it is off."""
+        if self.early_stop is None:
+            return nullcontext()
+        return EarlyStopMonitor(points, run_dirs, pending, self.early_stop, self.poll_interval_s)
 
     def _job(self, fixed: list[str], point: GridPoint) -> list[str]:
         """A point's overrides after the user's; a point of a grid setting runs under a folder of that name."""

@@ -66,24 +66,36 @@ class PruningMonitor:
 
     def _report_new(self, trial: optuna.trial.Trial, run_dir: Path) -> int | None:
         """Report the eval.jsonl rows of this launch not yet reported; the last new step, or None."""
-        eval_log = run_dir / EVAL
-        try:
-            if eval_log.stat().st_mtime < self.since - CLOCK_SLACK_S:
-                return None  # an earlier run's log, before this job reset it
-        except FileNotFoundError:
-            return None
         last = None
-        for row in read_jsonl(eval_log):
-            step, value = row.get("step", 0), row.get("select_accuracy")
-            if step > 0 and value is not None and step not in self.reported[trial.number]:
-                trial.report(float(value), step)
+        for row in intermediate_rows(run_dir, self.since):
+            step = row["step"]
+            if step not in self.reported[trial.number]:
+                trial.report(float(row["select_accuracy"]), step)
                 self.reported[trial.number].add(step)
                 last = step
         return last
 
     @staticmethod
     def _still_training(run_dir: Path, step: int) -> bool:
-        """Stopping makes sense only before the last step (the final evaluation is the trial's value)."""
-        progress = read_progress(run_dir) or {}
-        max_steps = progress.get("max_steps")
-        return progress.get("phase") == "training" and (not max_steps or step < int(max_steps))
+        return still_training(run_dir, step)
+
+
+def intermediate_rows(run_dir: Path, since: float = 0.0) -> list[dict]:
+    """A job's eval.jsonl rows during training (step > 0, with a selection accuracy), in order; none when the
+    log predates `since` (an earlier run's log, before this job reset it). The one reader of running jobs'
+    curves, for Optuna pruning and grid early stopping (sweep/early_stop.py)."""
+    eval_log = Path(run_dir) / EVAL
+    try:
+        if eval_log.stat().st_mtime < since - CLOCK_SLACK_S:
+            return []
+    except FileNotFoundError:
+        return []
+    return [row for row in read_jsonl(eval_log)
+            if row.get("step", 0) > 0 and row.get("select_accuracy") is not None]
+
+
+def still_training(run_dir: Path, step: int) -> bool:
+    """Stopping makes sense only before the last step (the final evaluation is the run's value)."""
+    progress = read_progress(run_dir) or {}
+    max_steps = progress.get("max_steps")
+    return progress.get("phase") == "training" and (not max_steps or step < int(max_steps))

@@ -56,6 +56,7 @@ class RunDirCallback(TrainerCallback):
                 "step": state.global_step,
                 "accuracy": metrics["eval_accuracy"],
                 "select_accuracy": metrics.get("eval_select_accuracy"),
+                "select_n": metrics.get("eval_select_n"),  # how sure an early-stopping comparison can be
                 "m_theta": metrics.get("eval_m_theta"),
                 "n": metrics["eval_n"],
             })

@@ -183,6 +183,7 @@ class LossTrainer(Trainer):
                                     SELECT)
             if select is not None:
                 metrics[f"{metric_key_prefix}_select_accuracy"] = select
+                metrics[f"{metric_key_prefix}_select_n"] = sum(s == SELECT for s in self.eval_splits)
         self.last_eval = {"step": self.state.global_step, "metrics": metrics, "predictions": predictions}
         self.log(dict(metrics))
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
