@@ -54,9 +54,9 @@ class PruningMonitor:
     def poll(self, decide: bool) -> None:
         """Report every new intermediate value; with `decide`, ask the pruner about each trial that got one."""
         for trial, run_dir in zip(self.trials, self.run_dirs, strict=True):
+            new = self._report_new(trial, run_dir)  # also after a stop request: the study holds what the job logged
             if trial.number in self.stop_requested:
                 continue
-            new = self._report_new(trial, run_dir)
             if new is not None and decide and self._still_training(run_dir, new) and trial.should_prune():
                 request_stop(run_dir, PRUNED, f"{type(trial.study.pruner).__name__}: selection accuracy "
                                               f"at step {new} below the study's rule")

@@ -70,8 +70,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         mark_started(cfg, run_dir)
     set_up(cfg)
     prepared = prepare(cfg, device=training_device(), keep_model=not shards_the_model(cfg))
+    # decided before TrainingArguments exist: under ZeRO-3 they make every model built afterwards a partitioned
+    # one, the plan's empty (meta) model too, which DeepSpeed cannot partition
+    checkpointing = gradient_checkpointing(cfg)
     args = training_arguments(cfg, run_dir)
-    model = training_model(cfg, prepared)
+    model = training_model(cfg, prepared, checkpointing)
     resume_from = start_or_resume(cfg, run_dir, Path(args.output_dir), prepared.base_accuracy,
                                   len(prepared.eval_samples))
     trainer = build_trainer(cfg, args, model, prepared, run_dir)
@@ -100,10 +103,11 @@ def set_up(cfg: DictConfig) -> None:
     set_seed(cfg.seed)
 
 
-def training_model(cfg: DictConfig, prepared: Prepared) -> torch.nn.Module:
-    """The scoring pass's model; under FSDP/ZeRO-3 a fresh load, now that TrainingArguments set up sharding."""
+def training_model(cfg: DictConfig, prepared: Prepared, checkpointing: bool) -> torch.nn.Module:
+    """The scoring pass's model; under FSDP/ZeRO-3 a fresh load, now that TrainingArguments set up sharding.
+    `checkpointing`: `gradient_checkpointing(cfg)`, the user's setting, else on only where the plan needs it."""
     model = load_model(cfg, sharded=True) if shards_the_model(cfg) else prepared.model
-    if gradient_checkpointing(cfg):  # the user's setting, else on only where the resource plan needs it
+    if checkpointing:
         model.gradient_checkpointing_enable()
         if cfg.model.get("lora"):
             model.enable_input_require_grads()  # frozen embeddings: checkpointed layers need inputs with grad
