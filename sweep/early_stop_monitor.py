@@ -9,42 +9,33 @@ evidence, never as candidates.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from sweep.early_stop import EarlyStopSpec, Eval, to_stop
 from sweep.grid import GridPoint
-from sweep.pruning import intermediate_rows, still_training
+from sweep.pruning import RunDirPoller, intermediate_rows, still_training
 from trainers.runtime.run_dir import STOP_STATUSES, STOPPED, read_result, request_stop
 
 
-class EarlyStopMonitor:
+class EarlyStopMonitor(RunDirPoller):
     """Used as a context manager around a launch of `points[i] for i in pending`."""
+
+    thread_name = "grid-early-stop"
 
     def __init__(self, points: Sequence[GridPoint], run_dirs: Sequence[Path], pending: Sequence[int],
                  spec: EarlyStopSpec, interval_s: float):
+        super().__init__(interval_s)
         self.points, self.run_dirs = list(points), [Path(d) for d in run_dirs]
-        self.pending, self.spec, self.interval_s = set(pending), spec, interval_s
+        self.pending, self.spec = set(pending), spec
         self.since = time.time()
         self.stopped = {p for i, (p, d) in enumerate(zip(self.points, self.run_dirs, strict=True))
                         if i not in self.pending and (read_result(d) or {}).get("status") in STOP_STATUSES}
         self.requested: dict[GridPoint, str] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="grid-early-stop", daemon=True)
 
-    def __enter__(self) -> EarlyStopMonitor:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.poll()
+    def tick(self) -> None:
+        self.poll()
 
     def poll(self) -> None:
         """One look at every curve; a stop request for each running point the rule condemns."""

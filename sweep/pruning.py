@@ -22,34 +22,59 @@ from trainers.runtime.run_dir import EVAL, PRUNED, read_jsonl, read_progress, re
 CLOCK_SLACK_S = 2.0  # file times on a shared filesystem come from its server's clock
 
 
-class PruningMonitor:
-    """While a batch of trials runs, report their intermediate values and stop the ones to prune.
+class RunDirPoller:
+    """A thread beside a launch (a context manager around it) that calls `tick()` every `interval_s`, and
+    `finish()` once the launch has returned: the sweepers' way of watching jobs through their run directories."""
 
-    Used as a context manager around the launch; on exit it reports the values written since the last
-    poll (a finished trial's curve must be whole for the pruner to judge later trials by it).
-    """
+    thread_name = "run-dir-poller"
 
-    def __init__(self, trials: Sequence[optuna.trial.Trial], run_dirs: Sequence[Path], since: float,
-                 interval_s: float, prune: bool):
-        self.trials, self.run_dirs, self.since = list(trials), [Path(d) for d in run_dirs], since
-        self.interval_s, self.prune = interval_s, prune
-        self.reported: dict[int, set[int]] = {t.number: set() for t in self.trials}
-        self.stop_requested: dict[int, int] = {}  # trial number -> the step at which it was asked to stop
+    def __init__(self, interval_s: float):
+        self.interval_s = interval_s
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="optuna-pruning", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
 
-    def __enter__(self) -> PruningMonitor:
+    def __enter__(self):
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.poll(decide=False)
+        self.finish()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
-            self.poll(decide=self.prune)
+            self.tick()
+
+    def tick(self) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """After the launch: nothing, unless a poller needs a last look."""
+
+
+class PruningMonitor(RunDirPoller):
+    """While a batch of trials runs, report their intermediate values and stop the ones to prune.
+
+    Used as a context manager around the launch; on exit it reports the values written since the last
+    poll (a finished trial's curve must be whole for the pruner to judge later trials by it).
+    """
+
+    thread_name = "optuna-pruning"
+
+    def __init__(self, trials: Sequence[optuna.trial.Trial], run_dirs: Sequence[Path], since: float,
+                 interval_s: float, prune: bool):
+        super().__init__(interval_s)
+        self.trials, self.run_dirs, self.since = list(trials), [Path(d) for d in run_dirs], since
+        self.prune = prune
+        self.reported: dict[int, set[int]] = {t.number: set() for t in self.trials}
+        self.stop_requested: dict[int, int] = {}  # trial number -> the step at which it was asked to stop
+
+    def tick(self) -> None:
+        self.poll(decide=self.prune)
+
+    def finish(self) -> None:
+        self.poll(decide=False)
 
     def poll(self, decide: bool) -> None:
         """Report every new intermediate value; with `decide`, ask the pruner about each trial that got one."""
