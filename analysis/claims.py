@@ -124,17 +124,26 @@ def _point(est: Estimates, pid: int) -> pd.Series:
     return est.points.loc[est.points["pid"] == pid].iloc[0]
 
 
+def _curve_value(r) -> str:
+    """A curve point in a claim's evidence: its selection accuracy, or what stands in for one."""
+    if r.status == "stopped":
+        return f"stopped at step {r.stop_step:.0f} ({_acc(r.stop_accuracy)} then)"
+    return "failed" if r.status == "failed" else _acc(r.accuracy)
+
+
 def _threshold_claim(est: Estimates, setting: str, method: str) -> dict:
     row = {"setting": setting, "claim": f"each method {CLAIM_THRESHOLD}", "scope": method_name(method)}
     curve, peak = est.curves[(setting, method)], est.peaks[(setting, method)]
-    path = ", ".join(
-        f"{fmt_lr(r.lr)}: {_acc(r.accuracy) if r.status != 'failed' else 'failed'}" for r in curve.itertuples()
-    )
+    path = ", ".join(f"{fmt_lr(r.lr)}: {_curve_value(r)}" for r in curve.itertuples())
     if peak is None:
         return {**row, "outcome": UNDECIDED, "evidence": f"no scored run ({path})"}
     head = f"peak lr {fmt_lr(peak.lr)} (selection lr→acc {path})"
     if peak.bracket:
         return {**row, "outcome": UNDECIDED, "evidence": f"{peak.bracket}; {head}"}
+    if peak.next_pid is None:  # the lr above the peak was stopped: past the threshold, but no full-length drop
+        return {**row, "outcome": UNDECIDED,
+                "evidence": f"the next lr {fmt_lr(peak.bracket_high)} was stopped early by the sweeper: no full-length "
+                            f"accuracy to measure the drop with; {head}"}
     p, nxt = _point(est, peak.pid), _point(est, peak.next_pid)
     base = float(p["base_accuracy"])
     up_b = est.report_b[peak.pid].astype(float) - base

@@ -19,9 +19,11 @@ The rules, each stated in the report:
   the argmax over lr are redone.
 - **Threshold.** The argmax lr of the best-β selection curve, by the peak rule the sweep's refinement
   also uses (`trainers.data.selection`: ties → the lower β, then the lower lr);
-  its bracket is the scored lr just below and just above; its vertex is the maximum of the parabola in
-  log10(lr) through the peak and its two neighbours, clipped to the bracket (the edge lr when the peak
-  is on an edge); its interval is the percentile interval of the vertex over the resamples.
+  its bracket is the scored lr just below and just above (above: a stopped lr, if it is nearer or no scored
+  lr is there: a sweeper stops only points it found clearly past the threshold); its vertex is the maximum
+  of the parabola in log10(lr) through the peak and its two scored neighbours, clipped to them (the edge lr
+  when the peak is on an edge of the scored lrs); its interval is the percentile interval of the vertex
+  over the resamples.
 """
 
 from __future__ import annotations
@@ -46,11 +48,13 @@ MIN_SEEDS = 2
 POINT_COLUMNS = [
     "setting", "method", "lr", "beta", "pid", "n_runs", "n_ok", "n_diverged", "n_failed", "n_stopped", "n_scored",
     "accuracy", "report_accuracy", "accuracy_sd", "seed_sd", "question_se", "ci_low", "ci_high",
-    "m_theta", "abs_m_theta", "train_m_theta", "base_accuracy", "runs", "scored_runs",
+    "m_theta", "abs_m_theta", "train_m_theta", "base_accuracy", "runs", "scored_runs", "stop_step",
+    "stop_accuracy",
 ]
 """`accuracy` is the selection split (what choices are made on), `report_accuracy` the report split;
 `seed_sd` and `question_se` split the report accuracy's noise into its two sources; ci_* is the
-hierarchical 95% interval of the report accuracy."""
+hierarchical 95% interval of the report accuracy. `stop_step`/`stop_accuracy`: where the point's stopped runs
+ended (mean step, mean last intermediate selection accuracy); NaN when none was stopped."""
 
 
 @dataclass
@@ -218,6 +222,7 @@ def estimate(sweep: Sweep, n_resamples: int = N_RESAMPLES, seed: int = SEED) -> 
                 "abs_m_theta": ok["m_theta"].abs().mean() if len(ok) else math.nan,
                 "train_m_theta": ok["train_m_theta_late"].mean() if len(ok) else math.nan,
                 "base_accuracy": g["base_accuracy"].mean(), "runs": list(ok["run"]), "scored_runs": list(sg["run"]),
+                **_stopped_at(g),
             }
             if k:
                 idx = rng.integers(0, k, size=(n_resamples, k))
@@ -255,23 +260,35 @@ def estimate(sweep: Sweep, n_resamples: int = N_RESAMPLES, seed: int = SEED) -> 
     return Estimates(n_resamples, points, select_b, report_b, curves, peaks, vertex_b, settings, runs)
 
 
+def _stopped_at(g: pd.DataFrame) -> dict[str, float]:
+    """Where a point's stopped runs ended: evidence about its lr, never a score (module docstring)."""
+    stopped = g[g["status"].isin(STOP_STATUSES)]
+    if stopped.empty:
+        return {"stop_step": math.nan, "stop_accuracy": math.nan}
+    return {"stop_step": float(stopped["steps"].mean()), "stop_accuracy": float(stopped["last_select_accuracy"].mean())}
+
+
 def lr_curve(method_points: pd.DataFrame, select_b: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
     """A method's selection curve: at each lr the best β on the selection split (ties → lower β).
 
     Returns the curve (one row per lr; status "ok", "diverged" when every scored seed of the chosen β
-    diverged, "failed" when no seed at that lr was scored: missing) and the resampled curve
-    [scored lrs × B], with the β choice redone in every resample.
+    diverged, "stopped" when no seed at that lr was scored and a sweeper stopped some (evidence that the lr
+    is past the threshold, `stop_step`/`stop_accuracy` say where), "failed" when no seed at that lr was
+    scored otherwise: missing) and the resampled curve [scored lrs × B], with the β choice redone in every
+    resample.
     """
     rows, resampled = [], []
     for lr, g in method_points.groupby("lr", sort=True):
         cand = g[g["n_scored"] > 0].sort_values("beta", na_position="first")
         if cand.empty:
+            stopped = g[g["n_stopped"] > 0]
             rows.append({"lr": float(lr), "beta": math.nan, "pid": -1, "accuracy": math.nan,
                          "report_accuracy": math.nan, "n_ok": 0, "n_scored": 0,
                          "n_diverged": int(g["n_diverged"].sum()), "n_failed": int(g["n_failed"].sum()),
                          "n_stopped": int(g["n_stopped"].sum()), "n_runs": int(g["n_runs"].sum()),
-                         "status": "failed", "runs": [], "m_theta": math.nan,
-                         "beta_tie": []})
+                         "status": "stopped" if len(stopped) else "failed", "runs": [], "m_theta": math.nan,
+                         "beta_tie": [], "stop_step": float(stopped["stop_step"].mean()) if len(stopped) else math.nan,
+                         "stop_accuracy": float(stopped["stop_accuracy"].mean()) if len(stopped) else math.nan})
             continue
         tied = cand.iloc[best_of(cand["accuracy"].tolist())]
         best = tied.iloc[0]
@@ -281,7 +298,7 @@ def lr_curve(method_points: pd.DataFrame, select_b: np.ndarray) -> tuple[pd.Data
             "n_diverged": int(best["n_diverged"]), "n_failed": int(best["n_failed"]),
             "n_stopped": int(best["n_stopped"]), "n_runs": int(best["n_runs"]),
             "status": "ok" if best["n_ok"] > 0 else "diverged", "runs": best["runs"], "m_theta": best["m_theta"],
-            "beta_tie": [float(b) for b in tied["beta"].iloc[1:]],
+            "beta_tie": [float(b) for b in tied["beta"].iloc[1:]], "stop_step": math.nan, "stop_accuracy": math.nan,
         })
         resampled.append(select_b[cand["pid"].to_numpy()].max(axis=0))
     s_lr = np.vstack(resampled) if resampled else np.zeros((0, select_b.shape[1]))
@@ -312,7 +329,7 @@ def find_peak(
     setting: str, method: str, curve: pd.DataFrame, s_lr: np.ndarray
 ) -> tuple[Peak | None, np.ndarray | None]:
     """The peak of a selection curve and its threshold estimate; (None, None) when no lr has an ok seed."""
-    sc = curve[curve["status"] != "failed"].reset_index(drop=True)
+    sc = curve[curve["status"].isin(["ok", "diverged"])].reset_index(drop=True)
     if sc.empty or (sc["n_ok"] == 0).all():  # nothing scored, or every scored seed diverged: no peak
         return None, None
     acc = sc["accuracy"].to_numpy(dtype=float)
@@ -325,9 +342,13 @@ def find_peak(
     v_b = vertex(x, s_lr, arg_b)
     lo, hi = percentile_interval(v_b)
     n = len(lrs)
-    if n == 1:
+    # a stopped lr above the peak is past the threshold (it was stopped for being clearly worse): it closes the
+    # bracket from above when no scored lr does, though it has no full-length accuracy to compare
+    stopped_above = sorted(float(v) for v in curve.loc[curve["status"] == "stopped", "lr"] if v > lrs[i])
+    high = min([*lrs[i + 1:i + 2], *stopped_above[:1]], default=math.nan)
+    if n == 1 and not stopped_above:
         flag = "threshold not bracketed: a single learning rate; extend the grid up and down"
-    elif i == n - 1:
+    elif math.isnan(high):
         flag = "threshold not bracketed: extend the grid up"
     elif i == 0:
         flag = "threshold not bracketed: extend the grid down"
@@ -338,7 +359,7 @@ def find_peak(
         setting=setting, method=method, lr=lrs[i], beta=float(row["beta"]), pid=int(row["pid"]),
         select_accuracy=float(row["accuracy"]), accuracy=float(row["report_accuracy"]), runs=list(row["runs"]),
         lrs=lrs, bracket_low=lrs[i - 1] if i > 0 else math.nan,
-        bracket_high=lrs[i + 1] if i < n - 1 else math.nan, bracket=flag,
+        bracket_high=high, bracket=flag,
         vertex_lr=float(10**v_obs), lr_ci_low=float(10**lo), lr_ci_high=float(10**hi),
         p_argmax=float(np.mean(arg_b == i)), tied_lrs=[lrs[t] for t in tied[1:]],
         next_lr=lrs[i + 1] if i < n - 1 else math.nan,

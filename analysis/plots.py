@@ -99,7 +99,9 @@ def m_theta_curves(sweep: Sweep, setting: str, crv: dict) -> Plot:
                     continue
                 mean = d.groupby("step")["m_theta"].mean()
                 label = f"lr {fmt_lr(lr)}" + (f" β={fmt_beta(beta)}" if not math.isnan(beta) else "")
-                if status != "ok":
+                if status == "stopped":
+                    label += f" (stopped at step {int(d['step'].max())})"
+                elif status != "ok":
                     label += f" ({status})"
                 ax.plot(
                     mean.index,
@@ -134,7 +136,8 @@ def m_theta_curves(sweep: Sweep, setting: str, crv: dict) -> Plot:
         f"m_theta_vs_step_{slug(setting)}",
         f"mθ against step — {setting}",
         "One panel per method, one line per learning rate (the best β at that lr, mean over seeds); "
-        "dashed lines are learning rates where no seed finished ok. Top: training batches "
+        "dashed lines are learning rates where no seed finished ok (a stopped one ends where the sweeper "
+        "stopped it). Top: training batches "
         "(metrics.jsonl); bottom: held-out eval (eval.jsonl, step 0 = base model).",
         _png(fig),
     )
@@ -176,7 +179,8 @@ def accuracy_vs_lr(sweep: Sweep, setting: str, crv: dict, pts: pd.DataFrame, pea
             capsize=3,
             label=method_name(method),
         )
-        bad = curve[curve["status"] != "ok"]
+        bad = curve[~curve["status"].isin(["ok", "stopped"])]
+        stopped = curve[curve["status"] == "stopped"]
         ax = axes[j]
         for k, (beta, g) in enumerate(mp.groupby("beta", dropna=False, sort=True)):
             g = g[g["n_ok"] > 0].sort_values("lr")
@@ -201,6 +205,9 @@ def accuracy_vs_lr(sweep: Sweep, setting: str, crv: dict, pts: pd.DataFrame, pea
                     zorder=5,
                     label="diverged/failed" if a is ax else None,
                 )
+            if len(stopped):  # evidence, not a score: where the sweeper saw it, at an earlier step
+                a.scatter(stopped["lr"], stopped["stop_accuracy"], marker="v", facecolor="none", edgecolor=color,
+                          s=60, zorder=5, label="stopped early (last eval)" if a is ax else None)
         peak = peaks[(setting, method)]
         title = method_name(method)
         if peak is not None:
@@ -230,7 +237,8 @@ def accuracy_vs_lr(sweep: Sweep, setting: str, crv: dict, pts: pd.DataFrame, pea
         "Left: each method at its best β per lr (mean over seeds, bars = seed s.d.). Then one panel "
         "per method with every β. ★ marks the threshold lr (argmax on the selection split), the shaded band "
         "the 95% resampled interval of its log-quadratic vertex; red × marks learning rates where no seed "
-        "finished ok; the dotted line is the base model.",
+        "finished ok; an open ▽ a learning rate the sweeper stopped early as past the threshold, at its last "
+        "intermediate selection accuracy (an earlier step, not a score); the dotted line is the base model.",
         _png(fig),
     )
 

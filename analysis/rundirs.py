@@ -54,11 +54,14 @@ RUN_COLUMNS = [
     "train_tokens",
     "wall_s",
     "tokens_per_s",
+    "last_select_accuracy",
     "finished_at",
     "finished_at_from",
     "path",
 ]
-"""`finished_at` is a UTC timestamp: result.json's own, else (older runs) the file's mtime, which
+"""`last_select_accuracy`: a stopped or pruned run's last intermediate selection accuracy (result.json's
+`last_eval`, at step `steps`), NaN for any other run. `finished_at` is a UTC timestamp: result.json's own,
+else (older runs) the file's mtime, which
 `finished_at_from` says ("result.json" or "mtime") — the order of search trials rests on it."""
 NUMERIC_FIELDS = (
     "accuracy",
@@ -239,6 +242,11 @@ def parse_result(path: Path) -> dict:
             )
     else:
         row["accuracy"] = math.nan  # the contract: accuracy is null unless ok
+    last = data.get("last_eval") if status in STOP_STATUSES else None
+    try:
+        row["last_select_accuracy"] = _number(last.get("select_accuracy")) if isinstance(last, dict) else math.nan
+    except (TypeError, ValueError):
+        row["last_select_accuracy"] = math.nan  # evidence only: an unreadable one drops the evidence, not the run
     seed = data.get("seed", 0)
     row["seed"] = int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else 0
     for k in ("dataset", "model", "group"):

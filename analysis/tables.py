@@ -83,7 +83,9 @@ def accuracy_grids(est: Estimates) -> dict[str, pd.DataFrame]:
 
 def _grid_cell(p: pd.Series) -> float | str:
     if p["n_scored"] == 0:
-        return "stopped early (no final accuracy)" if p["n_stopped"] else "failed (missing)"
+        if p["n_stopped"]:
+            return f"stopped early at step {p['stop_step']:.0f} ({p['stop_accuracy']:.3f} then; no final accuracy)"
+        return "failed (missing)"
     bits = []
     if p["n_diverged"]:
         bits.append(f"{int(p['n_diverged'])}/{int(p['n_runs'])} diverged")
@@ -139,15 +141,16 @@ def threshold_table(est: Estimates, sweep: Sweep) -> pd.DataFrame:
         base = est.points.loc[est.points["setting"] == setting, "base_accuracy"].mean()
         row: dict = {"setting": setting, "method": method_name(method), "base_accuracy": base}
         peak = est.peaks[(setting, method)]
-        unscored = curve[curve["status"] == "failed"]
-        missing, stopped = unscored[unscored["n_stopped"] == 0], unscored[unscored["n_stopped"] > 0]
+        missing, stopped = curve[curve["status"] == "failed"], curve[curve["status"] == "stopped"]
         notes = []
         if len(missing):
             notes.append(f"lr {', '.join(map(fmt_lr, missing['lr']))}: every run failed (missing data, not "
                          "a drop)")
         if len(stopped):
-            notes.append(f"lr {', '.join(map(fmt_lr, stopped['lr']))}: stopped early by the sweeper (no final "
-                         "accuracy: not scored, not a drop measured here)")
+            where = ", ".join(f"{fmt_lr(r.lr)} at step {r.stop_step:.0f} (selection accuracy {r.stop_accuracy:.3f} "
+                              "then)" for r in stopped.itertuples())
+            notes.append(f"stopped early by the sweeper as past the threshold: lr {where}; no full-length accuracy, "
+                         "not scored")
         if peak is None:
             what = "every scored run diverged" if (curve["n_diverged"] > 0).any() else "no run was scored"
             row.update(note="; ".join([f"no threshold: {what}", *notes]), bracketed="not measured", n_seeds=0)

@@ -48,6 +48,7 @@ def write_run(
     split: bool | list[str] = False,
     subject_info: dict[str, dict[str, str]] | None = None,
     world_seed: int | None = None,
+    last_select_accuracy: float | None = None,
 ) -> Path:
     """Write one run directory with all contract files; returns it.
 
@@ -58,7 +59,8 @@ def write_run(
     each prediction's "select"/"report" split — True alternates them (even questions select), a list gives
     them; False writes none, as runs from before the split did. `subject_info` (subject -> name,
     category) goes into result.json as a job writes it for a data set with a subject mapping; `world_seed`
-    (the embedded world's seed) too, when given.
+    (the embedded world's seed) too, when given. `last_select_accuracy`: a stopped/pruned run's last
+    intermediate evaluation at step `steps`, in eval.jsonl and result.json's `last_eval`, as a job writes them.
     """
     run_dir = Path(run_dir)
     ok = status == "ok"
@@ -106,6 +108,11 @@ def write_run(
             }
         )
         evals.append({"step": steps, "accuracy": accuracy, "m_theta": m_theta, "n": n_questions})
+    last_eval = None
+    if last_select_accuracy is not None:
+        last_eval = {"step": steps, "accuracy": last_select_accuracy, "select_accuracy": last_select_accuracy,
+                     "m_theta": m_theta}
+        evals.append({**last_eval, "select_n": n_questions // 2, "n": n_questions})
     write_text(run_dir / "eval.jsonl", _jsonl(evals))
     if ok:
         preds = []
@@ -140,6 +147,8 @@ def write_run(
         "wall_s": 10.0,
         "tokens_per_s": 2048.0,
     }
+    if last_eval is not None:
+        result["last_eval"] = last_eval
     if finished_at is not None:
         result["finished_at"] = finished_at
     if subject_info is not None:

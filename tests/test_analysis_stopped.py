@@ -9,6 +9,7 @@ import math
 import pytest
 
 from analysis import tables as T
+from analysis.claims import UNDECIDED, _threshold_claim
 from analysis.estimate import estimate
 from analysis.planned import read_plan, unfinished
 from analysis.rundirs import load_sweep
@@ -21,7 +22,7 @@ def test_stopped_and_pruned_runs_are_loaded_counted_and_never_scored(tmp_path):
     cells = {1e-4: [0.30], 1e-3: [0.60, "pruned"], 1e-2: ["stopped"]}
     for lr, outcomes in cells.items():
         for seed, v in enumerate(outcomes):
-            outcome = {"status": v} if isinstance(v, str) else {"accuracy": v}
+            outcome = {"status": v, "steps": 8, "last_select_accuracy": 0.25} if isinstance(v, str) else {"accuracy": v}
             write_run(tmp_path / run_name("sft", lr, None, seed), method="sft", lr=lr, seed=seed, base_accuracy=0.2,
                       n_questions=N, **outcome)
     sweep = load_sweep(tmp_path)
@@ -35,9 +36,10 @@ def test_stopped_and_pruned_runs_are_loaded_counted_and_never_scored(tmp_path):
     assert (mid["n_runs"], mid["n_ok"], mid["n_stopped"], mid["n_failed"], mid["n_scored"]) == (2, 1, 1, 0, 1)
     row = T.accuracy_grids(est)["world"].set_index("method").loc["SFT"]
     assert row[1e-3] == "0.600 (1/2 stopped early, not scored)"
-    assert row[1e-2] == "stopped early (no final accuracy)"
+    assert row[1e-2] == "stopped early at step 8 (0.250 then; no final accuracy)"
     note = T.threshold_table(est, sweep).set_index("method").loc["SFT", "note"]
-    assert "lr 1e-2: stopped early by the sweeper (no final accuracy" in note and "failed" not in note
+    assert "stopped early by the sweeper as past the threshold: lr 1e-2 at step 8 (selection accuracy 0.250 then)" \
+        in note and "failed" not in note
     div = T.divergence_table(est).set_index("lr")
     assert div.loc[1e-2, "n_stopped"] == 1 and math.isnan(div.loc[1e-2, "divergence_rate"])  # not ended, not diverged
     assert div.loc[1e-3, "divergence_rate"] == 0.0
@@ -47,3 +49,26 @@ def test_stopped_and_pruned_runs_are_loaded_counted_and_never_scored(tmp_path):
         for lr, outcomes in cells.items() for s in range(len(outcomes))]}))
     u = unfinished(read_plan(tmp_path)[0], sweep.runs)
     assert list(zip(u["lr"], u["seed"], u["status"], strict=True)) == [(1e-3, 1, "pruned"), (1e-2, 0, "stopped")]
+
+
+def test_a_stopped_lr_above_the_peak_closes_the_bracket_but_measures_no_drop(tmp_path):
+    """The sweeper stops only points clearly past the threshold: a stopped lr above the highest scored one
+    brackets the peak (no "extend the grid up"), yet the threshold claim has no full-length drop to test."""
+    cells = {1e-4: [0.30, 0.32], 1e-3: [0.60, 0.62], 1e-2: ["stopped", "stopped"]}
+    for lr, outcomes in cells.items():
+        for seed, v in enumerate(outcomes):
+            outcome = {"status": v, "steps": 8, "last_select_accuracy": 0.1} if isinstance(v, str) else {"accuracy": v}
+            write_run(tmp_path / run_name("sft", lr, None, seed), method="sft", lr=lr, seed=seed, base_accuracy=0.2,
+                      n_questions=N, **outcome)
+    sweep = load_sweep(tmp_path)
+    est = estimate(sweep, n_resamples=200)
+    peak = est.peaks[("world", "sft")]
+    assert (peak.lr, peak.bracket_low, peak.bracket_high, peak.bracket) == (1e-3, 1e-4, 1e-2, "")
+    assert peak.next_pid is None  # nothing scored above: no accuracy to compare the peak with
+    assert est.curves[("world", "sft")].set_index("lr").loc[1e-2, "status"] == "stopped"
+    row = T.threshold_table(est, sweep).set_index("method").loc["SFT"]
+    assert (row["bracketed"], row["bracket_high"]) == ("yes", 1e-2)
+    claim = _threshold_claim(est, "world", "sft")
+    assert claim["outcome"] == UNDECIDED
+    assert claim["evidence"].startswith("the next lr 1e-2 was stopped early by the sweeper")
+    assert "1e-2: stopped at step 8 (0.100 then)" in claim["evidence"]
