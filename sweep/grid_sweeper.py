@@ -34,7 +34,7 @@ from sweep.overrides import grid_override_error
 from sweep.planning import apply_request, plan_jobs, sweep_lines, sweep_request
 from sweep.progress import PLAN, ProgressMonitor, statuses, write_plan
 from sweep.refine import RefineSpec, refine, refine_spec
-from trainers.job.validate import validate_config, validate_paths
+from trainers.job.validate import INTERMEDIATE_FIX, reports_while_training, validate_config, validate_paths
 from trainers.runtime.errors import ConfigError
 from trainers.runtime.run_dir import STOP_STATUSES, SWEEP_SUMMARY, atomic_write_json, is_done, read_result
 
@@ -82,9 +82,10 @@ class GridSweeper(Sweeper):
             self.early_stop = early_stop_spec(OmegaConf.to_container(grid, resolve=True) if grid is not None else {})
         except GridError as exc:
             fail(str(exc))
-        if self.early_stop is not None and not int(cfg.train.get("eval_steps") or 0):
-            fail(f"grid.early_stop is enabled but train.eval_steps={cfg.train.get('eval_steps')}: jobs would report "
-                 f"no intermediate accuracy to stop by; set train.eval_steps (e.g. 25)")
+        if self.early_stop is not None and not reports_while_training(cfg.train):
+            fail(f"grid.early_stop is enabled but train.eval_steps={cfg.train.get('eval_steps')} and "
+                 f"train.report_steps={cfg.train.get('report_steps')}: jobs would report no intermediate accuracy to "
+                 f"stop by; {INTERMEDIATE_FIX}")
         jobs = [self._job(fixed, point) for point in points]
         job_cfgs = self._validate(points, jobs)
         plans = plan_jobs(job_cfgs)

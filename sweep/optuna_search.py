@@ -38,7 +38,7 @@ from sweep.grid_sweeper import fail
 from sweep.launching import job_identity, launch_recorded, stop_on_sigterm
 from sweep.planning import apply_request, plan_jobs, sweep_request
 from sweep.pruning import PruningMonitor
-from trainers.job.validate import validate_config
+from trainers.job.validate import INTERMEDIATE_FIX, reports_while_training, validate_config
 from trainers.model.losses import BETA_METHODS
 from trainers.runtime.errors import ConfigError
 from trainers.runtime.run_dir import PRUNED, read_result
@@ -190,8 +190,9 @@ class ResumableOptunaSweeper(OptunaSweeper):
         if "method.beta" in search_space and config.method.name not in BETA_METHODS:
             fail(f"method={config.method.name} takes no β, so a β search would train the same model every trial; "
                   f"use METHOD=one of {', '.join(sorted(BETA_METHODS))}")
-        if self.pruner is not None and not int(config.train.get("eval_steps") or 0):
-            fail(f"hydra.sweeper.pruner is set but train.eval_steps={config.train.get('eval_steps')}: trials would "
-                 "report no intermediate accuracy to prune by; set train.eval_steps (e.g. 25)")
+        if self.pruner is not None and not reports_while_training(config.train):
+            fail(f"hydra.sweeper.pruner is set but train.eval_steps={config.train.get('eval_steps')} and "
+                 f"train.report_steps={config.train.get('report_steps')}: trials would report no intermediate "
+                 f"accuracy to prune by; {INTERMEDIATE_FIX}")
         if self.sweeper.n_trials < 1:
             fail(f"hydra.sweeper.n_trials={self.sweeper.n_trials}: the study's total number of trials must be >= 1")

@@ -30,6 +30,8 @@ from trainers.train import run_job
         (["train.save_model=fp8"], ConfigError, "train.save_model=fp8"),
         (["train.checkpoint_every_min=-5"], ConfigError, "train.checkpoint_every_min=-5"),
         (["train.ddp_timeout=0"], ConfigError, "train.ddp_timeout=0"),
+        (["train.report_steps=-5"], ConfigError, "train.report_steps=-5"),
+        (["train.report_steps=2.5"], ConfigError, "train.report_steps=2.5"),
         (["train.global_batch_size=10", "train.per_device_batch_size=4"], ConfigError, "train.global_batch_size=10"),
         (["model.path=/nonexistent/qwen2"], ConfigError, "model.path=/nonexistent/qwen2"),
         (["data.path=/nonexistent/fineval"], DataError, "/nonexistent/fineval"),

@@ -49,7 +49,8 @@ def test_worlds_sweep_runs_each_world_as_a_setting_and_the_report_judges_across_
     assert sorted(claims["setting"].unique()) == ["across settings", *worlds]
     assert pd.read_csv(tmp_path / "one" / "unfinished.csv").empty  # every planned point matched in its own world
     best = claims[(claims["claim"] == "MinorSFT is the best method")].set_index("setting")
-    assert "random effects (DerSimonian–Laird, Hartung–Knapp) over 3 settings" in best.loc["across settings", "evidence"]
+    evidence = best.loc["across settings", "evidence"]
+    assert "random effects (DerSimonian–Laird, Hartung–Knapp) over 3 settings" in evidence
     assert set(across["n_settings"]) <= {0, 1, 2, 3} and (across["n_settings"] == 3).any()
     separate, separate_across = report(*(sweep / f"world{s}" for s in (0, 1, 2)), out=tmp_path / "three")
     assert claims.equals(separate) and across.equals(separate_across)

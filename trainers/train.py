@@ -29,7 +29,7 @@ from trainers.data.mcq import DataError
 from trainers.data.selection import assign_split, mark_splits, validate_split_config
 from trainers.job.agent import launch
 from trainers.job.arguments import shards_the_model, training_arguments
-from trainers.job.callbacks import RunDirCallback, StopOnRequest, mark_started
+from trainers.job.callbacks import ReportSelection, RunDirCallback, StopOnRequest, mark_started
 from trainers.job.checkpoints import checkpoint_step, remove_checkpoints, start_or_resume
 from trainers.job.config import CONF_DIR
 from trainers.job.console import hydra_mode, quiet_console, show_progress_bar
@@ -136,6 +136,7 @@ def build_trainer(cfg: DictConfig, args: TrainingArguments, model: torch.nn.Modu
         track_m_theta=bool(cfg.train.track_m_theta),
         eval_splits=[assign_split(s.id, *split_setting(cfg)) for s in prepared.eval_samples],
     )
+    trainer.add_callback(ReportSelection(run_dir, cfg.train.get("report_steps") or 0, trainer.report_selection))
     if args.disable_tqdm:  # else the Trainer prints every log dict; they are in metrics.jsonl and W&B
         trainer.remove_callback(PrinterCallback)
     return trainer

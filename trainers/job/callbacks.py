@@ -1,5 +1,6 @@
-"""What a running job tells its run directory: step logs at the Trainer's own cadence, and progress.json;
-and the one thing it reads back from it: a sweeper's request to stop.
+"""What a running job tells its run directory: step logs at the Trainer's own cadence, evaluations and the
+cheaper selection reports (`train.report_steps`), and progress.json; and the one thing it reads back from
+it: a sweeper's request to stop.
 
 progress.json says who runs the job (process, host, SLURM job) and how far it is (phase, step of
 max_steps, last loss); the status view and the sweeper read it to tell a running job from a dead one.
@@ -10,7 +11,9 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 from transformers import TrainerCallback
@@ -64,6 +67,29 @@ class RunDirCallback(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
             write_progress(self.run_dir, phase="evaluating", step=state.global_step)
+
+
+class ReportSelection(TrainerCallback):
+    """Every `every` steps, the selection split's accuracy alone into eval.jsonl (`report`: the trainer's
+    `report_selection`), so that a pruner or early stopping can judge a job between its full evaluations.
+
+    Skipped at a step that evaluates anyway or ends training. Every rank runs it (the scoring pass is
+    sharded); rank 0 writes the row.
+    """
+
+    def __init__(self, run_dir: Path, every: int, report: Callable[[], dict[str, Any] | None]):
+        self.run_dir, self.every, self.report = Path(run_dir), int(every), report
+
+    def on_step_end(self, args, state, control, **kwargs):
+        step = state.global_step
+        if not self.every or step % self.every or control.should_training_stop:
+            return control
+        if args.eval_strategy == "steps" and args.eval_steps and step % args.eval_steps == 0:
+            return control  # the evaluation at this step writes the same numbers and more
+        row = self.report()
+        if row is not None and state.is_world_process_zero:
+            append_jsonl(self.run_dir / EVAL, row)
+        return control
 
 
 class StopOnRequest(TrainerCallback):

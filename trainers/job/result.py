@@ -82,8 +82,11 @@ class Fit:
 
 
 def last_intermediate(trainer: Any) -> dict[str, Any] | None:
-    """The last evaluation during training, as eval.jsonl has it: what a stopped run got to."""
-    last = trainer.last_eval
+    """The last evaluation or selection report during training, as eval.jsonl has it: what a stopped run got to."""
+    last, report = trainer.last_eval, getattr(trainer, "last_report", None)
+    if report is not None and (last is None or report["step"] > last["step"]):
+        return {"step": report["step"], "accuracy": None, "select_accuracy": report["select_accuracy"],
+                "m_theta": None}
     if last is None:
         return None
     metrics = last["metrics"]

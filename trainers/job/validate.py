@@ -19,6 +19,15 @@ from trainers.runtime.process import is_worker, planned_world_size, world_size
 
 STRATEGIES = ("single", "ddp", "fsdp", "deepspeed_zero3")
 
+def reports_while_training(train) -> bool:
+    """The job writes its selection accuracy to eval.jsonl before it ends (`train.eval_steps` or
+    `train.report_steps`): what a pruner or early stopping judges it by."""
+    return bool(int(train.get("eval_steps") or 0) or int(train.get("report_steps") or 0))
+
+
+INTERMEDIATE_FIX = "set train.report_steps (e.g. 25: the selection accuracy alone) or train.eval_steps"
+
+
 def _positive(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
@@ -79,6 +88,10 @@ def validate_config(cfg: DictConfig, processes: int | None = None) -> None:
     if not (t.get("checkpoint_every_min") in (0, None) or _positive(t.checkpoint_every_min)):
         raise ConfigError(f"train.checkpoint_every_min={t.checkpoint_every_min} must be >= 0 (0: no periodic "
                           "checkpoints)")
+    report_steps = t.get("report_steps")
+    if not (report_steps in (0, None) or (isinstance(report_steps, int) and _positive(report_steps))):
+        raise ConfigError(f"train.report_steps={report_steps} must be a whole number of steps >= 0 (e.g. 25; 0: "
+                          "the selection accuracy only at train.eval_steps)")
     if not _positive(t.get("ddp_timeout")):
         raise ConfigError(f"train.ddp_timeout={t.get('ddp_timeout')} must be a number of seconds > 0 (how long a "
                           "collective waits for the other ranks; HF's default is 1800)")

@@ -61,6 +61,7 @@ class LossTrainer(Trainer):
         self._unlogged_tokens = 0  # input tokens of this process's micro-batches since the last count
         self._first_bad_step: torch.Tensor | None = None  # on the device: first step with a non-finite loss, or -1
         self.last_eval: dict[str, Any] | None = None
+        self.last_report: dict[str, Any] | None = None  # the last `report_selection`, as eval.jsonl has it
 
     def train(self, *args: Any, **kwargs: Any):
         self._throughput_clock = None  # set at the first step, after a resumed state is loaded
@@ -155,6 +156,21 @@ class LossTrainer(Trainer):
         if self.accelerator.num_processes > 1:
             value = self.accelerator.reduce(value.to(self.accelerator.device), reduction="mean")
         return float(value)
+
+    def report_selection(self) -> dict[str, Any] | None:
+        """The selection split's accuracy now, from the prompts alone (no mθ, no report split): what a pruner or
+        early stopping compares running jobs by, for a fraction of an evaluation. None without a split."""
+        if not self.eval_splits:
+            return None
+        samples = [s for s, split in zip(self.eval_samples, self.eval_splits, strict=True) if split == SELECT]
+        if not samples:
+            return None
+        scores = score_sharded(self.model, samples, self.letter_ids, self.pad_id, self.args.per_device_eval_batch_size,
+                               with_logps=False)
+        rows = [{**row, "split": SELECT} for row in prediction_rows(samples, scores.preds)]  # as `evaluate` counts
+        self.last_report = {"step": self.state.global_step, "select_accuracy": split_accuracy(rows, SELECT),
+                            "select_n": len(samples)}
+        return self.last_report
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         """Multiple-choice accuracy and eval m_theta from one forward pass per question.

@@ -160,7 +160,7 @@ def read_result(run_dir: Path) -> dict[str, Any] | None:
 _UNHASHED = ("hydra", "run_dir", "paths", "logger", "grid", "prepare_only", "launcher", "strategy",
              "plan")
 _UNHASHED_TRAIN = ("num_threads", "progress_bar", "resume", "checkpoint_every_min", "keep_checkpoints",
-                   "ddp_timeout")
+                   "ddp_timeout", "report_steps")
 
 
 def config_hash(cfg: Any) -> str:
