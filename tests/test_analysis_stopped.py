@@ -18,13 +18,19 @@ from synthetic_runs import run_name, write_run
 N = 200
 
 
-def test_stopped_and_pruned_runs_are_loaded_counted_and_never_scored(tmp_path):
-    cells = {1e-4: [0.30], 1e-3: [0.60, "pruned"], 1e-2: ["stopped"]}
+def write_cells(root, cells: dict, last_select_accuracy: float) -> None:
+    """SFT runs per lr, one per seed: an accuracy (ok) or a status (stopped at step 8 with its last accuracy)."""
     for lr, outcomes in cells.items():
         for seed, v in enumerate(outcomes):
-            outcome = {"status": v, "steps": 8, "last_select_accuracy": 0.25} if isinstance(v, str) else {"accuracy": v}
-            write_run(tmp_path / run_name("sft", lr, None, seed), method="sft", lr=lr, seed=seed, base_accuracy=0.2,
+            outcome = ({"status": v, "steps": 8, "last_select_accuracy": last_select_accuracy} if isinstance(v, str)
+                       else {"accuracy": v})
+            write_run(root / run_name("sft", lr, None, seed), method="sft", lr=lr, seed=seed, base_accuracy=0.2,
                       n_questions=N, **outcome)
+
+
+def test_stopped_and_pruned_runs_are_loaded_counted_and_never_scored(tmp_path):
+    cells = {1e-4: [0.30], 1e-3: [0.60, "pruned"], 1e-2: ["stopped"]}
+    write_cells(tmp_path, cells, last_select_accuracy=0.25)
     sweep = load_sweep(tmp_path)
     assert sweep.problems == [] and len(sweep.runs) == 4
     stopped = sweep.runs[sweep.runs["status"].isin(["stopped", "pruned"])]
@@ -55,11 +61,7 @@ def test_a_stopped_lr_above_the_peak_closes_the_bracket_but_measures_no_drop(tmp
     """The sweeper stops only points clearly past the threshold: a stopped lr above the highest scored one
     brackets the peak (no "extend the grid up"), yet the threshold claim has no full-length drop to test."""
     cells = {1e-4: [0.30, 0.32], 1e-3: [0.60, 0.62], 1e-2: ["stopped", "stopped"]}
-    for lr, outcomes in cells.items():
-        for seed, v in enumerate(outcomes):
-            outcome = {"status": v, "steps": 8, "last_select_accuracy": 0.1} if isinstance(v, str) else {"accuracy": v}
-            write_run(tmp_path / run_name("sft", lr, None, seed), method="sft", lr=lr, seed=seed, base_accuracy=0.2,
-                      n_questions=N, **outcome)
+    write_cells(tmp_path, cells, last_select_accuracy=0.1)
     sweep = load_sweep(tmp_path)
     est = estimate(sweep, n_resamples=200)
     peak = est.peaks[("world", "sft")]
