@@ -56,6 +56,8 @@ class LossTrainer(Trainer):
         self.letter_ids, self.pad_id = letter_ids, pad_id
         self.track_m_theta = track_m_theta
         self.eval_splits = eval_splits  # each eval question's split: mid-training selection accuracy
+        self.select_samples = ([s for s, split in zip(eval_samples, eval_splits, strict=True) if split == SELECT]
+                               if eval_splits else [])  # what `report_selection` scores, chosen once
         self._metrics: dict[str, list[torch.Tensor]] = defaultdict(list)
         self._throughput_clock: tuple[float, int] | None = None  # (time, tokens seen) at the last log
         self._unlogged_tokens = 0  # input tokens of this process's micro-batches since the last count
@@ -160,9 +162,7 @@ class LossTrainer(Trainer):
     def report_selection(self) -> dict[str, Any] | None:
         """The selection split's accuracy now, from the prompts alone (no mθ, no report split): what a pruner or
         early stopping compares running jobs by, for a fraction of an evaluation. None without a split."""
-        if not self.eval_splits:
-            return None
-        samples = [s for s, split in zip(self.eval_samples, self.eval_splits, strict=True) if split == SELECT]
+        samples = self.select_samples
         if not samples:
             return None
         scores = score_sharded(self.model, samples, self.letter_ids, self.pad_id, self.args.per_device_eval_batch_size,
