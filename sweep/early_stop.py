@@ -90,15 +90,17 @@ def to_stop(curves: Mapping[GridPoint, Mapping[int, Eval]], running: Iterable[Gr
 
     `curves`: every point of the sweep (planned ones without evaluations included: they define each
     method's lr neighbours) -> its intermediate evaluations by step. `stopped`: points already stopped.
-    Each running point is judged at its latest evaluation step.
+    Each running point is judged at its latest evaluation step that the lr below it has reached too.
     """
     stopped = set(stopped)
     out: dict[GridPoint, str] = {}
     for p in running:
         if p in stopped or not curves.get(p):
             continue
-        step = max(curves[p])
         group = [q for q in curves if (q.setting, q.method) == (p.setting, p.method)]
+        step = _judging_step(p, curves, group, stopped)
+        if step is None:
+            continue
         at = {q: curves[q][step] for q in group if step in curves[q]}
         by_lr: dict[float, dict[float | None, list[Eval]]] = {}
         for q, e in at.items():
@@ -122,6 +124,21 @@ def to_stop(curves: Mapping[GridPoint, Mapping[int, Eval]], running: Iterable[Gr
                       f"{best.accuracy:.3f} of the best point (lr={best_lr:g}, beta={best_beta}) by more than "
                       f"{spec.margin:g} with probability {prob:.3f}")
     return out
+
+
+def _judging_step(p: GridPoint, curves: Mapping[GridPoint, Mapping[int, Eval]], group: list[GridPoint],
+                  stopped: set[GridPoint]) -> int | None:
+    """The latest step of p at which the lr below it has an evaluation too (any step when that lr was
+    stopped): condition 2 needs that lr's accuracy at the same step. Jobs of one launch advance at different
+    speeds, and a point often runs a little ahead of the lr below it: judged only at its latest step, it
+    would never be judged. None when p is its method's lowest lr or no step of p can be judged yet."""
+    lower_lrs = [q.lr for q in group if q.lr < p.lr]
+    if not lower_lrs:
+        return None
+    lower = [q for q in group if q.lr == max(lower_lrs)]
+    if all(q in stopped for q in lower):
+        return max(curves[p])
+    return max((s for s in curves[p] if any(s in curves[q] for q in lower)), default=None)
 
 
 def _mean(evals: list[Eval]) -> Eval:

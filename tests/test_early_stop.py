@@ -71,6 +71,16 @@ def test_points_are_compared_at_the_same_step_and_the_best_by_the_peak_rule():
     assert set(to_stop(seeded, [sft(3e-3)], [], SPEC)) == {sft(3e-3)}
 
 
+def test_a_point_running_ahead_of_the_lr_below_it_is_judged_at_their_last_common_step():
+    """Two jobs of one launch: 3e-3 has logged step 75, 1e-3 only step 50. At step 50 both are clearly
+    past the best, so 3e-3 is stopped with the evidence of step 50, not left waiting for 1e-3 to catch up."""
+    ahead = {**CURVES, sft(3e-3): curve(0.30, 0.35, 0.30)}
+    stopped = to_stop(ahead, [sft(3e-3)], [], SPEC)
+    assert set(stopped) == {sft(3e-3)} and "step 50" in stopped[sft(3e-3)]
+    behind = {**CURVES, sft(1e-3): {}, sft(3e-3): curve(0.30, 0.35, 0.30)}  # the lr below has no evaluation yet
+    assert to_stop(behind, [sft(3e-3)], [], SPEC) == {}
+
+
 def test_other_methods_and_finished_points_are_not_candidates():
     other = {**CURVES, GridPoint("minor_sft", 3e-3, 0.1, 0): curve(0.10, 0.10)}
     assert to_stop(other, [GridPoint("minor_sft", 3e-3, 0.1, 0)], [], SPEC) == {}  # alone in its method
