@@ -177,6 +177,13 @@ class _CollectWarnings(logging.Handler):
         self.lines.append(record.getMessage())
 
 
+def load_dtype(dtype: torch.dtype) -> torch.dtype | str:
+    """The dtype the checkpoint is read in: its own ("auto": config.json's, else the weights') when the model
+    trains in fp32, so that a bf16 checkpoint is cast on the device instead of in host memory; else the
+    training dtype itself (reading an fp32 checkpoint into bf16 converts tensor by tensor, never wider)."""
+    return "auto" if dtype == torch.float32 else dtype
+
+
 def receives_its_shards(cfg: DictConfig) -> bool:
     """This rank builds the training model on the meta device and receives its shards from rank 0: under FSDP
     with `cpu_ram_efficient_loading`, accelerate broadcasts rank 0's weights when it shards the model
@@ -187,32 +194,41 @@ def receives_its_shards(cfg: DictConfig) -> bool:
                 and not is_main_process())
 
 
-def load_model(cfg: DictConfig, sharded: bool = False) -> torch.nn.Module:
-    """The checkpoint, wrapped with LoRA adapters when `model.lora` is set.
+def load_model(cfg: DictConfig, sharded: bool = False, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """The checkpoint in `model.dtype` on `device`, wrapped with LoRA adapters when `model.lora` is set.
 
+    The weights are read straight onto `device` (on a GPU, host memory holds only the checkpoint file's pages,
+    shared by the node's processes) in the checkpoint's own dtype where training keeps fp32 weights, then cast
+    on the device: a bf16 checkpoint never becomes an fp32 copy in host memory (`load_dtype`).
     LoRA's B matrices start at zero, so the wrapped model computes exactly the base model: the
     cached reference log-probs and base scores stay valid and m_theta still starts at 0.
-    `sharded`: the training model of an FSDP/ZeRO-3 job, loaded once TrainingArguments exist; under FSDP
-    only rank 0 reads the weights (`receives_its_shards`). The scoring passes need the whole model on
-    every rank.
+    `sharded`: the training model of an FSDP/ZeRO-3 job, loaded once TrainingArguments exist, on the CPU
+    (accelerate shards it from there); under FSDP only rank 0 reads the weights (`receives_its_shards`). The
+    scoring passes need the whole model on every rank.
     """
+    dtype = getattr(torch, cfg.model.dtype)
     log.info("Instantiating model <%s> (%s, %s)", cfg.model.name, cfg.model.dtype, cfg.model.attn_implementation)
     if sharded and receives_its_shards(cfg):
         from accelerate import init_empty_weights
 
         config = AutoConfig.from_pretrained(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)
         with init_empty_weights():  # parameters on meta; buffers real (rotary inv_freq is never broadcast)
-            model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, cfg.model.dtype),
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype,
                                                      attn_implementation=cfg.model.attn_implementation,
                                                      trust_remote_code=cfg.model.trust_remote_code)
         model.tie_weights()  # init_empty_weights leaves a tied head as a parameter of its own
     else:
+        zero3 = sharded and cfg.strategy.name == "deepspeed_zero3"  # zero.Init partitions as it loads: no cast after
         model = AutoModelForCausalLM.from_pretrained(
             cfg.model.path,
-            dtype=getattr(torch, cfg.model.dtype),
+            dtype=dtype if zero3 else load_dtype(dtype),
+            device_map=None if sharded else {"": torch.device(device)},
             attn_implementation=cfg.model.attn_implementation,
             trust_remote_code=cfg.model.trust_remote_code,
         )
+        if model.dtype != dtype:
+            model.to(dtype)  # exact for an upcast; buffers (rotary inv_freq) are fp32 either way
+            model.config.dtype = dtype  # as a direct load in `dtype` records it (save_pretrained writes it)
     lora = cfg.model.get("lora")
     if lora:
         try:
@@ -282,7 +298,7 @@ def prepare(
 
     def model() -> torch.nn.Module:
         if not loaded:
-            loaded.append(load_model(cfg).to(device))
+            loaded.append(load_model(cfg, device=device))
         return loaded[0]
 
     key_dtype, precision = scoring_precision(cfg, device)
