@@ -50,9 +50,12 @@ def jobs_at_once(cfg: DictConfig, n_jobs: int) -> int:
 
 def checkpoints_held(cfg: DictConfig) -> tuple[int, int]:
     """(while a job runs, after it ended) checkpoints one job holds on disk: up to save_total_limit plus the
-    one being written; after an ok end none unless `train.keep_checkpoints` (kept when the key is absent)."""
+    one being written; after an ok end none unless `train.keep_checkpoints` (kept when the key is absent).
+    A job saves when `train.save_steps` or `train.checkpoint_every_min` asks, and on SLURM at every
+    time-limit or preemption warning whatever they say (trainers/job/save_request.py)."""
     t = cfg.train
-    saves = bool(t.get("save_steps")) or bool(t.get("checkpoint_every_min"))
+    on_slurm = "Slurm" in str(cfg.hydra.launcher.get("_target_", ""))
+    saves = bool(t.get("save_steps")) or bool(t.get("checkpoint_every_min")) or on_slurm
     if not saves:
         return 0, 0
     limit = int(t.get("save_total_limit") or 1)

@@ -35,7 +35,7 @@ from trainers.runtime.errors import ConfigError
 QWEN2_7B = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 3584,
             "intermediate_size": 18944, "num_hidden_layers": 28, "num_attention_heads": 28,
             "num_key_value_heads": 4, "vocab_size": 152064, "max_position_embeddings": 32768,
-            "tie_word_embeddings": False, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0}
+            "tie_word_embeddings": False, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "torch_dtype": "bfloat16"}
 # a small shape with what makes counting easy to get wrong: grouped-query attention, biases, untied head
 TINY_QWEN2 = {**QWEN2_7B, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 3,
               "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 300}
@@ -88,14 +88,19 @@ def test_bytes_per_parameter_follow_precision_optimizer_and_sharding(tiny_qwen, 
     assert plan.checkpoint == (weights + optim) * n  # every rank's shard together: weights and AdamW state
 
 
-def test_host_memory_counts_the_model_once_per_node_where_only_rank_0_reads_it(tiny_qwen):
+def test_host_memory_holds_the_weights_file_once_per_node_and_rank_0s_copy_where_it_shards(tiny_qwen, tmp_path):
     fsdp = make_plan(_cfg(tiny_qwen, "data.n_train=64", "strategy=fsdp", "strategy.nproc_per_node=4"))
     ddp = make_plan(_cfg(tiny_qwen, "data.n_train=64", "strategy=ddp", "strategy.nproc_per_node=4",
                          "plan.on_gpu=true"))
-    model, runtime = 4 * fsdp.shape.params, 4 * (RUNTIME_GB + CUDA_HOST_GB) * GB  # fp32 weights; 4 processes
-    assert fsdp.host_training == runtime + model  # ranks 1-3 start on the meta device
-    assert ddp.host_training == runtime + 4 * model  # every rank loads its own copy
-    assert fsdp.host_per_node == ddp.host_per_node == runtime + 4 * model  # the prepare job scores on every rank
+    params, runtime = fsdp.shape.params, 4 * (RUNTIME_GB + CUDA_HOST_GB) * GB  # 4 processes
+    assert fsdp.shape.checkpoint_dtype == "bfloat16"  # config.json's torch_dtype: 2 bytes per parameter on disk
+    # every rank reads the file straight onto its GPU: its pages once per node, whatever the number of ranks
+    assert ddp.host_per_node == runtime + 2 * params
+    # under FSDP rank 0 also holds the whole fp32 model (model.dtype), which accelerate shards from; ranks 1-3 meta
+    assert fsdp.host_per_node == runtime + 2 * params + 4 * params
+    untyped = _checkpoint_dir(tmp_path / "untyped", {k: v for k, v in TINY_QWEN2.items() if k != "torch_dtype"})
+    plan = make_plan(_cfg(untyped, "data.n_train=64", "strategy=ddp", "strategy.nproc_per_node=4", "plan.on_gpu=true"))
+    assert plan.shape.checkpoint_dtype is None and plan.host_per_node == runtime + 4 * params  # as model.dtype
 
 
 def test_steps_are_counted_as_the_trainer_counts_them(tiny_qwen):
@@ -137,14 +142,14 @@ def test_gradient_checkpointing_is_on_only_where_the_gpu_needs_it(tiny_qwen):
     assert not gradient_checkpointing(_cfg(tiny_qwen, *gpu[1:], f"plan.gpu_mem_gb={between}"))  # CPU: never
 
 
-def _slurm_cfg(model_dir: Path, *overrides: str):
+def _slurm_cfg(model_dir: Path, *overrides: str, launcher: str = "slurm"):
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="train", return_hydra_config=True, overrides=[
-            "launcher=slurm", f"model.path={model_dir}", "model.embedded=false", "model.name=m", "data.n_train=64",
-            *overrides])
+            f"launcher={launcher}", f"model.path={model_dir}", "model.embedded=false", "model.name=m",
+            "data.n_train=64", *overrides])
     HydraConfig.instance().set_config(cfg)
     return cfg
 
@@ -165,6 +170,16 @@ def test_the_slurm_request_comes_from_the_plan_unless_the_user_sets_it(tiny_qwen
     assert (filled["mem_gb"], filled["cpus_per_task"]) == (123, 5) and filled["gpus_per_node"] == 0
     on_gpus = _slurm_cfg(tiny_qwen, "strategy=ddp", "strategy.nproc_per_node=4", "plan.on_gpu=true")
     assert effective_request(on_gpus, make_plan(on_gpus))["gpus_per_node"] == 4  # one GPU per process
+
+
+def test_disk_at_peak_counts_the_checkpoint_a_slurm_warning_writes_even_without_periodic_saves(tiny_qwen):
+    from sweep.planning import checkpoints_held
+
+    assert checkpoints_held(_slurm_cfg(tiny_qwen, "train.save_steps=0", "train.checkpoint_every_min=0")) == (2, 0)
+    kept = _slurm_cfg(tiny_qwen, "train.save_steps=0", "train.keep_checkpoints=true", "train.save_total_limit=2")
+    assert checkpoints_held(kept) == (3, 2)
+    local = _slurm_cfg(tiny_qwen, "train.save_steps=0", launcher="joblib")  # no warning, no periodic save
+    assert checkpoints_held(local) == (0, 0)
 
 
 def test_a_request_above_the_partitions_limit_is_refused(tiny_qwen):

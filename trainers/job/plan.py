@@ -22,9 +22,11 @@ Where each figure comes from:
   layer at a time. Logits are computed at answer positions only (trainers/model/logprobs.py).
 - **Host memory** per process: the runtime (python, torch, transformers and the job's modules imported:
   RSS measured on the CPU build, `RUNTIME_GB`) plus, on GPUs, CUDA's host-side context (`CUDA_HOST_GB`,
-  an allowance, not measured here), plus the model as loaded in `model.dtype`: the prepare job's scoring
-  passes load it on every rank; a training job under FSDP (cpu_ram_efficient_loading) or ZeRO-3 on rank 0
-  only. On a CPU the training state and activations live there too.
+  an allowance, not measured here). On GPUs every rank reads the weights file straight onto its GPU
+  (trainers/job/prepare.py), so the node holds the file's pages once (its size: the checkpoint's own dtype
+  from config.json); a training job under FSDP (cpu_ram_efficient_loading) or ZeRO-3 also holds rank 0's
+  whole copy in `model.dtype`, which accelerate and DeepSpeed shard from. On a CPU each process holds its
+  model, training state and activations.
 - **Checkpoint**: weights plus AdamW state (what the HF Trainer, FSDP's sharded state dict and ZeRO write;
   scheduler and RNG state are negligible). Under LoRA the Trainer saves the adapter and its state only.
 - **Steps**: as the HF Trainer counts them: ceil(epochs × (batches per process // accumulation)), or
@@ -66,6 +68,7 @@ class ModelShape:
     intermediate: int
     kv_hidden: int  # key/value width: kv heads × head dim (grouped-query attention)
     vocab: int
+    checkpoint_dtype: str | None = None  # the weights' dtype on disk (config.json's), None where it does not say
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,6 @@ class Plan:
     device: Memory  # per GPU (on_gpu), else per process in host memory
     gradient_checkpointing: bool
     host_per_node: float  # the peak of any job (the prepare job's scoring passes included): the SLURM request
-    host_training: float  # a training job's peak
     checkpoint: float
     steps: int | None
     tokens: int | None  # trained tokens, at most (steps × global batch × max_length)
@@ -145,8 +147,14 @@ def _shape(name: str, config_json: str, lora_json: str, trust_remote_code: bool)
         name=name, params=params, trainable=_lora_params(model, lora) if lora else params,
         layer_params=int(layer_bytes) // 4, layers=c.num_hidden_layers, hidden=c.hidden_size,
         intermediate=getattr(c, "intermediate_size", None) or 4 * c.hidden_size, kv_hidden=kv_heads * head_dim,
-        vocab=c.vocab_size,
+        vocab=c.vocab_size, checkpoint_dtype=_dtype_name(config_dict.get("dtype") or config_dict.get("torch_dtype")),
     )
+
+
+def _dtype_name(value: object) -> str | None:
+    """"bfloat16" from config.json's dtype ("bfloat16", "torch.bfloat16"); None for one the plan has no size of."""
+    name = str(value).removeprefix("torch.") if value else None
+    return name if name in BYTES else None
 
 
 def model_shape(cfg: DictConfig) -> ModelShape:
@@ -248,19 +256,22 @@ def rank0_loads(cfg: DictConfig) -> bool:
     return bool(s.get("deepspeed")) or bool(fsdp and fsdp.fsdp_config.get("cpu_ram_efficient_loading"))
 
 
-def host_memory(cfg: DictConfig, shape: ModelShape, memory: Memory, checkpointing: bool) -> tuple[float, float]:
-    """(peak of any job, peak of a training job) in host bytes on one node. Every process holds its runtime;
-    on a CPU also its training state and activations. On GPUs the model passes through host memory as
-    loaded: the prepare job's scoring passes load the whole model on every rank; a training job on every
-    rank too, unless only rank 0 reads it."""
+def weights_file_bytes(cfg: DictConfig, shape: ModelShape) -> float:
+    """The base model's weights on disk: its parameters in the checkpoint's dtype (else `model.dtype`)."""
+    return float(BYTES[shape.checkpoint_dtype or cfg.model.dtype] * shape.params)
+
+
+def host_memory(cfg: DictConfig, shape: ModelShape, memory: Memory, checkpointing: bool) -> float:
+    """The peak of a grid point's jobs (its prepare job and its training job) in host bytes on one node.
+    Every process holds its runtime; on a CPU also its model, training state and activations. On GPUs every
+    rank reads the weights file straight onto its GPU (the prepare job's scoring passes, a single/DDP training
+    job): the node's page cache holds the file once; where only rank 0 reads the training model (FSDP,
+    ZeRO-3) it materialises it whole in `model.dtype` on the CPU for sharding."""
     n = int(cfg.strategy.nproc_per_node)
     if not on_gpu(cfg):
-        per_node = n * (RUNTIME_GB * GB + memory.total(checkpointing))
-        return per_node, per_node
-    runtime = n * (RUNTIME_GB + CUDA_HOST_GB) * GB
-    model = BYTES[cfg.model.dtype] * shape.params
-    training = runtime + (model if rank0_loads(cfg) else n * model)
-    return max(runtime + n * model, training), training
+        return n * (RUNTIME_GB * GB + memory.total(checkpointing))
+    read = n * (RUNTIME_GB + CUDA_HOST_GB) * GB + weights_file_bytes(cfg, shape)
+    return read + (BYTES[cfg.model.dtype] * shape.params if rank0_loads(cfg) else 0)
 
 
 def checkpoint_bytes(cfg: DictConfig, shape: ModelShape) -> float:
@@ -322,13 +333,12 @@ def make_plan(cfg: DictConfig, n_train: int | None = None) -> Plan:
     shape = model_shape(cfg)
     memory = device_memory(cfg, shape)
     checkpointing = needs_checkpointing(cfg, memory)
-    host, host_training = host_memory(cfg, shape, memory, checkpointing)
+    host = host_memory(cfg, shape, memory, checkpointing)
     steps = training_steps(cfg, train_questions(cfg) if n_train is None else n_train)
     tokens = None if steps is None else steps * int(cfg.train.global_batch_size) * int(cfg.data.max_length)
     s = cfg.strategy
     return Plan(shape=shape, strategy=s.name, processes_per_node=int(s.nproc_per_node), nodes=int(s.nnodes),
                 on_gpu=on_gpu(cfg), device=memory, gradient_checkpointing=checkpointing, host_per_node=host,
-                host_training=host_training,
                 checkpoint=checkpoint_bytes(cfg, shape), steps=steps, tokens=tokens,
                 request=slurm_request(cfg, host))
 
@@ -386,8 +396,6 @@ def plan_lines(cfg: DictConfig, plan: Plan) -> list[str]:
     m, shape = plan.device, plan.shape
     where = "per GPU" if plan.on_gpu else "per process (CPU)"
     lora = f", LoRA {shape.trainable:,} trainable" if shape.trainable != shape.params else ""
-    training = (f" (a training job {_gb(plan.host_training)}; the prepare job loads the model on every rank)"
-                if plan.host_training < plan.host_per_node else "")
     lines = [
         f"model {shape.name}: {shape.params:,} parameters{lora}, {shape.layers} layers, hidden {shape.hidden}, "
         f"vocabulary {shape.vocab:,}; {cfg.model.dtype} weights{', bf16 compute' if cfg.train.get('bf16') else ''}",
@@ -398,7 +406,7 @@ def plan_lines(cfg: DictConfig, plan: Plan) -> list[str]:
         f"other {_gb(m.extra)}, activations {_gb(m.activations)} ({_gb(m.activations_ckpt)} checkpointed) "
         f"-> {_gb(m.total(False))} without / {_gb(m.total(True))} with gradient checkpointing; "
         f"checkpointing {'on' if plan.gradient_checkpointing else 'off'}",
-        f"host memory per node: {_gb(plan.host_per_node)}{training}; checkpoint {_gb(plan.checkpoint)}; steps "
+        f"host memory per node: {_gb(plan.host_per_node)}; checkpoint {_gb(plan.checkpoint)}; steps "
         f"{plan.steps if plan.steps is not None else 'unknown (data not readable here)'}",
     ]
     request = effective_request(cfg, plan)
