@@ -46,34 +46,48 @@ def write_checkpoint(out: Path) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def worker(model_dir: str, out_dir: str) -> None:
-    """One rank of the job (run under torchrun)."""
-    import torch
-    import torch.distributed as dist
-    from accelerate import Accelerator, FullyShardedDataParallelPlugin
-    from accelerate.utils.fsdp_utils import fsdp2_prepare_model
-
-    from trainers.job.arguments import fsdp_layer_classes, training_arguments
+def fsdp_job_model(model_dir: str, run_dir: Path):
+    """(cfg, model) as a 2-process fsdp job builds its training model: TrainingArguments first, then
+    `load_model(cfg, sharded=True)` (rank 1 on the meta device). Needs the process group."""
+    from trainers.job.arguments import training_arguments
     from trainers.job.config import compose_job
     from trainers.job.prepare import load_model
 
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo")
-    rank = dist.get_rank()
     cfg = compose_job(["strategy=fsdp", "strategy.nproc_per_node=2", f"model.path={model_dir}",
-                       "model.embedded=false", "model.dtype=float32", "logger=none",
-                       f"run_dir={Path(out_dir) / f'run{rank}'}"])
+                       "model.embedded=false", "model.dtype=float32", "logger=none", f"run_dir={run_dir}"])
     training_arguments(cfg, Path(cfg.run_dir))
-    before = rss_mb()
-    model = load_model(cfg, sharded=True)
-    loaded = rss_mb()
-    dtypes = sorted({str(p.dtype) for p in model.parameters()})
-    dist.barrier()
+    return cfg, load_model(cfg, sharded=True)
+
+
+def shard_as_accelerate_does(cfg, model):
+    """accelerate's own FSDP2 preparation with cpu_ram_efficient_loading: rank 0's weights broadcast, each rank
+    keeps its shard."""
+    from accelerate import Accelerator, FullyShardedDataParallelPlugin
+    from accelerate.utils.fsdp_utils import fsdp2_prepare_model
+
+    from trainers.job.arguments import fsdp_layer_classes
+
     accelerator = Accelerator(cpu=True)
     accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin(
         fsdp_version=2, cpu_ram_efficient_loading=True, auto_wrap_policy="transformer_based_wrap",
         transformer_cls_names_to_wrap=fsdp_layer_classes(cfg))
-    fsdp2_prepare_model(accelerator, model)
+    return fsdp2_prepare_model(accelerator, model)
+
+
+def worker(model_dir: str, out_dir: str) -> None:
+    """One rank of the job (run under torchrun)."""
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    before = rss_mb()
+    cfg, model = fsdp_job_model(model_dir, Path(out_dir) / f"run{rank}")
+    loaded = rss_mb()
+    dtypes = sorted({str(p.dtype) for p in model.parameters()})
+    dist.barrier()
+    shard_as_accelerate_does(cfg, model)
     prepared, now = rss_mb(), rss_mb("VmRSS")
     (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(
         {"rank": rank, "before_load_mb": round(before), "after_load_mb": round(loaded),

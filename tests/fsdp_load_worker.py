@@ -16,30 +16,18 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from accelerate import Accelerator, FullyShardedDataParallelPlugin
-from accelerate.utils.fsdp_utils import fsdp2_prepare_model
 from transformers import AutoModelForCausalLM
 
-from trainers.job.arguments import fsdp_layer_classes, training_arguments
-from trainers.job.config import compose_job
-from trainers.job.prepare import load_model
+from bench.fsdp_load import fsdp_job_model, shard_as_accelerate_does
 
 
 def main(model_dir: str, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
     rank = dist.get_rank()
-    cfg = compose_job(["strategy=fsdp", "strategy.nproc_per_node=2", f"model.path={model_dir}",
-                       "model.embedded=false", "model.dtype=float32", "logger=none",
-                       f"run_dir={Path(out).parent / f'run{rank}'}"])
-    training_arguments(cfg, Path(cfg.run_dir))
-    model = load_model(cfg, sharded=True)
+    cfg, model = fsdp_job_model(model_dir, Path(out).parent / f"run{rank}")
     loaded_on = sorted({p.device.type for p in model.parameters()})
-    accelerator = Accelerator(cpu=True)
-    accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin(
-        fsdp_version=2, cpu_ram_efficient_loading=True, auto_wrap_policy="transformer_based_wrap",
-        transformer_cls_names_to_wrap=fsdp_layer_classes(cfg))
-    model = fsdp2_prepare_model(accelerator, model)
+    model = shard_as_accelerate_does(cfg, model)
     expected = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).state_dict()
     worst = 0.0
     for name, param in model.state_dict().items():
