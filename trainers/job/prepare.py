@@ -219,14 +219,15 @@ def load_model(cfg: DictConfig, sharded: bool = False, device: torch.device | st
         model.tie_weights()  # init_empty_weights leaves a tied head as a parameter of its own
     else:
         zero3 = sharded and cfg.strategy.name == "deepspeed_zero3"  # zero.Init partitions as it loads: no cast after
+        read_as = dtype if zero3 else load_dtype(dtype)
         model = AutoModelForCausalLM.from_pretrained(
             cfg.model.path,
-            dtype=dtype if zero3 else load_dtype(dtype),
+            dtype=read_as,
             device_map=None if sharded else {"": torch.device(device)},
             attn_implementation=cfg.model.attn_implementation,
             trust_remote_code=cfg.model.trust_remote_code,
         )
-        if model.dtype != dtype:
+        if read_as != dtype and model.dtype != dtype:
             model.to(dtype)  # exact for an upcast; buffers (rotary inv_freq) are fp32 either way
             model.config.dtype = dtype  # as a direct load in `dtype` records it (save_pretrained writes it)
     lora = cfg.model.get("lora")
