@@ -12,7 +12,7 @@ from collections import Counter
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from trainers.job.plan import GB, Plan, check_fits, effective_request, make_plan, plan_lines
+from trainers.job.plan import GB, Plan, check_fits, effective_request, make_plan, on_slurm, plan_lines
 
 
 def plan_jobs(job_cfgs: list[DictConfig]) -> list[Plan]:
@@ -54,8 +54,7 @@ def checkpoints_held(cfg: DictConfig) -> tuple[int, int]:
     A job saves when `train.save_steps` or `train.checkpoint_every_min` asks, and on SLURM at every
     time-limit or preemption warning whatever they say (trainers/job/save_request.py)."""
     t = cfg.train
-    on_slurm = "Slurm" in str(cfg.hydra.launcher.get("_target_", ""))
-    saves = bool(t.get("save_steps")) or bool(t.get("checkpoint_every_min")) or on_slurm
+    saves = bool(t.get("save_steps")) or bool(t.get("checkpoint_every_min")) or on_slurm(cfg)
     if not saves:
         return 0, 0
     limit = int(t.get("save_total_limit") or 1)

@@ -381,12 +381,18 @@ def check_fits(cfg: DictConfig, plan: Plan) -> None:
                               "partition (hydra.launcher.partition and plan.limits)")
 
 
+def on_slurm(cfg: DictConfig) -> bool:
+    """The job's launcher submits it to SLURM (conf/launcher/slurm.yaml's target)."""
+    launcher = (cfg.get("hydra") or {}).get("launcher") or {}
+    return "Slurm" in str(launcher.get("_target_", ""))
+
+
 def effective_request(cfg: DictConfig, plan: Plan) -> dict[str, int]:
     """The request a SLURM job gets: the user's `hydra.launcher.*` where set, the plan's elsewhere
     (empty off SLURM)."""
-    launcher = (cfg.get("hydra") or {}).get("launcher") or {}
-    if "Slurm" not in str(launcher.get("_target_", "")):
+    if not on_slurm(cfg):
         return {}
+    launcher = cfg.hydra.launcher
     return {key: (launcher.get(key) if launcher.get(key) is not None else value)
             for key, value in plan.request.items()}
 
