@@ -65,6 +65,22 @@ def job_cfg(tiny_world: EmbeddedWorld, tmp_path: Path) -> Callable[..., DictConf
     return make
 
 
+@pytest.fixture
+def from_pretrained_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """Every `AutoModelForCausalLM.from_pretrained` call's keyword arguments, in order (the load still runs)."""
+    from transformers import AutoModelForCausalLM
+
+    calls: list[dict] = []
+    load = AutoModelForCausalLM.from_pretrained
+
+    def from_pretrained(*args, **kwargs):
+        calls.append(kwargs)
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", from_pretrained)
+    return calls
+
+
 def _process_tree(root: int) -> list[int]:
     """`root` and every live descendant, read from /proc (torchrun's workers run in sessions of their own)."""
     children: dict[int, list[int]] = {}

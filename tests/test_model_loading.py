@@ -18,20 +18,14 @@ def bf16_checkpoint(tiny_world, tmp_path):
 
 
 def test_a_bf16_checkpoint_loads_for_fp32_training_exactly_as_a_direct_fp32_load(job_cfg, tiny_world, tmp_path,
-                                                                                   monkeypatch):
+                                                                                   from_pretrained_calls):
     path = bf16_checkpoint(tiny_world, tmp_path)
     direct = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    asked = []
-    load = AutoModelForCausalLM.from_pretrained
-
-    def from_pretrained(*args, **kwargs):
-        asked.append((kwargs.get("dtype"), kwargs.get("device_map")))
-        return load(*args, **kwargs)
-
-    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", from_pretrained)
+    del from_pretrained_calls[:]  # the reference load above
     loaded = load_model(job_cfg(f"model.path={path}", "model.dtype=float32"), device="cpu")
     # read in its own dtype (bf16) onto the job's device, then cast there
-    assert asked == [("auto", {"": torch.device("cpu")})]
+    assert [(kw.get("dtype"), kw.get("device_map")) for kw in from_pretrained_calls] == \
+        [("auto", {"": torch.device("cpu")})]
     assert loaded.dtype == torch.float32 and loaded.config.dtype == torch.float32
     expected, got = direct.state_dict(), loaded.state_dict()
     assert expected.keys() == got.keys()
@@ -44,17 +38,10 @@ def test_a_bf16_checkpoint_loads_for_fp32_training_exactly_as_a_direct_fp32_load
         assert torch.equal(loaded(ids).logits, direct(ids).logits)
 
 
-def test_pure_bf16_training_reads_an_fp32_checkpoint_straight_into_bf16(job_cfg, tiny_world, monkeypatch):
+def test_pure_bf16_training_reads_an_fp32_checkpoint_straight_into_bf16(job_cfg, tiny_world, from_pretrained_calls):
     """Reading the fp32 checkpoint as it is and casting after would hold twice the bf16 model at once."""
     assert AutoModelForCausalLM.from_pretrained(tiny_world.model_dir).dtype == torch.float32
-    asked = []
-    load = AutoModelForCausalLM.from_pretrained
-
-    def from_pretrained(*args, **kwargs):
-        asked.append(kwargs.get("dtype"))
-        return load(*args, **kwargs)
-
-    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", from_pretrained)
+    del from_pretrained_calls[:]  # the check above
     loaded = load_model(job_cfg("model.dtype=bfloat16", "train.bf16=false"))
-    assert asked == [torch.bfloat16]
+    assert [kw.get("dtype") for kw in from_pretrained_calls] == [torch.bfloat16]
     assert {p.dtype for p in loaded.parameters()} == {torch.bfloat16}

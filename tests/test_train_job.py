@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoModelForCausalLM
 
 from conftest import kill_after_first_checkpoint
 from trainers.job.config import compose_job, save_job_config
@@ -172,20 +171,12 @@ def test_wandb_offline_run_holds_the_metrics_and_never_the_api_key(job_cfg, monk
     assert all(math.isfinite(r["train/m_theta"]) for r in train_rows)
 
 
-def test_trust_remote_code_is_off_unless_set(job_cfg, monkeypatch):
+def test_trust_remote_code_is_off_unless_set(job_cfg, from_pretrained_calls):
     for model in ("embedded", "qwen2_7b_instruct"):
         assert compose_job([f"model={model}"]).model.trust_remote_code is False
-    asked = []
-    load = AutoModelForCausalLM.from_pretrained
-
-    def from_pretrained(*args, **kwargs):
-        asked.append(kwargs.get("trust_remote_code"))
-        return load(*args, **kwargs)
-
-    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", from_pretrained)
     load_model(job_cfg())
     load_model(job_cfg("model.trust_remote_code=true"))
-    assert asked == [False, True]
+    assert [kw.get("trust_remote_code") for kw in from_pretrained_calls] == [False, True]
 
 
 def test_cli_prints_base_and_final_accuracy(tiny_world, tmp_path):
