@@ -71,6 +71,9 @@ def test_reference_pass_runs_once_per_key(job_cfg, tmp_path):
     # other data (a different sample of the training split) is another key
     third = run_job(job_cfg("method=minor_sft", "data.n_train=40", run="c", cache=cache))
     assert (third["tokenize_pass"], third["reference_pass"], third["base_eval"]) == ("computed", "computed", "cached")
+    # the data fingerprint kept with the tokenized entry is the one a computing job records; other data, another
+    assert second["data_fingerprint"] == first["data_fingerprint"] != third["data_fingerprint"]
+    assert len({r["model_fingerprint"] for r in (first, second, third)}) == 1
     assert len(list((cache / "scores").glob("reference-*.safetensors"))) == 2
 
 
