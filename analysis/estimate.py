@@ -37,7 +37,7 @@ import pandas as pd
 from analysis import method_sort_key
 from analysis.rundirs import Sweep
 from analysis.stats import percentile_interval, question_weights, seed_resample
-from trainers.data.selection import best_of
+from trainers.data.selection import best_of, peak
 from trainers.runtime.run_dir import LATE_FRACTION, STOP_STATUSES
 
 N_RESAMPLES = 2000
@@ -253,8 +253,8 @@ def estimate(sweep: Sweep, n_resamples: int = N_RESAMPLES, seed: int = SEED) -> 
     for (setting, method), mp in points.groupby(["setting", "method"], sort=False):
         curve, s_lr = lr_curve(mp, select_b)
         curves[(setting, method)] = curve
-        peak, v_b = find_peak(setting, method, curve, s_lr)
-        peaks[(setting, method)] = peak
+        found, v_b = find_peak(setting, method, curve, s_lr, selection_scores(mp))
+        peaks[(setting, method)] = found
         if v_b is not None:
             vertex_b[(setting, method)] = v_b
     return Estimates(n_resamples, points, select_b, report_b, curves, peaks, vertex_b, settings, runs)
@@ -266,6 +266,15 @@ def _stopped_at(g: pd.DataFrame) -> dict[str, float]:
     if stopped.empty:
         return {"stop_step": math.nan, "stop_accuracy": math.nan}
     return {"stop_step": float(stopped["steps"].mean()), "stop_accuracy": float(stopped["last_select_accuracy"].mean())}
+
+
+def selection_scores(method_points: pd.DataFrame) -> dict[float, dict[float | None, float]]:
+    """`curve[lr][β]`: each scored configuration's selection accuracy, as `trainers.data.selection.peak` takes it
+    (β None for a β-free method)."""
+    scored = method_points[method_points["n_scored"] > 0]
+    return {float(lr): {None if pd.isna(b) else float(b): float(a)
+                        for b, a in zip(g["beta"], g["accuracy"], strict=True)}
+            for lr, g in scored.groupby("lr", sort=True)}
 
 
 def lr_curve(method_points: pd.DataFrame, select_b: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
@@ -326,19 +335,21 @@ def vertex(x: np.ndarray, y: np.ndarray, i: np.ndarray) -> np.ndarray:
 
 
 def find_peak(
-    setting: str, method: str, curve: pd.DataFrame, s_lr: np.ndarray
+    setting: str, method: str, curve: pd.DataFrame, s_lr: np.ndarray, scores: dict[float, dict[float | None, float]]
 ) -> tuple[Peak | None, np.ndarray | None]:
-    """The peak of a selection curve and its threshold estimate; (None, None) when no lr has an ok seed."""
+    """The peak of a selection curve and its threshold estimate; (None, None) when no lr has an ok seed.
+
+    The peak is `trainers.data.selection.peak` of `scores` (`selection_scores`), the rule the sweep's refinement
+    calls; in every resample the argmax lr is that rule's `best_of` on the resampled curve."""
     sc = curve[curve["status"].isin(["ok", "diverged"])].reset_index(drop=True)
     if sc.empty or (sc["n_ok"] == 0).all():  # nothing scored, or every scored seed diverged: no peak
         return None, None
     acc = sc["accuracy"].to_numpy(dtype=float)
-    tied = best_of(acc.tolist())
-    i = tied[0]
-    x = np.log10(sc["lr"].to_numpy(dtype=float))
     lrs = [float(v) for v in sc["lr"]]
+    i = lrs.index(peak(scores)[0])
+    x = np.log10(sc["lr"].to_numpy(dtype=float))
     v_obs = float(vertex(x, acc[:, None], np.array([i]))[0])
-    arg_b = np.argmax(s_lr, axis=0)
+    arg_b = np.array([best_of(column)[0] for column in s_lr.T.tolist()], dtype=int)
     v_b = vertex(x, s_lr, arg_b)
     lo, hi = percentile_interval(v_b)
     n = len(lrs)
@@ -361,7 +372,7 @@ def find_peak(
         lrs=lrs, bracket_low=lrs[i - 1] if i > 0 else math.nan,
         bracket_high=high, bracket=flag,
         vertex_lr=float(10**v_obs), lr_ci_low=float(10**lo), lr_ci_high=float(10**hi),
-        p_argmax=float(np.mean(arg_b == i)), tied_lrs=[lrs[t] for t in tied[1:]],
+        p_argmax=float(np.mean(arg_b == i)), tied_lrs=[lrs[t] for t in best_of(acc.tolist()) if t != i],
         next_lr=lrs[i + 1] if i < n - 1 else math.nan,
         next_pid=int(sc.iloc[i + 1]["pid"]) if i < n - 1 else None,
     ), v_b

@@ -115,7 +115,7 @@ EXPLAIN = {
 def _notes(sweep: Sweep, est: Estimates) -> list[str]:
     """Observations a reader needs before trusting the tables."""
     pts = est.points
-    notes = []
+    notes = list(sweep.notes)  # settings split by their inputs, runs read twice, conflicts (analysis.inputs)
     for setting, info in est.settings.items():
         train_n = sweep.runs.loc[sweep.runs["setting"] == setting, "train_n"].dropna().unique()
         if len(train_n):
@@ -152,14 +152,17 @@ def _notes(sweep: Sweep, est: Estimates) -> list[str]:
 
 
 def _unfinished(dirs: list[Path], sweep: Sweep) -> pd.DataFrame:
-    """Each directory's planned points checked against its own runs (a plan names runs relative to it)."""
+    """Each directory's planned points checked against its own runs (a plan names runs relative to it), those
+    set aside as repeats or conflicts included: they finished."""
     frames = []
+    every = pd.concat([r for r in (sweep.runs, sweep.set_aside.drop(columns="why")) if len(r)] or [sweep.runs],
+                      ignore_index=True)
     for d in dirs:
         plan, problems = read_plan(d)
         sweep.problems.extend(problems)
         root = d.resolve()
-        paths = pd.Series([Path(p).resolve() for p in sweep.runs["path"]], index=sweep.runs.index, dtype=object)
-        mine = sweep.runs[[root == p or root in p.parents for p in paths]]
+        paths = pd.Series([Path(p).resolve() for p in every["path"]], index=every.index, dtype=object)
+        mine = every[[root == p or root in p.parents for p in paths]]
         mine = mine.assign(run=[p.relative_to(root).as_posix() or "." for p in paths[mine.index]])
         frames.append(unfinished(plan, mine))
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import method_name
+from analysis.inputs import count_once, inputs_key, key_settings
 from trainers.runtime.run_dir import STOP_STATUSES
 
 STATUSES = ("ok", "diverged", "failed", *STOP_STATUSES)
@@ -57,12 +58,16 @@ RUN_COLUMNS = [
     "last_select_accuracy",
     "finished_at",
     "finished_at_from",
+    "inputs",
+    "source",
     "path",
 ]
 """`last_select_accuracy`: a stopped or pruned run's last intermediate selection accuracy (result.json's
 `last_eval`, at step `steps`), NaN for any other run. `finished_at` is a UTC timestamp: result.json's own,
 else (older runs) the file's mtime, which
-`finished_at_from` says ("result.json" or "mtime") — the order of search trials rests on it."""
+`finished_at_from` says ("result.json" or "mtime") — the order of search trials rests on it. `inputs`: the run's
+content fingerprints (analysis.inputs.inputs_key; "" when result.json has none: an older run, or a job that failed
+before it read its inputs); `source`: the sweep directory it was read from, as given."""
 NUMERIC_FIELDS = (
     "accuracy",
     "m_theta",
@@ -90,6 +95,12 @@ class Sweep:
     """eval.jsonl of every finished run, long format, with a `run` column."""
     incomplete: list[str] = field(default_factory=list)
     """Run directories (relative) without result.json: unfinished or killed jobs."""
+    set_aside: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=[*RUN_COLUMNS, "why"]))
+    """Finished runs not counted (`count_once`): `why` is "repeat" (another copy of the same run is counted) or
+    "conflict" (copies of one point and seed disagree: none is counted)."""
+    notes: list[str] = field(default_factory=list)
+    """What the report must say about how runs became settings: settings split by their inputs, runs counted once,
+    conflicts excluded."""
     problems: list[str] = field(default_factory=list)
     """One line per corrupt or invalid file, 'path: what is wrong'; those files were skipped."""
     subject_info: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
@@ -254,6 +265,7 @@ def parse_result(path: Path) -> dict:
         row[k] = str(v) if v not in (None, "") else "unknown"
     world = data.get("world_seed")  # the embedded world's seed (null for other data, absent in older runs)
     row["world_seed"] = int(world) if isinstance(world, (int, float)) and not isinstance(world, bool) else math.nan
+    row["inputs"] = inputs_key(data)
     row["error"] = data.get("error")
     row["subject_info"] = data.get("subject_info")
     row["finished_at"] = _timestamp(data.get("finished_at"))
@@ -273,8 +285,13 @@ def _timestamp(value: object) -> pd.Timestamp | None:
 
 
 def load_sweep(root: Path | str) -> Sweep:
-    """Load every run directory under root; invalid files are listed in Sweep.problems and skipped."""
-    root = Path(root)
+    """Load every run directory under root; invalid files are listed in Sweep.problems and skipped. Settings
+    are named and runs counted once as in `load_sweeps`."""
+    return _finish(_read_sweep(Path(root)))
+
+
+def _read_sweep(root: Path) -> Sweep:
+    """Every run under root as parsed, settings named by `_settings` alone (`_finish` keys them on inputs)."""
     finished, unfinished = find_run_dirs(root)
     rows: list[dict] = []
     problems: list[str] = []
@@ -291,7 +308,7 @@ def load_sweep(root: Path | str) -> Sweep:
         info = row.pop("subject_info", None)
         if isinstance(info, dict) and info:
             subject_info[rel] = {str(k): dict(v) for k, v in info.items() if isinstance(v, dict)}
-        row["run"], row["path"] = rel, str(d)
+        row["run"], row["path"], row["source"] = rel, str(d), str(root)
         row["finished_at_from"] = "result.json" if row["finished_at"] is not None else "mtime"
         if row["finished_at"] is None:
             mtime = (d / "result.json").stat().st_mtime
@@ -335,6 +352,21 @@ def _settings(runs: pd.DataFrame) -> pd.Series:
     return setting
 
 
+def _finish(sweep: Sweep) -> Sweep:
+    """Settings keyed on what their runs ran on, then every run counted once (analysis.inputs): runs set aside
+    leave the tables, metrics and evals, and are kept in `set_aside`."""
+    runs, notes = key_settings(sweep.runs)
+    runs, set_aside, more = count_once(runs)
+    sweep.runs = runs.reset_index(drop=True)
+    sweep.set_aside = set_aside.reset_index(drop=True)
+    sweep.notes = notes + more
+    if len(set_aside):
+        kept = set(runs["run"])
+        sweep.metrics = sweep.metrics[sweep.metrics["run"].isin(kept)].reset_index(drop=True)
+        sweep.evals = sweep.evals[sweep.evals["run"].isin(kept)].reset_index(drop=True)
+    return sweep
+
+
 def _long(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
     """Concatenate per-run JSONL frames; numeric columns coerced (non-numbers become NaN)."""
     frames = list(frames)
@@ -353,17 +385,21 @@ def load_sweeps(roots: Iterable[Path | str]) -> Sweep:
     """Several sweep directories read as one sweep (e.g. one per data set or world): each run keeps its own
     setting, runs are named relative to the directories' common parent, and settings are named over all
     runs together, so a report over separate directories is the report of one sweep that ran them all.
-    Raises ValueError when one directory lies inside another (its runs would be read twice)."""
+    Runs are pooled into one setting only when they ran on the same inputs, and a run read twice (a copied
+    directory) counts once (analysis.inputs). Raises ValueError when one directory lies inside another."""
     given = list(dict.fromkeys(Path(r) for r in roots))
     roots = list(dict.fromkeys(r.resolve() for r in given))
     if len(roots) == 1:
         return load_sweep(given[0])
+    names: dict[Path, Path] = {}
+    for g in given:
+        names.setdefault(g.resolve(), g)
     for a in roots:
         for b in roots:
             if a != b and a in b.parents:
                 raise ValueError(f"{b} lies inside {a}: its runs would be read twice; pass one of the two")
     common = Path(os.path.commonpath(roots))
-    parts = [load_sweep(r) for r in roots]
+    parts = [_read_sweep(r) for r in roots]
 
     def rebase(root: Path, rel: str) -> str:
         return (root / rel).relative_to(common).as_posix() or "."
@@ -371,7 +407,7 @@ def load_sweeps(roots: Iterable[Path | str]) -> Sweep:
     runs, metrics, evals = [], [], []
     merged = Sweep(root=common, runs=pd.DataFrame(), metrics=pd.DataFrame(), evals=pd.DataFrame())
     for root, part in zip(roots, parts, strict=True):
-        runs.append(part.runs.assign(run=[rebase(root, r) for r in part.runs["run"]]))
+        runs.append(part.runs.assign(run=[rebase(root, r) for r in part.runs["run"]], source=str(names[root])))
         for frame, out in ((part.metrics, metrics), (part.evals, evals)):
             if len(frame):
                 out.append(frame.assign(run=[rebase(root, r) for r in frame["run"]]))
@@ -381,4 +417,4 @@ def load_sweeps(roots: Iterable[Path | str]) -> Sweep:
     merged.runs = pd.concat([r for r in runs if len(r)] or [parts[0].runs], ignore_index=True)
     merged.runs["setting"] = _settings(merged.runs)
     merged.metrics, merged.evals = _long(metrics), _long(evals)
-    return merged
+    return _finish(merged)

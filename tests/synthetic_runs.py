@@ -49,6 +49,7 @@ def write_run(
     subject_info: dict[str, dict[str, str]] | None = None,
     world_seed: int | None = None,
     last_select_accuracy: float | None = None,
+    fingerprints: dict[str, str] | None = None,
 ) -> Path:
     """Write one run directory with all contract files; returns it.
 
@@ -61,6 +62,8 @@ def write_run(
     category) goes into result.json as a job writes it for a data set with a subject mapping; `world_seed`
     (the embedded world's seed) too, when given. `last_select_accuracy`: a stopped/pruned run's last
     intermediate evaluation at step `steps`, in eval.jsonl and result.json's `last_eval`, as a job writes them.
+    `fingerprints` (data_fingerprint, tokenizer_fingerprint, model_fingerprint → hash) go into result.json as a
+    job writes them; without them the run is one from before they were recorded.
     """
     run_dir = Path(run_dir)
     ok = status == "ok"
@@ -155,6 +158,7 @@ def write_run(
         result["subject_info"] = subject_info
     if world_seed is not None:
         result["world_seed"] = world_seed
+    result.update(fingerprints or {})
     write_text(run_dir / "result.json", json.dumps(result, indent=2))
     return run_dir
 

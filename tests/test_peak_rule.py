@@ -78,3 +78,25 @@ def test_refinement_and_report_choose_the_same_peak(tmp_path: Path):
 
     assert refined == {"minor_sft": (1e-3, 0.1), "sft": (1e-4, None)}
     assert reported == refined
+
+
+def test_report_estimates_call_the_one_peak_rule(tmp_path: Path, monkeypatch):
+    """analysis/estimate.py re-codes no part of the rule: the peak is `peak`'s, each resample's argmax `best_of`'s."""
+    import analysis.estimate as E
+
+    for lr, k in ((1e-4, 60), (1e-3, 110), (1e-2, 80)):
+        for seed in (0, 1):
+            write_run(tmp_path / f"{lr}-{seed}", method="sft", lr=lr, seed=seed, correct=_correct(k + seed))
+    calls = {"peak": 0, "best_of": 0}
+
+    def counted(name, rule):
+        def call(*args):
+            calls[name] += 1
+            return rule(*args)
+        return call
+
+    monkeypatch.setattr(E, "peak", counted("peak", peak))
+    monkeypatch.setattr(E, "best_of", counted("best_of", best_of))
+    est = estimate(load_sweep(tmp_path), n_resamples=50)
+    assert est.peaks[("world", "sft")].lr == 1e-3
+    assert calls["peak"] == 1 and calls["best_of"] >= 50  # once per method; once per resample at least

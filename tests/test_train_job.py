@@ -23,7 +23,8 @@ from trainers.train import run_job
 from wandb_records import offline_history
 
 RESULT_KEYS = {"method", "lr", "beta", "seed", "dataset", "model", "status", "error", "accuracy", "m_theta",
-               "steps", "train_tokens", "wall_s", "tokens_per_s", "base_accuracy", "eval_n", "group"}
+               "steps", "train_tokens", "wall_s", "tokens_per_s", "base_accuracy", "eval_n", "group",
+               "data_fingerprint", "tokenizer_fingerprint", "model_fingerprint"}
 
 
 def test_job_writes_the_run_directory(job_cfg, tiny_world):
@@ -34,6 +35,7 @@ def test_job_writes_the_run_directory(job_cfg, tiny_world):
     assert RESULT_KEYS <= set(result)
     assert json.loads((run_dir / "result.json").read_text()) == json.loads(json.dumps(result))
     assert result["status"] == "ok" and result["steps"] == 6
+    assert all(len(result[f"{k}_fingerprint"]) == 64 for k in ("data", "tokenizer", "model"))  # sha256 hex
     # 6 steps x 8 questions is one pass over the 48 train questions: every input token counted once
     train_samples = prepare(cfg, reference=False).train_samples
     assert result["train_n"] == 48 and result["train_tokens"] == sum(len(s.input_ids) for s in train_samples)
@@ -69,6 +71,9 @@ def test_reference_pass_runs_once_per_key(job_cfg, tmp_path):
     # other data (a different sample of the training split) is another key
     third = run_job(job_cfg("method=minor_sft", "data.n_train=40", run="c", cache=cache))
     assert (third["tokenize_pass"], third["reference_pass"], third["base_eval"]) == ("computed", "computed", "cached")
+    # the data fingerprint kept with the tokenized entry is the one a computing job records; other data, another
+    assert second["data_fingerprint"] == first["data_fingerprint"] != third["data_fingerprint"]
+    assert len({r["model_fingerprint"] for r in (first, second, third)}) == 1
     assert len(list((cache / "scores").glob("reference-*.safetensors"))) == 2
 
 

@@ -154,6 +154,14 @@ def load_mcq(
     return items, report
 
 
+def split_files(path: str | Path, split: str | None = None, subjects: Sequence[str] | None = None,
+                *, split_field: str = "data.train_split") -> list[tuple[str, Path]]:
+    """The data files `load_mcq` reads for one split, as (label relative to the dataset root, path): what a
+    run's data fingerprint hashes, so that it names the questions' content wherever the files lie."""
+    files, _ = _resolve_files(path, split, split_field)
+    return [(f.label, f.path) for f in _filter_subjects(files, subjects)]
+
+
 def read_subject_info(path: str | Path, file: str | None) -> dict[str, dict[str, str]] | None:
     """Each subject's display name and category, from a mapping file shipped with the data set
     (ceval-exam's ``mapping.json``: subject -> {"name": ..., "category": ...}), or None without one.

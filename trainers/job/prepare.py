@@ -23,11 +23,27 @@ from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from trainers.data.mcq import McqItem, drop_overlap, load_mcq, read_subject_info, sample_items, split_train_eval
+from trainers.data.mcq import (
+    McqItem,
+    drop_overlap,
+    load_mcq,
+    read_subject_info,
+    sample_items,
+    split_files,
+    split_train_eval,
+)
 from trainers.data.prompts import PromptFormat, Sample, encode_items, letter_token_ids
 from trainers.job.validate import validate_paths
 from trainers.model.losses import REFERENCE_METHODS
-from trainers.model.reference import cached_scores, load_scores, model_fingerprint, scores_key
+from trainers.model.reference import (
+    cached_scores,
+    file_digests,
+    load_scores,
+    model_fingerprint,
+    named_digest,
+    scores_key,
+    tokenizer_fingerprint,
+)
 from trainers.model.scoring import Scores, score_sharded
 from trainers.runtime.errors import ConfigError
 from trainers.runtime.process import barrier, broadcast_from_main, dist_ready, is_main_process
@@ -54,6 +70,7 @@ class Prepared:
     base_pass: str  # "computed" | "cached"
     reference_pass: str  # "computed" | "cached" | "none"
     subject_info: dict[str, dict[str, str]] | None = None  # eval subjects' names and categories (data.subject_info)
+    fingerprints: dict[str, str] | None = None  # what the job ran on, by content (`input_fingerprints`)
 
     @property
     def base_accuracy(self) -> float:
@@ -122,6 +139,47 @@ def _data_files_stamp(path: str) -> list[list[Any]]:
             for p in files if p.suffix in {".csv", ".jsonl"}]
 
 
+DATA_CHOICES = {
+    "train_split": None, "eval_split": None, "subjects": None, "columns": None, "n_train": None, "n_eval": None,
+    "sample_seed": 0, "stratify_by_subject": False, "select_fraction": 0.5, "select_seed": 0,
+    "prompt_template": None, "answer_template": None, "system_prompt": None, "max_length": None,
+    "use_chat_template": True,
+}
+"""The data settings that decide which questions a job trains and is scored on, their split, and how they become
+prompts, with the defaults `load_items`, `prompt_format` and the selection split apply when one is absent."""
+
+
+def data_fingerprint(data: DictConfig, memo_path: Path) -> str:
+    """Hash of the data a job ran on: the content of every file it reads (by its name under the dataset root,
+    not its path: the same files anywhere give the same hash) and DATA_CHOICES. Two runs agree on it exactly when
+    they saw the same questions, split the same way, in the same prompts."""
+    files = split_files(data.path, data.get("train_split"), data.get("subjects"))
+    if data.get("eval_split"):
+        files += split_files(data.path, data.eval_split, data.get("subjects"), split_field="data.eval_split")
+    files = sorted(dict(files).items())
+    digests = file_digests([path for _, path in files], memo_path)
+    resolved = OmegaConf.to_container(data, resolve=True)
+    assert isinstance(resolved, dict)
+    choices = {k: default if resolved.get(k) is None else resolved[k] for k, default in DATA_CHOICES.items()}
+    named = [(label, d) for (label, _), d in zip(files, digests, strict=True)]
+    return named_digest([*named, ("choices", json.dumps(choices, sort_keys=True))])
+
+
+def input_fingerprints(cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, model_fp: str,
+                       data_fp: str) -> dict[str, str]:
+    """result.json's content fingerprints of what a job ran on (the report keys its settings on them): the data
+    (`data_fingerprint`, kept with the tokenized data), the tokenizer's files and the whole checkpoint
+    (`model_fingerprint`, the caches' key). Each file is hashed once per machine
+    (trainers.model.reference.file_digests), so this costs a 7B job a few stat calls."""
+    memo = Path(cfg.paths.cache_dir) / "fingerprints.json"
+    return {
+        "data_fingerprint": data_fp,
+        "tokenizer_fingerprint": tokenizer_fingerprint(Path(cfg.model.path), list(tokenizer.vocab_files_names.values()),
+                                                       memo),
+        "model_fingerprint": model_fp,
+    }
+
+
 def _samples_to_json(samples: list[Sample]) -> list[list[Any]]:
     return [[s.id, s.subject, s.input_ids, s.prompt_len, s.gold] for s in samples]
 
@@ -132,25 +190,30 @@ def _samples_from_json(rows: list[list[Any]]) -> list[Sample]:
 
 def tokenized_data(
     cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, fingerprint: str
-) -> tuple[list[Sample], list[Sample], bool]:
-    """(train samples, eval samples, computed): tokenized once per (tokenizer, data, template)."""
+) -> tuple[list[Sample], list[Sample], bool, str]:
+    """(train samples, eval samples, computed, data fingerprint): tokenized once per (tokenizer, data, template).
+
+    The entry keeps the data's `data_fingerprint`, so a job that finds it cached neither lists nor hashes the data
+    files again (nor asks the hub about an hf:// data set)."""
+    memo = Path(cfg.paths.cache_dir) / "fingerprints.json"
     data = OmegaConf.to_container(cfg.data, resolve=True)
     payload = json.dumps({"model": fingerprint, "data": data, "files": _data_files_stamp(cfg.data.path)},
                          sort_keys=True)
     path = Path(cfg.paths.cache_dir) / "tokenized" / f"{hashlib.sha256(payload.encode()).hexdigest()[:32]}.json"
 
-    def load() -> tuple[list[Sample], list[Sample]]:
+    def load() -> tuple[list[Sample], list[Sample], bool, str]:
         cached = json.loads(path.read_text())
         for line in cached["report"]:
             log.warning(line)
-        return _samples_from_json(cached["train"]), _samples_from_json(cached["eval"])
+        data_fp = cached.get("data_fingerprint") or data_fingerprint(cfg.data, memo)  # entries from before it
+        return _samples_from_json(cached["train"]), _samples_from_json(cached["eval"]), False, data_fp
 
     if path.exists():
-        return (*load(), False)
+        return load()
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{path}.lock"):
         if path.exists():
-            return (*load(), False)
+            return load()
         handler, trainers_log = _CollectWarnings(), logging.getLogger("trainers")
         trainers_log.addHandler(handler)
         try:
@@ -160,10 +223,12 @@ def tokenized_data(
             eval_samples = encode_items(eval_items, fmt, tokenizer)
         finally:
             trainers_log.removeHandler(handler)
+        data_fp = data_fingerprint(cfg.data, memo)
         atomic_write_text(path, json.dumps({
             "report": handler.lines, "train": _samples_to_json(train_samples), "eval": _samples_to_json(eval_samples),
+            "data_fingerprint": data_fp,
         }))
-    return train_samples, eval_samples, True
+    return train_samples, eval_samples, True, data_fp
 
 
 class _CollectWarnings(logging.Handler):
@@ -291,7 +356,8 @@ def prepare(
     fingerprint = model_fingerprint(Path(cfg.model.path), cache_dir / "fingerprints.json")
     log.info("Loading data <%s> from %s", cfg.data.name, cfg.data.path)
     subject_info = read_subject_info(cfg.data.path, cfg.data.get("subject_info"))
-    train_samples, eval_samples, tokenized = tokenized_data(cfg, tokenizer, fingerprint)
+    train_samples, eval_samples, tokenized, data_fp = tokenized_data(cfg, tokenizer, fingerprint)
+    fingerprints = input_fingerprints(cfg, tokenizer, fingerprint, data_fp)
     log.info("Data: %d train and %d eval questions (tokenized: %s)", len(train_samples), len(eval_samples),
              "computed" if tokenized else "cached")
 
@@ -328,6 +394,7 @@ def prepare(
         ref_token_logps=ref_token_logps,
         tokenize_pass="computed" if tokenized else "cached",
         base_pass="computed" if base_computed else "cached", reference_pass=reference_pass,
+        fingerprints=fingerprints,
         subject_info=None if subject_info is None else
         {s: subject_info.get(s, {"name": s, "category": ""}) for s in sorted({x.subject for x in eval_samples})},
     )

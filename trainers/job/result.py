@@ -143,4 +143,5 @@ def training_result(
         "host": socket.gethostname(),
         "slurm_job_id": slurm_job_id(),
         "base_eval": prepared.base_pass,
+        **(prepared.fingerprints or {}),  # data_fingerprint, tokenizer_fingerprint, model_fingerprint
     }

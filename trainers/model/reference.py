@@ -36,25 +36,55 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def model_fingerprint(model_dir: Path, memo_path: Path) -> str:
-    """Hash of every file of a checkpoint directory.
+def file_digests(paths: Sequence[Path], memo_path: Path) -> list[str]:
+    """sha256 of each file's content, in the order given.
 
     Hashing 15 GB of 7B weights takes minutes, so each file's hash is remembered in `memo_path`
-    under its (path, size, mtime): a checkpoint is hashed once per machine, not once per job.
+    under its (path, size, mtime): a file is hashed once per machine, not once per job.
     """
     memo: dict[str, str] = json.loads(memo_path.read_text()) if memo_path.exists() else {}
-    parts, changed = [], False
-    for path in sorted(p for p in Path(model_dir).iterdir() if p.is_file() and not p.name.startswith(".")):
+    digests, changed = [], False
+    for path in paths:
         stat = path.stat()
         memo_key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
         if memo_key not in memo:
             memo[memo_key] = _sha256_file(path)
             changed = True
-        parts.append(f"{path.name}:{memo[memo_key]}")
+        digests.append(memo[memo_key])
     if changed:
         memo_path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(memo_path, json.dumps(memo, indent=1))
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+    return digests
+
+
+def named_digest(named: Sequence[tuple[str, str]]) -> str:
+    """One hash of (name, content hash) pairs: a set of files known by their names and contents, not paths."""
+    return hashlib.sha256("\n".join(f"{name}:{digest}" for name, digest in named).encode()).hexdigest()
+
+
+def checkpoint_files(model_dir: Path) -> list[Path]:
+    """The files of a checkpoint directory (hidden ones excluded), sorted."""
+    return sorted(p for p in Path(model_dir).iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def model_fingerprint(model_dir: Path, memo_path: Path) -> str:
+    """Hash of every file of a checkpoint directory (weights, config and tokenizer files), by name and content;
+    each file's hash is memoised (`file_digests`)."""
+    files = checkpoint_files(model_dir)
+    return named_digest([(p.name, d) for p, d in zip(files, file_digests(files, memo_path), strict=True)])
+
+
+TOKENIZER_FILES = ("tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja",
+                   "chat_template.json")
+"""Files every tokenizer class reads besides its own `vocab_files_names` (vocab, merges, tokenizer.json …)."""
+
+
+def tokenizer_fingerprint(model_dir: Path, vocab_files: Sequence[str], memo_path: Path) -> str:
+    """Hash of the tokenizer's files in the checkpoint directory: its class's vocabulary files plus
+    TOKENIZER_FILES, those present, by name and content (memoised like `model_fingerprint`)."""
+    names = set(vocab_files) | set(TOKENIZER_FILES)
+    files = [p for p in checkpoint_files(model_dir) if p.name in names]
+    return named_digest([(p.name, d) for p, d in zip(files, file_digests(files, memo_path), strict=True)])
 
 
 def samples_digest(samples: Sequence[Sample]) -> str:
