@@ -44,6 +44,8 @@ _SCRATCH_ENV = {
     "MPLCONFIGDIR": "matplotlib", "HF_HOME": "huggingface", "XDG_CACHE_HOME": "xdg-cache",
     "XDG_CONFIG_HOME": "xdg-config", "XDG_DATA_HOME": "xdg-data", "SFTSWEEP_OUTPUTS": "outputs",
 }
+# tests/mutate.py runs tests in a throwaway copy, beside whatever else the machine is doing: no leftover check there
+_NO_LEFTOVER_CHECK = "SFTSWEEP_TESTS_NO_LEFTOVER_CHECK"
 # what Python and the dev tools write into a checkout by themselves: not the suite's doing
 _TOOL_LEFTOVERS = ("__pycache__", ".pytest_cache", ".ruff_cache", ".import_linter_cache", ".grimp_cache")
 
@@ -61,16 +63,21 @@ def pytest_configure(config: pytest.Config) -> None:
     for var, sub in _SCRATCH_ENV.items():
         os.environ[var] = sub if var == "WANDB_MODE" else str(scratch / sub)
     config._sftsweep_scratch = scratch  # type: ignore[attr-defined]
-    config._sftsweep_before = _machine_snapshot()  # type: ignore[attr-defined]
+    if os.environ.get(_NO_LEFTOVER_CHECK) != "1":
+        config._sftsweep_before = _machine_snapshot()  # type: ignore[attr-defined]
 
 
 def _machine_snapshot() -> dict[str, set[str]]:
     """What the suite could leave behind: the checkout's files git does not track (ignored ones included, less
     the tools' own caches), and every path under HOME outside the checkout."""
     status = subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all"], cwd=REPO_ROOT,
-                            capture_output=True, text=True, check=True).stdout.splitlines()
-    repo = {line for line in status
-            if not any(part in _TOOL_LEFTOVERS for part in Path(line[3:]).parts) and line[3:] != ".venv/"}
+                            capture_output=True, text=True, check=False)
+    if status.returncode == 0:
+        paths = [line[3:] for line in status.stdout.splitlines()]
+    else:  # not a git checkout (a copy, as tests/mutate.py makes): every file but the environment's
+        paths = [str(p.relative_to(REPO_ROOT)) for p in REPO_ROOT.rglob("*") if ".venv" not in p.parts]
+    repo = {path for path in paths if not any(part in _TOOL_LEFTOVERS for part in Path(path).parts)
+            and path.rstrip("/") != ".venv"}
     home, skip = Path.home(), REPO_ROOT
     listing: set[str] = set()
     for root, dirs, files in os.walk(home):
@@ -85,10 +92,11 @@ def _machine_snapshot() -> dict[str, set[str]]:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """The suite fails if it left anything in the checkout or under HOME (the scratch directory goes away)."""
     config = session.config
+    if getattr(config, "_sftsweep_scratch", None) is not None:
+        shutil.rmtree(config._sftsweep_scratch, ignore_errors=True)  # type: ignore[attr-defined]
     before = getattr(config, "_sftsweep_before", None)
     if before is None:
         return
-    shutil.rmtree(config._sftsweep_scratch, ignore_errors=True)  # type: ignore[attr-defined]
     after = _machine_snapshot()
     left = {where: sorted(after[where] - before[where]) for where in before if after[where] - before[where]}
     if left:

@@ -135,3 +135,34 @@ def test_the_monitor_asks_a_running_condemned_point_to_stop_from_its_run_directo
     assert asked[3e-3]["status"] == "stopped" and "step 50" in asked[3e-3]["reason"]
     assert list(monitor.requested) == [sft(3e-3)]
 
+
+
+def minor(lr: float, beta: float, seed: int = 0) -> GridPoint:
+    return GridPoint("minor_sft", lr, beta, seed)
+
+
+def test_the_lr_below_counts_as_past_the_threshold_only_when_every_beta_there_is_clearly_worse():
+    """At 1e-3 β 0.1 has collapsed but β 0.5 is still near the best: the lr below 3e-3 is not condemned as a
+    whole, so 3e-3 runs on however bad it is (one good β there means the threshold may lie above 1e-3)."""
+    curves = {
+        minor(1e-4, 0.1): curve(0.60), minor(1e-4, 0.5): curve(0.55),
+        minor(3e-4, 0.1): curve(0.85), minor(3e-4, 0.5): curve(0.80),
+        minor(1e-3, 0.1): curve(0.40), minor(1e-3, 0.5): curve(0.82),
+        minor(3e-3, 0.1): curve(0.20), minor(3e-3, 0.5): curve(0.20),
+    }
+    assert to_stop(curves, [minor(3e-3, 0.1), minor(3e-3, 0.5)], [], SPEC) == {}
+    curves[minor(1e-3, 0.5)] = curve(0.45)  # now both βs at 1e-3 are clearly worse: 3e-3 stops
+    assert set(to_stop(curves, [minor(3e-3, 0.1), minor(3e-3, 0.5)], [], SPEC)) == {minor(3e-3, 0.1),
+                                                                                   minor(3e-3, 0.5)}
+
+
+def test_the_best_points_seed_mean_counts_the_questions_of_every_seed():
+    """Best: two seeds of 100 questions at 0.7; the point: 0.5 on 100. By hand, with 200 questions behind the
+    best, P(best − point > 0.05) = Φ(0.15 / √(0.25/100 + 0.21/200)) = Φ(2.5175) = 0.9941 ≥ 0.99: stop. Counting
+    one seed's 100 would give Φ(0.15 / √(0.25/100 + 0.21/100)) = Φ(2.2116) = 0.9865 < 0.99: no stop."""
+    def at(accuracy: float) -> dict[int, Eval]:
+        return {25: Eval(accuracy, 100)}
+
+    curves = {sft(1e-4): at(0.6), sft(3e-4, 0): at(0.7), sft(3e-4, 1): at(0.7), sft(1e-3): at(0.4), sft(3e-3): at(0.5)}
+    stopped = to_stop(curves, [sft(3e-3)], [sft(1e-3)], EarlyStopSpec(margin=0.05, confidence=0.99))
+    assert list(stopped) == [sft(3e-3)] and "with probability 0.994" in stopped[sft(3e-3)]
