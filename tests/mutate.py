@@ -68,6 +68,9 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("early stop: the best's upper neighbour may be stopped", "sweep/early_stop.py",
              "        if lower == best_lr:  # condition 2", "        if False:  # condition 2",
              ("tests/test_early_stop.py",)),
+    Mutation("early stop never switched on inside the grid sweeper", "sweep/grid_sweeper.py",
+             "self.early_stop = early_stop_spec(", "self.early_stop = None and early_stop_spec(",
+             ("tests/test_early_stop.py::test_the_sweeper_stops_the_point_past_the_threshold_and_runs_every_other_to_its_end",)),
     # pruning
     Mutation("pruner never consulted: every reported trial pruned", "sweep/pruning.py",
              "and self._still_training(run_dir, new) and trial.should_prune():",

@@ -4,9 +4,15 @@ refused in one line before any job starts."""
 
 from __future__ import annotations
 
-import pytest
-from test_sweep import run_sweep
+import json
+import os
+import subprocess
+import sys
 
+import pytest
+from test_sweep import run_sweep, sweep_args
+
+from conftest import REPO_ROOT
 from sweep.early_stop import EarlyStopSpec, Eval, early_stop_spec, p_worse_by, to_stop
 from sweep.early_stop_monitor import EarlyStopMonitor
 from sweep.grid import GridError, GridPoint
@@ -113,6 +119,25 @@ def test_the_sweeper_refuses_early_stopping_without_evaluations_in_one_line_befo
     assert len([line for line in done.stderr.splitlines() if line.startswith("error:")]) == 1
     assert not list((tmp_path / "sweep").rglob("result.json")) and not (tmp_path / "cache").exists()
 
+
+
+@pytest.mark.slow
+def test_the_sweeper_stops_the_point_past_the_threshold_and_runs_every_other_to_its_end(tiny_world, tmp_path):
+    """Through the real grid sweeper (one job at a time): scripted selection accuracies 0.6, 0.8, 0.5, 0.2 at
+    lr 1e-4 … 3e-3 (tests/fault_site). 3e-3 is two lrs past the best and 1e-3 is 0.3 below it with 400
+    questions, so 3e-3 is stopped while it trains; 1e-3, the best's upper neighbour, runs to its end."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "tests" / "fault_site"),
+           "SFTSWEEP_TEST_SELECT": "1e-4:0.6,3e-4:0.8,1e-3:0.5,3e-3:0.2", "SFTSWEEP_TEST_STEP_DELAY": "0.02"}
+    args = sweep_args(tiny_world, tmp_path, "launcher=local", "~grid.methods.dpo_sft", "~grid.methods.minor_sft",
+                      "grid.methods.sft.lr=[1e-4,3e-4,1e-3,3e-3]", "grid.early_stop.enabled=true",
+                      "train.max_steps=100", "train.report_steps=5", "train.logging_steps=5")
+    done = subprocess.run([sys.executable, "-m", "trainers.train", *args], capture_output=True, text=True,
+                          cwd=REPO_ROOT, timeout=900, env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    results = {r["lr"]: r for r in map(json.loads, map(lambda p: p.read_text(), (tmp_path / "sweep").rglob(
+        "result.json"))) if "lr" in r}
+    assert {lr: r["status"] for lr, r in results.items()} == {1e-4: "ok", 3e-4: "ok", 1e-3: "ok", 3e-3: "stopped"}
+    assert results[3e-3]["steps"] < 100 and all(results[lr]["steps"] == 100 for lr in (1e-4, 3e-4, 1e-3))
 
 
 def test_the_monitor_asks_a_running_condemned_point_to_stop_from_its_run_directory(tmp_path):

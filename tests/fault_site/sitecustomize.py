@@ -86,3 +86,26 @@ if _rendezvous:
             time.sleep(0.2)
 
     _before_every_loss(_meet_another_job)
+
+# SFTSWEEP_TEST_SELECT="<lr>:<accuracy>,…" (with SFTSWEEP_TEST_STEP_DELAY="<seconds>"): every report of a job's
+# selection accuracy while it trains says the accuracy scripted for its lr, over 400 questions, and every step
+# takes at least that delay; so an early-stopping test knows which point is past its method's threshold, and a
+# job lasts long enough for the sweeper's monitor to see it (the tiny world's own accuracies are chance and tie).
+_select = os.environ.get("SFTSWEEP_TEST_SELECT")
+if _select:
+    import time
+
+    from trainers.model.loss_trainer import LossTrainer
+
+    _scripted = {float(lr): float(acc) for lr, acc in (pair.split(":") for pair in _select.split(","))}
+    _report = LossTrainer.report_selection
+
+    def _scripted_report(self):
+        report = _report(self)
+        if report is not None:
+            report.update(select_accuracy=_scripted[float(self.args.learning_rate)], select_n=400)
+        return report
+
+    LossTrainer.report_selection = _scripted_report
+    _delay = float(os.environ.get("SFTSWEEP_TEST_STEP_DELAY", "0"))
+    _before_every_loss(lambda: time.sleep(_delay))
