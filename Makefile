@@ -32,7 +32,7 @@ METHOD ?= minor_sft
 N_TRIALS ?= 6
 optuna: DEFAULT_DIR = $(or $(OPTUNA_DIR),$(SWEEP),outputs/optuna/$(EXPERIMENT)-$(METHOD))
 
-.PHONY: install plan sweep optuna status train test lint report report-check world bench dashboard bench-gpu
+.PHONY: install plan sweep optuna status train test lint report report-check world bench dashboard bench-gpu mutate
 
 install: $(STAMP)
 
@@ -119,3 +119,8 @@ bench: $(DEV_STAMP)
 ## the training step on one GPU (Qwen2-0.5B shape from a config, bf16 mixed precision): tokens/s, MFU, memory
 bench-gpu: $(DEV_STAMP)
 	$(PY) -m bench.gpu $(BENCH_ARGS)
+
+## the project's mutation run (tests/mutate.py): one-line bugs planted one at a time in a copy of the checkout,
+## each against the tests that should catch it; prints the kill rate (not part of `make test`: minutes)
+mutate: $(DEV_STAMP)
+	$(PY) tests/mutate.py $(MUTATE_ARGS)

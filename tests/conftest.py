@@ -6,9 +6,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -29,6 +31,81 @@ from trainers.job.config import compose_job
 from trainers.world import EmbeddedWorld, WorldConfig, ensure_embedded_world
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Where the libraries the suite drives keep their files when nobody says otherwise: W&B under ~/.cache/wandb,
+# ~/.config/wandb and ~/.local/share/wandb, matplotlib under ~/.cache/matplotlib, HF under ~/.cache/huggingface,
+# a job's Hydra output under the repository's outputs/. The suite points them all into one temporary directory
+# (set before collection, since matplotlib reads MPLCONFIGDIR at import) and forces W&B offline, so that a
+# developer who exported WANDB_MODE=online sends nothing and the machine is left as it was found.
+_SCRATCH_VAR = "SFTSWEEP_TEST_SCRATCH"
+_SCRATCH_ENV = {
+    "WANDB_MODE": "offline", "WANDB_DIR": "wandb", "WANDB_CACHE_DIR": "wandb-cache",
+    "WANDB_CONFIG_DIR": "wandb-config", "WANDB_DATA_DIR": "wandb-data", "WANDB_ARTIFACT_DIR": "wandb-artifacts",
+    "MPLCONFIGDIR": "matplotlib", "HF_HOME": "huggingface", "XDG_CACHE_HOME": "xdg-cache",
+    "XDG_CONFIG_HOME": "xdg-config", "XDG_DATA_HOME": "xdg-data", "SFTSWEEP_OUTPUTS": "outputs",
+}
+# tests/mutate.py runs tests in a throwaway copy, beside whatever else the machine is doing: no leftover check there
+_NO_LEFTOVER_CHECK = "SFTSWEEP_TESTS_NO_LEFTOVER_CHECK"
+# what Python and the dev tools write into a checkout by themselves: not the suite's doing
+_TOOL_LEFTOVERS = ("__pycache__", ".pytest_cache", ".ruff_cache", ".import_linter_cache", ".grimp_cache")
+
+
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The controller makes the scratch directory and exports it (xdist workers and every job inherit it)."""
+    if _is_xdist_worker(config) or os.environ.get(_SCRATCH_VAR):
+        return
+    scratch = Path(tempfile.mkdtemp(prefix="sftsweep-tests-"))
+    os.environ[_SCRATCH_VAR] = str(scratch)
+    for var, sub in _SCRATCH_ENV.items():
+        os.environ[var] = sub if var == "WANDB_MODE" else str(scratch / sub)
+    config._sftsweep_scratch = scratch  # type: ignore[attr-defined]
+    if os.environ.get(_NO_LEFTOVER_CHECK) != "1":
+        config._sftsweep_before = _machine_snapshot()  # type: ignore[attr-defined]
+
+
+def _machine_snapshot() -> dict[str, set[str]]:
+    """What the suite could leave behind: the checkout's files git does not track (ignored ones included, less
+    the tools' own caches), and every path under HOME outside the checkout."""
+    status = subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all"], cwd=REPO_ROOT,
+                            capture_output=True, text=True, check=False)
+    if status.returncode == 0:
+        paths = [line[3:] for line in status.stdout.splitlines()]
+    else:  # not a git checkout (a copy, as tests/mutate.py makes): every file but the environment's
+        paths = [str(p.relative_to(REPO_ROOT)) for p in REPO_ROOT.rglob("*") if ".venv" not in p.parts]
+    repo = {path for path in paths if not any(part in _TOOL_LEFTOVERS for part in Path(path).parts)
+            and path.rstrip("/") != ".venv"}
+    home, skip = Path.home(), REPO_ROOT
+    listing: set[str] = set()
+    for root, dirs, files in os.walk(home):
+        if Path(root) == skip or skip in Path(root).parents:
+            dirs[:] = []
+            continue
+        dirs[:] = [d for d in dirs if Path(root, d) != skip]
+        listing.update(os.path.join(root, name) for name in dirs + files)
+    return {"repository (git status --ignored)": repo, f"HOME ({home})": listing}
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The suite fails if it left anything in the checkout or under HOME (the scratch directory goes away)."""
+    config = session.config
+    if getattr(config, "_sftsweep_scratch", None) is not None:
+        shutil.rmtree(config._sftsweep_scratch, ignore_errors=True)  # type: ignore[attr-defined]
+    before = getattr(config, "_sftsweep_before", None)
+    if before is None:
+        return
+    after = _machine_snapshot()
+    left = {where: sorted(after[where] - before[where]) for where in before if after[where] - before[where]}
+    if left:
+        lines = [f"the test suite left files behind in {where}: {', '.join(paths[:10])}"
+                 + (f" (+{len(paths) - 10} more)" if len(paths) > 10 else "") for where, paths in left.items()]
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        reporter.ensure_newline()
+        reporter.write_line("\n".join(lines), red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 # Enough pretraining that the world's facts exist in the model, small enough for seconds.
 TINY_WORLD = WorldConfig(

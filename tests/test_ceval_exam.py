@@ -18,10 +18,12 @@ from trainers.job.validate import validate_config
 from trainers.runtime.errors import ConfigError
 
 CEVAL = REPO_ROOT.parent / "shared" / "data" / "ceval_exam"
-pytestmark = pytest.mark.skipif(not CEVAL.is_dir(), reason=f"ceval-exam not found at {CEVAL}")
+# the refusals of the test split read no file: they run without the data too
+needs_files = pytest.mark.skipif(not CEVAL.is_dir(), reason=f"ceval-exam not found at {CEVAL}")
 CATEGORIES = {"STEM", "Social Sciences", "Humanities", "Other"}
 
 
+@needs_files
 def test_published_files_load_with_exact_counts_and_no_row_rejected():
     dev, dev_report = load_mcq(CEVAL, "dev")
     val, val_report = load_mcq(CEVAL, "val")
@@ -40,6 +42,7 @@ def test_published_files_load_with_exact_counts_and_no_row_rejected():
     assert info["advanced_mathematics"] == {"name": "高等数学", "category": "STEM"}
 
 
+@needs_files
 def test_multiline_cells_are_kept_as_pandas_reads_them():
     items = {i.id: i for i in load_mcq(CEVAL, "dev")[0]}
     multiline = 0
@@ -54,8 +57,8 @@ def test_multiline_cells_are_kept_as_pandas_reads_them():
 
 
 @pytest.mark.parametrize("field", ["eval_split", "train_split"])
-def test_the_answerless_test_split_is_refused_in_one_line(job_cfg, field):
-    cfg = job_cfg("data=ceval_exam", f"data.path={CEVAL}", f"data.{field}=test")
+def test_the_answerless_test_split_is_refused_in_one_line(job_cfg, field, tmp_path):
+    cfg = job_cfg("data=ceval_exam", f"data.path={tmp_path / 'ceval_exam'}", f"data.{field}=test")
     with pytest.raises(ConfigError) as info:
         validate_config(cfg)
     message = str(info.value)
@@ -65,9 +68,11 @@ def test_the_answerless_test_split_is_refused_in_one_line(job_cfg, field):
 
 def test_cli_refuses_the_test_split_before_anything_runs(tiny_world, tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "trainers.train", "data=ceval_exam", f"data.path={CEVAL}", "data.eval_split=test",
+        [sys.executable, "-m", "trainers.train", "data=ceval_exam", f"data.path={tmp_path / 'ceval_exam'}",
+         "data.eval_split=test",
          "logger=none", f"paths.embedded_dir={tiny_world.root}", "model.embedded=false",
-         f"paths.cache_dir={tmp_path / 'cache'}", f"run_dir={tmp_path / 'run'}"],
+         f"paths.cache_dir={tmp_path / 'cache'}", f"paths.output_dir={tmp_path / 'outputs'}",
+         f"run_dir={tmp_path / 'run'}"],
         capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
@@ -77,6 +82,7 @@ def test_cli_refuses_the_test_split_before_anything_runs(tiny_world, tmp_path):
     assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
 
 
+@needs_files
 @pytest.mark.slow
 def test_paper_ceval_exam_runs_end_to_end_on_the_real_files(tmp_path):
     """Plumbing only: a tiny random Qwen2 and a tokenizer trained here; its accuracy means nothing."""

@@ -46,11 +46,12 @@ def logged_sweep(tiny_world, tmp_path_factory):
         config |= set(offline_config(run_file))
     build_report(sweep, use_wandb=True)
     (summary_file,) = (sweep / "report").glob("wandb/offline-run-*/run-*.wandb")
-    for _ in range(100):  # W&B's service process may still be flushing the file after finish() returned
-        meta, rows = offline_history(summary_file)
-        if meta and rows:
-            break
-        time.sleep(0.1)
+    deadline = time.monotonic() + 120  # W&B's service process may still be flushing the file after finish()
+    while not ((meta := offline_history(summary_file)[0]) and offline_history(summary_file)[1]):
+        assert time.monotonic() < deadline, (f"{summary_file} still lacks its run record or history 120 s after "
+                                             f"finish(): run record {meta}, {summary_file.stat().st_size} bytes")
+        time.sleep(0.2)
+    meta, rows = offline_history(summary_file)
     assert meta["group"] == GROUP and meta["job_type"] == "analysis"
     keys |= {k for r in rows for k in r}
     # a logged wandb.Table is a dict value whose nested keys are decoded separately: `tables/x/_type`, …

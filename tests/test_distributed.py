@@ -221,7 +221,7 @@ def test_process_group_waits_train_ddp_timeout(job_cfg, tmp_path, strategy):
     """The group the worker creates before TrainingArguments exist times out after `train.ddp_timeout`, and
     the arguments say the same (issue 20: the group kept torch's default and the key was ignored)."""
     if strategy == "deepspeed_zero3":
-        pytest.importorskip("deepspeed")
+        import deepspeed  # noqa: F401  (a dev dependency: `make test` installs it, so its absence fails)
     model = Path(job_cfg().model.path)
     out = _torchrun(str(REPO_ROOT / "tests" / "pg_timeout_worker.py"), str(tmp_path), f"strategy={strategy}",
                     "strategy.nproc_per_node=2", f"model.path={model}", "model.embedded=false", "logger=none",
@@ -251,7 +251,7 @@ def test_zero3_on_two_processes_killed_and_resumed_matches_one_process(job_cfg):
     """ZeRO-3 on this CPU (DeepSpeed's CPU accelerator over gloo, every rank holding half of each parameter):
     killed after its first ZeRO checkpoint and resumed, the job trains, scores and evaluates (every rank
     joins every forward) to the numbers of one process, and exports the same bf16 model."""
-    pytest.importorskip("deepspeed")
+    import deepspeed  # noqa: F401  (a dev dependency: `make test` installs it, so its absence fails)
     common = ("method=minor_sft", "method.beta=0.1", "train.lr=3e-3", "train.max_steps=4", "train.logging_steps=1",
               "train.eval_steps=0", "train.save_model=bf16", *BATCH)
     zero3 = (*common, "strategy=deepspeed_zero3", "strategy.nproc_per_node=2", "train.save_steps=2")

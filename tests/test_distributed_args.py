@@ -41,7 +41,7 @@ def test_fsdp_arguments_are_what_accelerate_expects(job_cfg, tmp_path):
 def test_zero3_arguments_are_filled_from_the_job(job_cfg, tmp_path, monkeypatch):
     """The arguments a GPU job gets (on this CPU a ZeRO-3 job uses its worker's DeepSpeed state instead: the
     2-process test of test_distributed.py runs that path)."""
-    pytest.importorskip("deepspeed")
+    import deepspeed  # noqa: F401  (a dev dependency: `make test` installs it, so its absence fails)
     monkeypatch.setattr("trainers.job.arguments.deepspeed_on_cpu", lambda cfg: False)
     from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled, unset_hf_deepspeed_config
 

@@ -4,9 +4,15 @@ refused in one line before any job starts."""
 
 from __future__ import annotations
 
-import pytest
-from test_sweep import run_sweep
+import json
+import os
+import subprocess
+import sys
 
+import pytest
+from test_sweep import run_sweep, sweep_args
+
+from conftest import REPO_ROOT
 from sweep.early_stop import EarlyStopSpec, Eval, early_stop_spec, p_worse_by, to_stop
 from sweep.early_stop_monitor import EarlyStopMonitor
 from sweep.grid import GridError, GridPoint
@@ -115,6 +121,25 @@ def test_the_sweeper_refuses_early_stopping_without_evaluations_in_one_line_befo
 
 
 
+@pytest.mark.slow
+def test_the_sweeper_stops_the_point_past_the_threshold_and_runs_every_other_to_its_end(tiny_world, tmp_path):
+    """Through the real grid sweeper (one job at a time): scripted selection accuracies 0.6, 0.8, 0.5, 0.2 at
+    lr 1e-4 … 3e-3 (tests/fault_site). 3e-3 is two lrs past the best and 1e-3 is 0.3 below it with 400
+    questions, so 3e-3 is stopped while it trains; 1e-3, the best's upper neighbour, runs to its end."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "tests" / "fault_site"),
+           "SFTSWEEP_TEST_SELECT": "1e-4:0.6,3e-4:0.8,1e-3:0.5,3e-3:0.2", "SFTSWEEP_TEST_STEP_DELAY": "0.02"}
+    args = sweep_args(tiny_world, tmp_path, "launcher=local", "~grid.methods.dpo_sft", "~grid.methods.minor_sft",
+                      "grid.methods.sft.lr=[1e-4,3e-4,1e-3,3e-3]", "grid.early_stop.enabled=true",
+                      "train.max_steps=100", "train.report_steps=5", "train.logging_steps=5")
+    done = subprocess.run([sys.executable, "-m", "trainers.train", *args], capture_output=True, text=True,
+                          cwd=REPO_ROOT, timeout=900, env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    results = {r["lr"]: r for r in map(json.loads, map(lambda p: p.read_text(), (tmp_path / "sweep").rglob(
+        "result.json"))) if "lr" in r}
+    assert {lr: r["status"] for lr, r in results.items()} == {1e-4: "ok", 3e-4: "ok", 1e-3: "ok", 3e-3: "stopped"}
+    assert results[3e-3]["steps"] < 100 and all(results[lr]["steps"] == 100 for lr in (1e-4, 3e-4, 1e-3))
+
+
 def test_the_monitor_asks_a_running_condemned_point_to_stop_from_its_run_directory(tmp_path):
     """Real run directories as jobs leave them: eval.jsonl rows and progress.json. The best point finished
     before this launch (evidence, not a candidate); of the running points only 3e-3 is condemned, and its
@@ -135,3 +160,34 @@ def test_the_monitor_asks_a_running_condemned_point_to_stop_from_its_run_directo
     assert asked[3e-3]["status"] == "stopped" and "step 50" in asked[3e-3]["reason"]
     assert list(monitor.requested) == [sft(3e-3)]
 
+
+
+def minor(lr: float, beta: float, seed: int = 0) -> GridPoint:
+    return GridPoint("minor_sft", lr, beta, seed)
+
+
+def test_the_lr_below_counts_as_past_the_threshold_only_when_every_beta_there_is_clearly_worse():
+    """At 1e-3 β 0.1 has collapsed but β 0.5 is still near the best: the lr below 3e-3 is not condemned as a
+    whole, so 3e-3 runs on however bad it is (one good β there means the threshold may lie above 1e-3)."""
+    curves = {
+        minor(1e-4, 0.1): curve(0.60), minor(1e-4, 0.5): curve(0.55),
+        minor(3e-4, 0.1): curve(0.85), minor(3e-4, 0.5): curve(0.80),
+        minor(1e-3, 0.1): curve(0.40), minor(1e-3, 0.5): curve(0.82),
+        minor(3e-3, 0.1): curve(0.20), minor(3e-3, 0.5): curve(0.20),
+    }
+    assert to_stop(curves, [minor(3e-3, 0.1), minor(3e-3, 0.5)], [], SPEC) == {}
+    curves[minor(1e-3, 0.5)] = curve(0.45)  # now both βs at 1e-3 are clearly worse: 3e-3 stops
+    assert set(to_stop(curves, [minor(3e-3, 0.1), minor(3e-3, 0.5)], [], SPEC)) == {minor(3e-3, 0.1),
+                                                                                   minor(3e-3, 0.5)}
+
+
+def test_the_best_points_seed_mean_counts_the_questions_of_every_seed():
+    """Best: two seeds of 100 questions at 0.7; the point: 0.5 on 100. By hand, with 200 questions behind the
+    best, P(best − point > 0.05) = Φ(0.15 / √(0.25/100 + 0.21/200)) = Φ(2.5175) = 0.9941 ≥ 0.99: stop. Counting
+    one seed's 100 would give Φ(0.15 / √(0.25/100 + 0.21/100)) = Φ(2.2116) = 0.9865 < 0.99: no stop."""
+    def at(accuracy: float) -> dict[int, Eval]:
+        return {25: Eval(accuracy, 100)}
+
+    curves = {sft(1e-4): at(0.6), sft(3e-4, 0): at(0.7), sft(3e-4, 1): at(0.7), sft(1e-3): at(0.4), sft(3e-3): at(0.5)}
+    stopped = to_stop(curves, [sft(3e-3)], [sft(1e-3)], EarlyStopSpec(margin=0.05, confidence=0.99))
+    assert list(stopped) == [sft(3e-3)] and "with probability 0.994" in stopped[sft(3e-3)]

@@ -117,7 +117,8 @@ def test_status_names_every_state_of_a_sweep(tiny_world, tmp_path):
             ("minor_sft lr=0.001 β=0.1 seed=0", live)]
     atomic_write_json(sweep_dir / "sweep_plan.json",
                       {"points": [{"label": label, "run_dir": str(d)} for label, d in plan]})
-    job = start(["method=minor_sft", *common(tiny_world, tmp_path), "train.max_steps=100000", f"run_dir={live}"])
+    job = start(["method=minor_sft", *common(tiny_world, tmp_path), "train.max_steps=100000", f"run_dir={live}",
+                 f"paths.output_dir={tmp_path / 'outputs'}"])
     try:
         deadline = time.monotonic() + 300
         while ((read_progress(live) or {}).get("step") or 0) < 5:

@@ -116,7 +116,7 @@ def test_models_without_the_argument_fall_back_to_full_logits() -> None:
 
 
 def test_lora_model_keeps_the_lean_path() -> None:
-    peft = pytest.importorskip("peft")
+    import peft  # a dev dependency: `make test` installs it, so its absence fails
     model = peft.get_peft_model(_llama(), peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
                                                           task_type="CAUSAL_LM")).eval()
     batch = collate(_samples(), PAD)

@@ -63,7 +63,6 @@ def test_parameter_counts_are_the_models_own(tiny_qwen):
     assert plan.shape.trainable == plan.shape.params
     assert (plan.shape.layers, plan.shape.hidden, plan.shape.vocab) == (3, 64, 300)
     assert plan.shape.kv_hidden == 2 * 64 // 4  # kv heads × head dim
-    pytest.importorskip("peft")
     from peft import LoraConfig, get_peft_model
 
     lora = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))

@@ -136,7 +136,7 @@ def test_killed_sweep_resumes_with_exactly_one_ok_result_per_point(tiny_world, t
 def test_joblib_launcher_runs_two_jobs_at_once_in_different_processes(tiny_world, tmp_path):
     # A job waits at its first step until another one is training (tests/fault_site, SFTSWEEP_TEST_RENDEZVOUS),
     # so a second worker that starts slowly (its job runner imports torch) still meets a job of the first one;
-    # jobs run one after another never meet, and the wait gives up after 90 s.
+    # jobs run one after another never meet, and the wait gives up after 300 s, saying so in the marker.
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "tests" / "fault_site"),
            "SFTSWEEP_TEST_RENDEZVOUS": str(tmp_path / "sweep")}
     out = subprocess.run([sys.executable, "-m", "trainers.train",

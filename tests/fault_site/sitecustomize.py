@@ -58,7 +58,7 @@ if _peak_lr:
 
     selection.run_score = _scripted_score
 
-# SFTSWEEP_TEST_RENDEZVOUS="<sweep dir>": a job's training waits (up to 90 s) until another job's progress.json
+# SFTSWEEP_TEST_RENDEZVOUS="<sweep dir>": a job's training waits (up to 300 s) until another job's progress.json
 # under that directory says it is training too, and from then on nobody waits (a marker file says so): so two
 # launcher workers that really run at once are seen overlapping, however slowly the second one started, and
 # workers that run one after another never are.
@@ -76,12 +76,36 @@ if _rendezvous:
         return sum((read_progress(d) or {}).get("phase") == "training" and read_result(d) is None for d in run_dirs)
 
     def _meet_another_job():
-        deadline = time.monotonic() + 90
+        waited = time.monotonic()
         while not _met.exists():
             met = _training_jobs() >= 2
-            if met or time.monotonic() > deadline:
-                _met.write_text("met" if met else "gave up")
+            if met or time.monotonic() > waited + 300:  # a slow second worker on a loaded machine still comes
+                _met.write_text("met" if met else f"gave up after 300 s: {_training_jobs()} job(s) training under "
+                                f"{_rendezvous}, no other job seen training at the same time")
                 return
             time.sleep(0.2)
 
     _before_every_loss(_meet_another_job)
+
+# SFTSWEEP_TEST_SELECT="<lr>:<accuracy>,…" (with SFTSWEEP_TEST_STEP_DELAY="<seconds>"): every report of a job's
+# selection accuracy while it trains says the accuracy scripted for its lr, over 400 questions, and every step
+# takes at least that delay; so an early-stopping test knows which point is past its method's threshold, and a
+# job lasts long enough for the sweeper's monitor to see it (the tiny world's own accuracies are chance and tie).
+_select = os.environ.get("SFTSWEEP_TEST_SELECT")
+if _select:
+    import time
+
+    from trainers.model.loss_trainer import LossTrainer
+
+    _scripted = {float(lr): float(acc) for lr, acc in (pair.split(":") for pair in _select.split(","))}
+    _report = LossTrainer.report_selection
+
+    def _scripted_report(self):
+        report = _report(self)
+        if report is not None:
+            report.update(select_accuracy=_scripted[float(self.args.learning_rate)], select_n=400)
+        return report
+
+    LossTrainer.report_selection = _scripted_report
+    _delay = float(os.environ.get("SFTSWEEP_TEST_STEP_DELAY", "0"))
+    _before_every_loss(lambda: time.sleep(_delay))
