@@ -77,6 +77,10 @@ MUTATIONS: tuple[Mutation, ...] = (
              "and self._still_training(run_dir, new):", ("tests/test_pruning_monitor.py",)),
     Mutation("pruner consulted after the last look too", "sweep/pruning.py",
              "        self.poll(decide=False)", "        self.poll(decide=True)", ("tests/test_pruning_monitor.py",)),
+    # the report's estimates
+    Mutation("bootstrap keeps the observed best beta instead of redoing the choice", "analysis/estimate.py",
+             'resampled.append(select_b[cand["pid"].to_numpy()].max(axis=0))',
+             'resampled.append(select_b[int(best["pid"])])', ("tests/test_bootstrap_beta_choice.py",)),
     # peak rule
     Mutation("peak rule: ties go to the last candidate (higher lr or beta)", "trainers/data/selection.py",
              "lr = lrs[best_of([chosen[x][1] for x in lrs])[0]]", "lr = lrs[best_of([chosen[x][1] for x in lrs])[-1]]",
