@@ -17,9 +17,9 @@ whatever its numbers. Accuracies are on the report split; choices were made on t
 5. β needs tuning (per β method): at its best lr that ran several β, the β chosen on the selection split
    against the worst β; holds when Δ's interval is above 0, does not hold when it lies within ±EQUIVALENCE.
 
-Each claim is judged per setting, then once more *across settings* (analysis.across): every row carries
-its effects (positive: in the claim's direction) with their standard errors, and the settings' effects are
-pooled by random effects.
+Each claim is judged per setting, then, with several settings, once more *across settings* (analysis.across):
+every row carries its effects (positive: in the claim's direction) with their standard errors, and the
+settings' effects are pooled by random effects.
 """
 
 from __future__ import annotations
@@ -48,11 +48,13 @@ CLAIM_LR = "MinorSFT's threshold learning rate is higher than raw SFT's"
 CLAIM_DEVIATION = "DPO-derived losses deviate less (lower mθ) than raw SFT"
 CLAIM_BETA = "β needs tuning"
 CLAIM_COLUMNS = ["setting", "claim", "scope", "outcome", "evidence"]
-EFFECT_COLUMNS = ["key", "effects"]
+EFFECT_COLUMNS = ["key", "effects", "equivalence"]
 """Kept beside CLAIM_COLUMNS for pooling: `key` is the scope without the setting's own numbers (rows of one
 claim in different settings share it); `effects` is a list of (what, effect, standard error), each effect
-signed so that positive supports the claim. A bootstrap effect's standard error is the s.d. of its
-resamples; one read off a table's 95% percentile interval is its width / 3.92; Welch's is the usual one."""
+signed so that positive supports the claim; `equivalence` is the margin of a claim whose "does not hold"
+means every effect within ±margin (the β claim), None where it means an effect below 0. A bootstrap effect's
+standard error is the s.d. of its resamples; one read off a table's 95% percentile interval is its width / 3.92;
+Welch's is the usual one."""
 Z95_WIDTH = 3.92  # a normal 95% interval is 2 × 1.96 standard errors wide
 
 
@@ -77,10 +79,11 @@ def _by_interval(lo: float, hi: float) -> str:
 
 def claims_table(est: Estimates, sweep, best: pd.DataFrame, paired: pd.DataFrame,
                  beta_table: pd.DataFrame) -> pd.DataFrame:
-    """All claims for every setting of the sweep, then each claim across settings (analysis.across);
-    columns CLAIM_COLUMNS + EFFECT_COLUMNS."""
+    """All claims for every setting of the sweep, then, with several settings, each claim across settings
+    (analysis.across); columns CLAIM_COLUMNS + EFFECT_COLUMNS."""
     rows = _setting_rows(est, sweep, best, paired, beta_table)
-    return pd.DataFrame(rows + across_rows(rows, sorted(est.settings)), columns=CLAIM_COLUMNS + EFFECT_COLUMNS)
+    across = across_rows(rows, sorted(est.settings)) if len(est.settings) > 1 else []
+    return pd.DataFrame(rows + across, columns=CLAIM_COLUMNS + EFFECT_COLUMNS)
 
 
 def _setting_rows(est: Estimates, sweep, best: pd.DataFrame, paired: pd.DataFrame,
@@ -108,6 +111,7 @@ def _setting_rows(est: Estimates, sweep, best: pd.DataFrame, paired: pd.DataFram
     for row in rows:
         row.setdefault("key", row["scope"])
         row.setdefault("effects", [])
+        row.setdefault("equivalence", None)
     return rows
 
 
@@ -269,7 +273,7 @@ def _beta_claim(est: Estimates, setting: str, method: str, beta_table: pd.DataFr
     r = t.loc[t["lr"].map(curve).idxmax()]
     where = "its best lr" if r["lr"] == peak.lr else "its best lr with several β"
     row = {"setting": setting, "claim": CLAIM_BETA, "scope": f"{method_name(method)} at {where} {fmt_lr(r['lr'])}",
-           "key": method_name(method),
+           "key": method_name(method), "equivalence": EQUIVALENCE,
            "effects": [("chosen β − worst β", r["delta"], (r["ci_high"] - r["ci_low"]) / Z95_WIDTH)]}
     ev = (f"report split: chosen β={fmt_beta(r['beta'])} {_acc(r['accuracy'])} − worst β={fmt_beta(r['worst_beta'])} "
           f"{_acc(r['worst_accuracy'])} = {r['delta']:+.3f} {_ci(r['ci_low'], r['ci_high'])}, p={r['p_value']:.3g}; "

@@ -32,18 +32,20 @@ from analysis.atomic import write_text
 TRAIN_M_THETA, EVAL_M_THETA, ACCURACY = "train/m_theta", "eval/m_theta", "eval/accuracy"
 METHOD, LR = "method.name", "train.lr"
 TABLES = ("threshold", "claims", "claims_across")
+"""The summary run's tables; claims_across only with several settings (a one-setting report has none)."""
 SPEC_FILE = "wandb_dashboard.json"
 
 
-def sweep_facts(sweep_dir: Path) -> tuple[str, list[str]]:
-    """(W&B group, methods present) of a sweep, read from its run directories."""
+def sweep_facts(sweep_dir: Path) -> tuple[str, list[str], int]:
+    """(W&B group, methods present, number of settings) of a sweep, read from its run directories."""
     from analysis.rundirs import load_sweep
     from analysis.wandb_summary import group_of
 
     runs = load_sweep(sweep_dir).runs
     if runs.empty:
         raise ValueError(f"{sweep_dir}: no finished run directories (result.json) to build a dashboard for")
-    return group_of(runs, fallback=Path(sweep_dir).resolve().name), sorted(runs["method"].dropna().unique())
+    return (group_of(runs, fallback=Path(sweep_dir).resolve().name), sorted(runs["method"].dropna().unique()),
+            int(runs["setting"].nunique()))
 
 
 def _group_filter(group: str, method: str | None = None) -> str:
@@ -65,11 +67,12 @@ def _accuracy(wr: Any) -> Any:
                           y=wr.SummaryMetric(ACCURACY), log_x=True)
 
 
-def _tables(wr: Any) -> list:
-    return [wr.WeavePanelSummaryTable(table_name=f"tables/{t}") for t in TABLES]
+def _tables(wr: Any, settings: int) -> list:
+    return [wr.WeavePanelSummaryTable(table_name=f"tables/{t}") for t in TABLES
+            if settings > 1 or t != "claims_across"]
 
 
-def build_report(entity: str, project: str, group: str, methods: Sequence[str]) -> Any:
+def build_report(entity: str, project: str, group: str, methods: Sequence[str], settings: int = 1) -> Any:
     import wandb_workspaces.reports.v2 as wr
 
     def runset(name: str, filters: str, groupby: list[str]) -> Any:
@@ -90,13 +93,13 @@ def build_report(entity: str, project: str, group: str, methods: Sequence[str]) 
         wr.PanelGrid(runsets=[runset(m, _group_filter(group, m), []) for m in methods], panels=[_accuracy(wr)]),
         wr.H2(text="Learning-rate threshold and the paper's claims, per setting and across settings"),
         wr.PanelGrid(runsets=[runset("report", f"Group = '{group}' and JobType = 'analysis'", [])],
-                     panels=_tables(wr)),
+                     panels=_tables(wr, settings)),
     ]
     return wr.Report(entity=entity, project=project, title=f"sftsweep: {group}"[:128], blocks=blocks,
                      description="Built by `python -m analysis.dashboard` from the sweep's run directories.")
 
 
-def build_workspace(entity: str, project: str, group: str) -> Any:
+def build_workspace(entity: str, project: str, group: str, settings: int = 1) -> Any:
     import wandb_workspaces.reports.v2 as wr
     import wandb_workspaces.workspaces as ws
     from wandb_workspaces import expr
@@ -105,7 +108,8 @@ def build_workspace(entity: str, project: str, group: str) -> Any:
         entity=entity, project=project, name=f"sftsweep: {group}",
         sections=[ws.Section(name="Deviation mθ by method and lr", panels=_curves(wr), is_open=True),
                   ws.Section(name="Accuracy against learning rate", panels=[_accuracy(wr)], is_open=True),
-                  ws.Section(name="Threshold and claims, across settings too", panels=_tables(wr), is_open=True)],
+                  ws.Section(name="Threshold and claims, across settings too", panels=_tables(wr, settings),
+                             is_open=True)],
         runset_settings=ws.RunsetSettings(filters=_group_filter(group),
                                           groupby=[expr.Config(METHOD), expr.Config(LR)]),
     )
@@ -174,8 +178,9 @@ def specification(sweep_dir: Path, entity: str, project: str) -> tuple[dict[str,
     from pydantic import TypeAdapter
     from wandb_workspaces.reports.v2 import Report
 
-    group, methods = sweep_facts(sweep_dir)
-    report, workspace = build_report(entity, project, group, methods), build_workspace(entity, project, group)
+    group, methods, settings = sweep_facts(sweep_dir)
+    report = build_report(entity, project, group, methods, settings)
+    workspace = build_workspace(entity, project, group, settings)
     spec = {
         "entity": entity, "project": project, "group": group, "methods": methods,
         "panels": panel_list(report, workspace),

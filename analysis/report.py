@@ -51,14 +51,17 @@ class Report:
 
 
 EXPLAIN = {
-    "across": "Each claim across settings: the settings' effects (positive: in the claim's direction) pooled by "
-    "random effects (DerSimonian–Laird τ², Hartung–Knapp interval), with the between-setting s.d. <i>tau</i> "
-    "and <i>i2</i> (the share of the spread beyond noise). <b>holds across settings</b> only when every pooled "
-    "interval is above 0 and no setting's own verdict is \"does not hold\"; <i>disagreeing</i> names the "
-    "settings where it does not hold. Fewer than three settings: <b>cannot judge</b>.",
-    "claims": "The paper's findings (docs/report.md), one per row and setting, then one row <i>across "
-    "settings</i> per claim (the table below has its numbers): <b>holds</b> / <b>does not hold</b> / "
-    "<b>undecided</b>, always with the interval, probability or p-value behind the verdict. Accuracies "
+    "across": "Each claim across settings: each effect (positive: in the claim's direction) pooled over the "
+    "settings that measured it by Bayesian random effects (a half-normal prior on the between-setting s.d. τ, "
+    "scale 0.04: three settings cannot estimate it), its posterior median, 95% credible interval and "
+    "<i>p_positive</i> = P(effect > 0); <i>tau</i> and <i>i2</i> are DerSimonian–Laird's spread (what the "
+    "data alone say). <b>holds across settings</b> only when every effect has P(effect > 0) ≥ 0.975 and no "
+    "setting's own verdict is \"does not hold\"; <i>disagreeing</i> names the settings where it does not "
+    "hold. False \"holds\" ≤ 5% for 3 to 8 settings (docs/report.md). Fewer than three settings: <b>cannot "
+    "judge</b>.",
+    "claims": "The paper's findings (docs/report.md), one per row and setting, then, with several settings, "
+    "one row <i>across settings</i> per claim (the table below has its numbers): <b>holds</b> / <b>does not "
+    "hold</b> / <b>undecided</b>, always with the interval, probability or p-value behind the verdict. Accuracies "
     f"are on the report split. One seed decides nothing: a claim whose deciding points have fewer than "
     f"{MIN_SEEDS} scored seeds is undecided whatever its numbers.",
     "threshold": "For each method: at every learning rate the best β on the <b>selection split</b> (mean "
@@ -129,6 +132,9 @@ def _notes(sweep: Sweep, est: Estimates) -> list[str]:
                          f"chosen and scored on the same {info.n_questions} questions, so the best configurations' "
                          "accuracies are optimistic (winner's curse).")
         notes.extend(f"{setting}: {n}" for n in info.notes)
+    if len(est.settings) == 1:
+        notes.append("One setting: no claim is judged across settings. To judge them, run several worlds "
+                     "(make sweep EXPERIMENT=worlds) or read several sweeps: python -m analysis.report DIR1 DIR2 DIR3.")
     notes.append(f"Intervals: hierarchical bootstrap, {est.n_resamples} resamples (seeds, then questions), seeded. "
                  "A diverged seed scores the base model's accuracy; a failed run is missing data.")
     for setting, sp in pts.groupby("setting"):
@@ -219,7 +225,7 @@ def build_report(sweep_dir: Path | str | list[Path | str], out_dir: Path | str |
     )
     named: list[tuple[str, str, pd.DataFrame, str]] = [  # (file stem, title, frame, explain key)
         ("claims", "The paper's claims", claims, "claims"),
-        ("claims_across", "The paper's claims across settings", across, "across"),
+        *([("claims_across", "The paper's claims across settings", across, "across")] if len(across) else []),
         ("threshold", "Learning-rate threshold per method", threshold, "threshold"),
         *([("threshold_by_setting", "Threshold per setting, side by side", by_setting, "threshold_by_setting")]
           if len(by_setting) else []),

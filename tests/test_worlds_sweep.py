@@ -22,7 +22,8 @@ def test_worlds_sweep_runs_each_world_as_a_setting_and_the_report_judges_across_
     for seed in (0, 1, 2):  # where data.world_seed puts each world, built small (model.embedded=false: no rebuild)
         ensure_embedded_world(world_dir(cache, seed), dataclasses.replace(TINY_WORLD, seed=seed))
     run = subprocess.run(
-        [sys.executable, "-m", "trainers.train", "-m", "experiment=worlds", "model.embedded=false",
+        [sys.executable, "-m", "trainers.train", "-m", "experiment=worlds", "~grid.settings.world3",
+         "~grid.settings.world4", "model.embedded=false",
          f"paths.cache_dir={cache}", f"hydra.sweep.dir={sweep}", "logger=none", "hydra.sweeper.poll_interval_s=0.5",
          "~grid.methods.dpo_sft", "grid.methods.sft.lr=[1e-3]", "grid.methods.minor_sft.lr=[1e-3]",
          "grid.methods.minor_sft.beta=[0.1]", "grid.refine=null",
@@ -50,7 +51,7 @@ def test_worlds_sweep_runs_each_world_as_a_setting_and_the_report_judges_across_
     assert pd.read_csv(tmp_path / "one" / "unfinished.csv").empty  # every planned point matched in its own world
     best = claims[(claims["claim"] == "MinorSFT is the best method")].set_index("setting")
     evidence = best.loc["across settings", "evidence"]
-    assert "random effects (DerSimonian–Laird, Hartung–Knapp) over 3 settings" in evidence
+    assert "Bayesian random effects" in evidence and "(3 settings)" in evidence
     assert set(across["n_settings"]) <= {0, 1, 2, 3} and (across["n_settings"] == 3).any()
     separate, separate_across = report(*(sweep / f"world{s}" for s in (0, 1, 2)), out=tmp_path / "three")
     assert claims.equals(separate) and across.equals(separate_across)
