@@ -203,6 +203,13 @@ def setup(out: Path, shape_name: str, world_steps: int) -> dict[str, Any]:
             "model": str(model_dir)}
 
 
+def deepspeed_import() -> str:
+    """"ok" where DeepSpeed imports (the kit carries it), else why not: a subprocess, so that a failed import
+    leaves nothing behind in this one."""
+    proc = subprocess.run([sys.executable, "-c", "import deepspeed"], capture_output=True, text=True)
+    return "ok" if proc.returncode == 0 else (proc.stderr.strip().splitlines() or ["failed"])[-1]
+
+
 def environment() -> dict[str, Any]:
     """What the check ran on: the interpreter, the libraries it found, the device and its peak."""
     def version(name: str) -> str | None:
@@ -215,7 +222,8 @@ def environment() -> dict[str, Any]:
                            **{n: version(n) for n in ("torch", "transformers", "accelerate", "hydra-core",
                                                       "omegaconf", "deepspeed")},
                            "cuda": torch.version.cuda, "gpu": None,
-                           "hydra_from": str(Path(importlib.util.find_spec("hydra").origin).parent.parent)}
+                           "hydra_from": str(Path(importlib.util.find_spec("hydra").origin).parent.parent),
+                           "deepspeed_import": deepspeed_import()}
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         peak, source = peak_tflops(torch.device("cuda", 0), None)
@@ -296,8 +304,9 @@ class Check:
         return True
 
     def stage_strategy(self, strategy: str) -> None:
-        if strategy == "deepspeed_zero3" and self.record["environment"]["deepspeed"] is None:
-            self.not_measured(f"job-{strategy}", "deepspeed is not installed here (the kit carries no wheel of it)")
+        if strategy == "deepspeed_zero3" and self.record["environment"]["deepspeed_import"] != "ok":
+            why = self.record["environment"]["deepspeed_import"]
+            self.not_measured(f"job-{strategy}", f"deepspeed does not import: {why}")
             return
         overrides = [*self.common(self.model, f"{self.args.shape}-shape"), "method=minor_sft", "method.beta=0.1",
                      f"strategy={strategy}", f"train.max_steps={self.args.steps}"]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make gpu-kit`: the wheels an offline GPU node lacks for bench/gpu_check.sh, into $KIT (default gpu-kit/, ignored).
 # Built for CPython 3.12 on manylinux x86-64 (the node's); pure-Python wheels fit any. The list and why:
-# bench/gpu_kit.txt. A package PyPI has only as source (antlr4-python3-runtime) is built into a wheel here.
+# bench/gpu_kit.txt. A package PyPI has only as source (antlr4-python3-runtime, deepspeed) is built into a wheel
+# here, with $PY's own build tools and torch (DeepSpeed's setup imports torch) and none of DeepSpeed's ops.
 # Prints the kit's size and the size of what a device run carries (the repository's files + the kit): at most 64 MiB.
 #
 #   bash bench/gpu_kit.sh [KIT_DIR]
@@ -17,7 +18,7 @@ while read -r spec; do
   if ! $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
        "${PLATFORMS[@]}" -d "$KIT.tmp" "$spec" 2>/dev/null; then
     echo "no wheel on the index for $spec: building one here"
-    $PY -m pip wheel -q --no-deps -w "$KIT.tmp" "$spec"
+    DS_BUILD_OPS=0 $PY -m pip wheel -q --no-deps --no-build-isolation -w "$KIT.tmp" "$spec"
   fi
 done < <(sed -e 's/#.*//' -e '/^\s*$/d' bench/gpu_kit.txt)
 for whl in "$KIT.tmp"/*.whl; do   # what would not install on the node: a compiled wheel for another Python

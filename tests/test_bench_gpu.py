@@ -142,11 +142,14 @@ def test_simulated_offline_node(tmp_path: Path) -> None:
     assert env["python"].startswith("3.12.") and env["torch"].startswith("2.11.0")
     assert (env["transformers"], env["accelerate"]) == ("5.17.0", "1.15.0")
     assert env["hydra_from"] == str(out / "site")  # Hydra from the kit, installed offline
+    assert env["deepspeed_import"] == "ok" and env["deepspeed"] == "0.19.8"  # the kit's, built here
     assert record["ok"] and proc.returncode == 0, record
     stages = record["stages"]
-    assert {"setup", "job-ddp", "first-m-theta", "resume", "bench-gpu"} <= set(stages)
+    assert {"setup", "job-ddp", "job-deepspeed_zero3", "first-m-theta", "resume", "bench-gpu"} <= set(stages)
     assert stages["setup"]["world_stats"]["fact_recall"] > 0.5  # step-0 m_theta from trained weights
-    assert stages["job-ddp"]["status"] == "ok" and stages["job-ddp"]["tokens_per_s_after_warmup"] > 0
+    for strategy in ("ddp", "deepspeed_zero3"):
+        job = stages[f"job-{strategy}"]
+        assert job["status"] == "ok" and job["tokens_per_s_after_warmup"] > 0
     methods = {p.stem for p in (repo / "conf" / "method").glob("*.yaml")}
     assert set(stages["first-m-theta"]) == methods
     assert all(v is not None and abs(v) <= 1e-3 for v in stages["first-m-theta"].values())
