@@ -277,10 +277,12 @@ class Check:
                 f"train.num_threads={threads}", f"paths.cache_dir={self.out / 'cache'}",
                 "strategy.nproc_per_node=1", f"strategy.gpus_per_node={1 if self.on_gpu else 'null'}"]
 
-    def job(self, stage: str, overrides: list[str]) -> Path | None:
-        """Run one job to its end within the budget; its run directory, or None (recorded) if it did not end ok."""
+    def job(self, stage: str, overrides: list[str], fresh: bool = True) -> Path | None:
+        """Run one job to its end within the budget (`fresh`: in an emptied run directory, else resuming what is
+        there); its run directory, or None (recorded) if it did not end ok."""
         run_dir = self.out / "runs" / stage
-        subprocess.run(["rm", "-rf", str(run_dir)], check=True)
+        if fresh:
+            subprocess.run(["rm", "-rf", str(run_dir)], check=True)
         log = self.out / f"{stage}.log"
         rc = run_module(["trainers.train", *overrides, f"run_dir={run_dir}"], log, self.deadline)
         if rc is None:
@@ -356,7 +358,7 @@ class Check:
             self.fail(stage, f"{saved}: {tail(log)}") if self.deadline.left() > 0 else \
                 self.not_measured(stage, f"cut at the budget's end: {saved}")
             return
-        rerun = self.job(stage, overrides)
+        rerun = self.job(stage, overrides, fresh=False)
         if rerun:
             s = summary(rerun, [*overrides, f"run_dir={rerun}"])
             self.record["stages"][stage] = {"saved_at_step": saved, **s}

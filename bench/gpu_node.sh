@@ -31,7 +31,7 @@ status=0
 env -u PYTHONPATH -u PIP_FIND_LINKS -u PIP_EXTRA_INDEX_URL -u PIP_INDEX_URL PIP_CONFIG_FILE=/dev/null \
     PIP_NO_INDEX=1 http_proxy=http://127.0.0.1:9 https_proxy=http://127.0.0.1:9 HF_HUB_OFFLINE=1 \
     TRANSFORMERS_OFFLINE=1 WANDB_MODE=disabled PY="$NODE/bin/python" STRATEGIES="ddp deepspeed_zero3" \
-    SHARDED=ddp SHAPE=tiny STEPS=${STEPS:-6} BUDGET_S=${BUDGET_S:-1800} bash bench/gpu_check.sh "$OUT" > "$OUT.log" 2>&1 || status=$?
+    SHARDED=ddp SHAPE=tiny STEPS=${STEPS:-6} BUDGET_S=${BUDGET_S:-2400} bash bench/gpu_check.sh "$OUT" > "$OUT.log" 2>&1 || status=$?
 tail -5 "$OUT.log"
 echo "simulated node: $("$NODE/bin/python" -c 'import sys, torch, transformers, accelerate; print(
   "Python", sys.version.split()[0], "torch", torch.__version__, "transformers", transformers.__version__,
