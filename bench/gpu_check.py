@@ -267,11 +267,12 @@ class Check:
         print(f"== {stage} ({left:.0f} s left)", flush=True)
         return True
 
-    def common(self, model_dir: Path, name: str) -> list[str]:
+    def common(self, model_dir: Path, name: str, bf16: bool = True) -> list[str]:
+        """The overrides every job of the check shares: bf16 over fp32 master weights, one process."""
         threads = 4 if self.on_gpu else 1
         return ["logger=none", "model.embedded=false", f"paths.embedded_dir={self.world}",
                 f"model.path={model_dir}", f"model.name={name}", "model.dtype=float32",
-                "model.gradient_checkpointing=false", "train.bf16=true",
+                "model.gradient_checkpointing=false", f"train.bf16={str(bf16).lower()}",
                 "train.logging_steps=1", "train.eval_steps=0", "train.global_batch_size=8",
                 "train.per_device_batch_size=8", "train.eval_batch_size=32", "train.lr=1e-5",
                 f"train.num_threads={threads}", f"paths.cache_dir={self.out / 'cache'}",
@@ -310,12 +311,14 @@ class Check:
             why = self.record["environment"]["deepspeed_import"]
             self.not_measured(f"job-{strategy}", f"deepspeed does not import: {why}")
             return
-        overrides = [*self.common(self.model, f"{self.args.shape}-shape"), "method=minor_sft", "method.beta=0.1",
-                     f"strategy={strategy}", f"train.max_steps={self.args.steps}"]
+        # on a CPU the HF Trainer refuses bf16 under DeepSpeed (it would need use_cpu, which drops DeepSpeed)
+        bf16 = self.on_gpu or strategy != "deepspeed_zero3"
+        overrides = [*self.common(self.model, f"{self.args.shape}-shape", bf16), "method=minor_sft",
+                     "method.beta=0.1", f"strategy={strategy}", f"train.max_steps={self.args.steps}"]
         run_dir = self.job(f"job-{strategy}", overrides)
         if run_dir:
             s = summary(run_dir, [*overrides, f"run_dir={run_dir}"])
-            self.record["stages"][f"job-{strategy}"] = s
+            self.record["stages"][f"job-{strategy}"] = {"bf16": bf16, **s}
             if s["status"] != "ok":
                 self.fail(f"job-{strategy}", f"status {s['status']}: {s['error']}")
             if not self.on_gpu:
