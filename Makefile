@@ -32,7 +32,8 @@ METHOD ?= minor_sft
 N_TRIALS ?= 6
 optuna: DEFAULT_DIR = $(or $(OPTUNA_DIR),$(SWEEP),outputs/optuna/$(EXPERIMENT)-$(METHOD))
 
-.PHONY: install plan sweep optuna status train test lint report report-check world bench dashboard bench-gpu mutate
+.PHONY: install plan sweep optuna status train test lint report report-check world bench dashboard bench-gpu \
+	gpu-check gpu-kit gpu-kit-check mutate
 
 install: $(STAMP)
 
@@ -124,3 +125,18 @@ bench-gpu: $(DEV_STAMP)
 ## each against the tests that should catch it; prints the kill rate (not part of `make test`: minutes)
 mutate: $(DEV_STAMP)
 	$(PY) tests/mutate.py $(MUTATE_ARGS)
+
+## the GPU check on an offline GPU node as it is (its own python3 and torch; needs gpu-kit/ carried along): jobs
+## through the real job path within BUDGET_S (480 s), into OUT/gpu_check.json. Installs nothing from a registry.
+gpu-check:
+	bash bench/gpu_check.sh $(OUT)
+
+## the wheels such a node lacks for the check (Hydra, OmegaConf, antlr4; CPython 3.12, x86-64) into gpu-kit/,
+## and their size with the repository's (a device run carries at most 64 MiB)
+gpu-kit:
+	PY=$(PY) bash bench/gpu_kit.sh
+
+## the check's CPU parts in a simulated offline node: a Python 3.12 venv with the node's torch 2.11, transformers
+## 5.17, accelerate 1.15 and no Hydra (built once into .cache/gpu-node, network needed then), the kit offline
+gpu-kit-check:
+	bash bench/gpu_node.sh $(OUT)

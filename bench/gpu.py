@@ -35,9 +35,37 @@ log = logging.getLogger("bench.gpu")
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "gpu_results.json"
 
-# Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) from the vendors' data sheets, by device-name substring.
-PEAK_BF16_TFLOPS = {"H200": 989.0, "H100 SXM": 989.0, "H100 NVL": 835.0, "H100 PCIe": 756.0, "H100": 756.0,
-                    "A100": 312.0, "L40S": 362.0, "A10G": 70.0, "L4": 121.0, "RTX 4090": 165.0}
+# Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) from the vendors' data sheets, and the card's full
+# multiprocessor count (a MIG slice or a card with SMs disabled gets its share). Matched in order against the
+# name CUDA reports, e.g. "NVIDIA H100 80GB HBM3" (SXM: the PCIe card is "NVIDIA H100 PCIe", with HBM2e),
+# "NVIDIA H100 NVL", "NVIDIA H200", "NVIDIA A100-SXM4-80GB".
+PEAK_BF16_TFLOPS: tuple[tuple[str, float, int], ...] = (
+    ("GH200", 989.0, 132), ("H200 NVL", 835.0, 132), ("H200", 989.0, 132),
+    ("H100 NVL", 835.0, 132), ("H100 PCIe", 756.0, 114), ("H100 SXM", 989.0, 132), ("H100 80GB HBM3", 989.0, 132),
+    ("A100", 312.0, 108), ("L40S", 362.0, 142), ("L40", 181.0, 142), ("A10G", 70.0, 80), ("L4", 121.0, 58),
+    ("RTX 4090", 165.0, 128),
+)
+
+
+def peak_for(name: str, memory_gib: float, multiprocessors: int | None) -> tuple[float | None, str]:
+    """The dense bf16 peak of a device from what CUDA reports of it (name, memory, multiprocessors), and why.
+
+    A bare "H100" is told apart by its memory: 94 GB is the NVL card; 80 GB could be SXM or PCIe, so it
+    is unknown rather than guessed. A device with fewer multiprocessors than the full card (a MIG slice)
+    gets the table's peak × its share of them."""
+    key, peak, full_sms = None, None, None
+    for k, value, sms in PEAK_BF16_TFLOPS:
+        if k in name:
+            key, peak, full_sms = k, value, sms
+            break
+    if key is None and "H100" in name and memory_gib > 90:
+        key, peak, full_sms = "H100 with > 90 GiB (NVL)", 835.0, 132
+    if key is None:
+        return None, f"no table entry for {name!r} ({memory_gib:.0f} GiB): pass the peak by hand"
+    source = f"data sheet {key!r} for {name!r}"
+    if multiprocessors is not None and multiprocessors < full_sms:
+        return peak * multiprocessors / full_sms, f"{source}, × {multiprocessors}/{full_sms} multiprocessors"
+    return peak, source
 
 
 @dataclass(frozen=True)
@@ -85,14 +113,32 @@ def make_batch(shape: ModelShape, batch_size: int, seq_len: int, answer_tokens: 
     }
 
 
+def flops_per_token(non_embedding_params: int, num_layers: int, hidden_size: int, seq_len: float) -> float:
+    """Training FLOPs (forward and backward) per input token, PaLM's model FLOPs (Chowdhery et al. 2022,
+    appendix B: 6·N + 12·L·H·Q·T, with H·Q = d the model width and T the sequence length) with causal
+    attention's half of the S×S square: 6·N + 6·L·d·S. N counts the parameters outside the embedding
+    and the LM head (Kaplan et al. 2020, §2.1), whose FLOPs per token are 2 forward + 4 backward."""
+    return 6.0 * non_embedding_params + 6.0 * num_layers * hidden_size * seq_len
+
+
+def mfu(tokens_per_s: float, per_token_flops: float, peak_tflops: float) -> float:
+    """Model FLOPs utilisation: the FLOP/s the model's arithmetic needs at this throughput ÷ the peak."""
+    return tokens_per_s * per_token_flops / (peak_tflops * 1e12)
+
+
+def non_embedding_params(model: torch.nn.Module) -> int:
+    """Parameters outside the input embedding and the LM head (one matrix when they are tied)."""
+    embeddings = {id(m.weight): m.weight.numel() for m in (model.get_input_embeddings(), model.get_output_embeddings())
+                  if m is not None}
+    return sum(p.numel() for p in model.parameters()) - sum(embeddings.values())
+
+
 def step_flops(shape: ModelShape, n_params: int, batch_size: int, seq_len: int, answer_tokens: int) -> float:
     """FLOPs of one training step (forward and backward), as the module docstring defines them."""
     tokens = batch_size * seq_len
     non_embedding = n_params - shape.vocab_size * shape.hidden_size  # tied: one matrix
-    dense = 6 * non_embedding * tokens
     head = 6 * shape.vocab_size * shape.hidden_size * batch_size * answer_tokens
-    attention = 6 * shape.num_layers * shape.hidden_size * seq_len * tokens
-    return float(dense + head + attention)
+    return flops_per_token(non_embedding, shape.num_layers, shape.hidden_size, seq_len) * tokens + head
 
 
 def _sync(device: torch.device) -> None:
@@ -134,11 +180,8 @@ def peak_tflops(device: torch.device, given: float | None) -> tuple[float | None
         return given, "--peak-tflops"
     if device.type != "cuda":
         return None, "unknown for this device: pass --peak-tflops"
-    name = torch.cuda.get_device_name(device)
-    for key, value in PEAK_BF16_TFLOPS.items():
-        if key in name:
-            return value, f"table entry {key!r} for {name}"
-    return None, f"no table entry for {name}: pass --peak-tflops"
+    props = torch.cuda.get_device_properties(device)
+    return peak_for(props.name, props.total_memory / 2**30, props.multi_processor_count)
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
