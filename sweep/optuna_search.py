@@ -35,7 +35,7 @@ from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import OmegaConf
 
 from sweep.grid_sweeper import fail
-from sweep.identity import claim, difference, sweep_identity, way_out
+from sweep.identity import check, claim, difference, sweep_identity, way_out
 from sweep.launching import job_identity, launch_recorded, stop_on_sigterm
 from sweep.ownership import SweepDirRefused, hold
 from sweep.planning import apply_request, plan_jobs, sweep_request
@@ -187,21 +187,23 @@ class ResumableOptunaSweeper(OptunaSweeper):
                        Path(impl.config.hydra.sweep.dir) / "optimization_results.yaml")
 
     def _own(self, search_space: dict[str, Any], direction: str) -> dict[str, Any]:
-        """Hold the sweep directory and claim it for this study's config (sweep.ownership, sweep.identity): the
-        searched keys vary, everything else a trial's config hash covers, the search space and direction may not."""
+        """Hold the sweep directory and check that it holds this study's config (sweep.ownership, sweep.identity):
+        the searched keys vary, everything else a trial's config hash covers, the search space and direction may
+        not. `_carry` records it once the study agrees."""
         space = {f"search_space.{k}": optuna.distributions.distribution_to_json(d) for k, d in search_space.items()}
         identity = sweep_identity(self.sweeper.config, "optuna", search_space, extra={**space, "direction": direction})
         sweep_dir = Path(self.sweeper.config.hydra.sweep.dir)
         try:
             hold(sweep_dir, tag="optuna")
-            claim(sweep_dir, identity, self.extend, tag="optuna")
+            if not self.extend:
+                check(sweep_dir, identity)
         except SweepDirRefused as exc:
             fail(str(exc))
         return identity
 
     def _carry(self, study: optuna.Study, identity: dict[str, Any]) -> None:
         """The study carries its identity, so that a study in storage shared by several sweep directories is
-        never continued under another config unannounced."""
+        never continued under another config unannounced; then the sweep directory records it."""
         old = study.user_attrs.get(STUDY_IDENTITY)
         why = difference(old, identity) if old else None
         if why and not self.extend:
@@ -210,6 +212,7 @@ class ResumableOptunaSweeper(OptunaSweeper):
             print(f"[optuna] hydra.sweeper.extend=true: study {study.study_name} {why}; continuing it", flush=True)
         if why or not old:
             study.set_user_attr(STUDY_IDENTITY, identity)
+        claim(Path(self.sweeper.config.hydra.sweep.dir), identity, self.extend, tag="optuna")
 
     def _validate(self, search_space: dict[str, Any]) -> None:
         """Input errors stop the search before its first trial, in one line."""
