@@ -29,8 +29,10 @@ from omegaconf import DictConfig, OmegaConf
 from sweep.early_stop import EarlyStopSpec, early_stop_spec
 from sweep.early_stop_monitor import EarlyStopMonitor
 from sweep.grid import GridError, GridPoint, expand_grid
+from sweep.identity import check, claim, sweep_identity
 from sweep.launching import job_identity, launch_recorded, launcher_failure, stop_on_sigterm
-from sweep.overrides import grid_override_error
+from sweep.overrides import GRID_KEYS, grid_override_error
+from sweep.ownership import SweepDirRefused, hold
 from sweep.planning import apply_request, plan_jobs, sweep_lines, sweep_request
 from sweep.progress import PLAN, ProgressMonitor, statuses, write_plan
 from sweep.refine import RefineSpec, refine, refine_spec
@@ -52,11 +54,12 @@ def fail(message: str, code: int = 2) -> None:
 
 class GridSweeper(Sweeper):
     def __init__(self, poll_interval_s: float = 5.0, prepare: bool = True, rerun_stopped: bool = False,
-                 plan_only: bool = False):
+                 plan_only: bool = False, extend: bool = False):
         self.poll_interval_s = poll_interval_s
         self.prepare = prepare
         self.rerun_stopped = rerun_stopped  # stopped/pruned points are final unless this asks for them again
         self.plan_only = plan_only  # `make plan`: print every job's resource plan, launch nothing
+        self.extend = extend  # run here although the directory holds another experiment or settings (sweep.identity)
         self.early_stop: EarlyStopSpec | None = None
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
@@ -90,6 +93,7 @@ class GridSweeper(Sweeper):
         job_cfgs = self._validate(points, jobs)
         plans = plan_jobs(job_cfgs)
         request = apply_request(self.launcher, sweep_request(job_cfgs, plans))
+        self._own(sweep_dir)
         if self.plan_only:
             for line in sweep_lines(cfg, job_cfgs, plans):
                 print(line, flush=True)
@@ -130,6 +134,22 @@ class GridSweeper(Sweeper):
             raise SystemExit(130) from None
         self._summarize(sweep_dir, points, run_dirs, by_index, rounds)
         return returns
+
+    def _own(self, sweep_dir: Path) -> None:
+        """Hold the sweep directory and claim it for this experiment (sweep.ownership, sweep.identity); `make plan`,
+        which writes nothing, only checks that the sweep would be allowed to run there."""
+        grid = self.config.get("grid")
+        settings = (OmegaConf.to_container(grid, resolve=True) if grid is not None else {}).get("settings")
+        identity = sweep_identity(self.config, "grid", GRID_KEYS, grid_settings=settings)
+        try:
+            if self.plan_only:
+                if not self.extend:
+                    check(sweep_dir, identity)
+                return
+            hold(sweep_dir)
+            claim(sweep_dir, identity, self.extend)
+        except SweepDirRefused as exc:
+            fail(str(exc))
 
     def _refine(self, spec: RefineSpec, fixed: list[str], points: list[GridPoint], run_dirs: list[Path],
                 by_index: dict[int, JobReturn], prepared: bool) -> list[dict[str, Any]]:

@@ -35,7 +35,9 @@ from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import OmegaConf
 
 from sweep.grid_sweeper import fail
+from sweep.identity import check, claim, difference, sweep_identity, way_out
 from sweep.launching import job_identity, launch_recorded, stop_on_sigterm
+from sweep.ownership import SweepDirRefused, hold
 from sweep.planning import apply_request, plan_jobs, sweep_request
 from sweep.pruning import PruningMonitor
 from trainers.job.validate import INTERMEDIATE_FIX, reports_while_training, validate_config
@@ -46,6 +48,7 @@ from trainers.runtime.run_dir import PRUNED, read_result
 log = logging.getLogger(__name__)
 
 JOURNAL_PREFIX = "journal:///"
+STUDY_IDENTITY = "sftsweep_identity"  # the study's user attribute: the identity of the sweep that made its trials
 
 
 @dataclass
@@ -55,6 +58,7 @@ class SftsweepOptunaSweeperConf(OptunaSweeperConf):
     _target_: str = "hydra_plugins.sftsweep_optuna_sweeper.ResumableOptunaSweeper"
     pruner: Any = None  # an optuna.pruners.* config: {_target_: optuna.pruners.MedianPruner, ...}; null: none
     poll_interval_s: float = 2.0  # how often running trials' intermediate values are read
+    extend: bool = False  # continue the study although its config changed (sweep.identity)
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="sftsweep_optuna", node=SftsweepOptunaSweeperConf,
@@ -104,12 +108,13 @@ def tell(study: optuna.Study, trial: optuna.trial.Trial, ret: Any, run_dir: Path
 
 
 class ResumableOptunaSweeper(OptunaSweeper):
-    def __init__(self, *args: Any, pruner: Any = None, poll_interval_s: float = 2.0, **kwargs: Any):
+    def __init__(self, *args: Any, pruner: Any = None, poll_interval_s: float = 2.0, extend: bool = False,
+                 **kwargs: Any):
         super().__init__(*args, **kwargs)
         if pruner is not None and not isinstance(pruner, optuna.pruners.BasePruner):
             fail(f"hydra.sweeper.pruner={pruner!r} is not an Optuna pruner; give one as "
                  "{_target_:optuna.pruners.MedianPruner,...} (in make's ARGS, inside single quotes)")
-        self.pruner, self.poll_interval_s = pruner, float(poll_interval_s)
+        self.pruner, self.poll_interval_s, self.extend = pruner, float(poll_interval_s), bool(extend)
 
     def sweep(self, arguments: list[str]) -> None:
         impl = self.sweeper
@@ -125,9 +130,11 @@ class ResumableOptunaSweeper(OptunaSweeper):
 
         self._validate(search_space)
         direction = impl.direction if isinstance(impl.direction, str) else impl.direction.name
+        identity = self._own(search_space, direction)
         study = optuna.create_study(study_name=impl.study_name, storage=open_storage(impl.storage),
                                     sampler=impl.sampler, pruner=self.pruner or optuna.pruners.NopPruner(),
                                     direction=direction, load_if_exists=True)
+        self._carry(study, identity)
         states = optuna.trial.TrialState
         for stale in study.get_trials(deepcopy=False, states=(states.RUNNING,)):
             study.tell(stale.number, state=states.FAIL)  # a killed earlier run's unfinished trials
@@ -178,6 +185,34 @@ class ResumableOptunaSweeper(OptunaSweeper):
         OmegaConf.save(OmegaConf.create({"name": "optuna", "best_params": best.params, "best_value": best.value,
                                          "n_completed": len(completed)}),
                        Path(impl.config.hydra.sweep.dir) / "optimization_results.yaml")
+
+    def _own(self, search_space: dict[str, Any], direction: str) -> dict[str, Any]:
+        """Hold the sweep directory and check that it holds this study's config (sweep.ownership, sweep.identity):
+        the searched keys vary, everything else a trial's config hash covers, the search space and direction may
+        not. `_carry` records it once the study agrees."""
+        space = {f"search_space.{k}": optuna.distributions.distribution_to_json(d) for k, d in search_space.items()}
+        identity = sweep_identity(self.sweeper.config, "optuna", search_space, extra={**space, "direction": direction})
+        sweep_dir = Path(self.sweeper.config.hydra.sweep.dir)
+        try:
+            hold(sweep_dir, tag="optuna")
+            if not self.extend:
+                check(sweep_dir, identity)
+        except SweepDirRefused as exc:
+            fail(str(exc))
+        return identity
+
+    def _carry(self, study: optuna.Study, identity: dict[str, Any]) -> None:
+        """The study carries its identity, so that a study in storage shared by several sweep directories is
+        never continued under another config unannounced; then the sweep directory records it."""
+        old = study.user_attrs.get(STUDY_IDENTITY)
+        why = difference(old, identity) if old else None
+        if why and not self.extend:
+            fail(f"study {study.study_name} in {self.sweeper.storage} {why}; {way_out()}")
+        if why:
+            print(f"[optuna] hydra.sweeper.extend=true: study {study.study_name} {why}; continuing it", flush=True)
+        if why or not old:
+            study.set_user_attr(STUDY_IDENTITY, identity)
+        claim(Path(self.sweeper.config.hydra.sweep.dir), identity, self.extend, tag="optuna")
 
     def _validate(self, search_space: dict[str, Any]) -> None:
         """Input errors stop the search before its first trial, in one line."""

@@ -45,6 +45,13 @@ def test_rerun_continues_the_same_journal_study_with_new_trials_told_their_selec
     assert second.returncode == 0, second.stderr[-3000:]
     assert "3 trials done, 2 to run" in second.stdout
     assert not (tmp_path / "search" / "optuna.db").exists()
+    # a changed config is refused, not continued with the old trials: here, and from another directory on the
+    # same journal (the study carries the identity of the search that made its trials)
+    for where in (tmp_path / "search", tmp_path / "elsewhere"):
+        changed = run_search(tiny_world, tmp_path, 6, storage, "train.max_steps=5", f"hydra.sweep.dir={where}")
+        assert changed.returncode == 2, changed.stderr[-3000:]
+        assert "run with train.max_steps=4; this sweep has train.max_steps=5" in changed.stderr.splitlines()[-1]
+    assert not list((tmp_path / "elsewhere").rglob("result.json"))
     study = optuna.load_study(study_name="optuna_minor_sft",
                               storage=JournalStorage(JournalFileBackend(str(journal))))
     trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))

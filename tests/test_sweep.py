@@ -68,9 +68,21 @@ def test_smoke_sweep_runs_every_point_then_reruns_only_failed_or_changed_points(
     assert retry.returncode == 0, retry.stderr[-3000:]
     assert f"{SMOKE_POINTS} grid points, {SMOKE_POINTS - 1} already done, 1 to run" in retry.stdout
     assert [r["status"] for r in results(tmp_path / "sweep")] == ["ok"] * SMOKE_POINTS
-    # a changed setting is a different experiment: every point runs again
+    # another experiment, or changed settings, are refused in one line before anything runs (sweep/identity.py)
+    kept = {p: p.read_bytes() for p in (tmp_path / "sweep").rglob("result.json")}
+    other = run_sweep(tiny_world, tmp_path, "experiment=losses")
+    assert other.returncode == 2 and other.stderr.strip().splitlines()[-1].startswith(
+        f"error: {tmp_path / 'sweep'} holds the grid sweep of experiment smoke; this is the grid sweep of experiment "
+        "losses")
     changed = run_sweep(tiny_world, tmp_path, "train.max_steps=4")
-    assert f"0 already done, {SMOKE_POINTS} to run" in changed.stdout
+    refusal = changed.stderr.strip().splitlines()[-1]
+    assert changed.returncode == 2 and "run with train.max_steps=10; this sweep has train.max_steps=4" in refusal
+    assert {p: p.read_bytes() for p in (tmp_path / "sweep").rglob("result.json")} == kept
+    # the command the refusal suggests, pasted, reruns every point with the new setting
+    extended = subprocess.run(refusal.split("hydra.sweeper.extend=true: ", 1)[1], shell=True, capture_output=True,
+                              text=True, cwd=REPO_ROOT, timeout=600)
+    assert extended.returncode == 0, extended.stderr[-3000:]
+    assert f"0 already done, {SMOKE_POINTS} to run" in extended.stdout
     assert {r["steps"] for r in results(tmp_path / "sweep")} == {4}
 
 

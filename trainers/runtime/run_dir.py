@@ -163,8 +163,8 @@ _UNHASHED_TRAIN = ("num_threads", "progress_bar", "resume", "checkpoint_every_mi
                    "ddp_timeout", "report_steps")
 
 
-def config_hash(cfg: Any) -> str:
-    """Hash of a job's resolved config minus the keys above: equal hash, same experiment."""
+def hashed_settings(cfg: Any) -> dict[str, Any]:
+    """A job's resolved config minus the keys above: what its config hash covers (and a sweep's identity)."""
     from omegaconf import OmegaConf
 
     container = OmegaConf.to_container(cfg, resolve=False)
@@ -175,7 +175,12 @@ def config_hash(cfg: Any) -> str:
         resolved.pop(key, None)
     for key in _UNHASHED_TRAIN:
         resolved.get("train", {}).pop(key, None)
-    return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return resolved
+
+
+def config_hash(cfg: Any) -> str:
+    """Hash of a job's hashed settings: equal hash, same experiment."""
+    return hashlib.sha256(json.dumps(hashed_settings(cfg), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def is_done(run_dir: Path, expected_hash: str, rerun_stopped: bool = False) -> bool:
