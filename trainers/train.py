@@ -186,8 +186,9 @@ def final_predictions(cfg: DictConfig, run_dir: Path, final: dict[str, Any] | No
 
 
 def prepare_caches(cfg: DictConfig) -> None:
-    """The sweep's prepare job: tokenized data, base-model scores and reference log-probs, into the cache."""
-    prepare(cfg, device=training_device(), reference=True)
+    """The sweep's prepare job: tokenized data, base-model scores and reference log-probs, into the cache (the
+    model is not kept: a sharded strategy's scoring then casts it in place instead of copying it)."""
+    prepare(cfg, device=training_device(), reference=True, keep_model=False)
 
 
 def run_job(cfg: DictConfig) -> dict[str, Any]:
