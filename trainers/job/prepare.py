@@ -31,7 +31,7 @@ from trainers.model.losses import REFERENCE_METHODS
 from trainers.model.reference import cached_scores, load_scores, model_fingerprint, scores_key
 from trainers.model.scoring import Scores, score_sharded
 from trainers.runtime.errors import ConfigError
-from trainers.runtime.process import barrier, broadcast_from_main, dist_ready, is_main_process
+from trainers.runtime.process import all_ranks_agree, barrier, dist_ready, is_main_process
 from trainers.runtime.run_dir import atomic_write_text
 from trainers.world import ensure_embedded_world, seeded_world
 
@@ -296,15 +296,24 @@ def scoring_precision(cfg: DictConfig, device: torch.device) -> tuple[Precision,
     return precision, contextlib.nullcontext()
 
 
+def _readable_scores(cache_dir: Path, key: str) -> Scores | None:
+    """This rank's own read of the cache entry; None where it is absent or cannot be read here (a stale NFS
+    handle, a torn copy): the ranks then compute it together instead of one entering the collectives alone."""
+    try:
+        return load_scores(cache_dir, key)
+    except Exception as exc:  # any failed read: the entry is recomputed, never trusted
+        log.warning("cannot read the cached scores %s on this rank (%s): computing them", key, exc)
+        return None
+
+
 def _cached_or_sharded(cache_dir: Path, key: str, compute) -> tuple[Scores, bool]:
-    """`cached_scores`, with several processes: rank 0 looks the key up, every rank joins the sharded
-    computation if it is missing, rank 0 writes it."""
+    """`cached_scores`, with several processes: every rank reads the key and they agree (all or none use the cache)
+    before any collective; if one rank lacks it, every rank joins the sharded computation, rank 0 writes it."""
     if not dist_ready():
         return cached_scores(cache_dir, key, compute)
-    if broadcast_from_main(load_scores(cache_dir, key) is not None if is_main_process() else None):
-        found = load_scores(cache_dir, key)
-        if found is not None:
-            return found, False
+    found = _readable_scores(cache_dir, key)
+    if all_ranks_agree(found is not None):
+        return found, False
     scores = compute()
     if is_main_process():
         cached_scores(cache_dir, key, lambda: scores)
