@@ -213,3 +213,32 @@ def test_the_tiny_models_count_is_torchs(job_cfg):
     cfg = job_cfg()
     model = AutoModelForCausalLM.from_pretrained(cfg.model.path, dtype=torch.float32)
     assert make_plan(cfg).shape.params == sum(p.numel() for p in model.parameters())
+
+
+def test_periodic_saves_turn_on_where_the_warnings_save_would_not_fit_its_window(tmp_path):
+    """Qwen2-7B, fp32 weights and AdamW: 3 × 4 bytes × 7,615,616,512 parameters = 85.1 GiB; at the assumed 1 GiB/s
+    that is 85.1 s, × 1.5 room = 127.7 s > 120 − 15 = 105 s of SLURM's warning: periodic saves. At 2 GiB/s
+    (63.8 s) the warning's save fits; off SLURM there is no warning; the user's own setting always wins."""
+    qwen7b = _checkpoint_dir(tmp_path / "Qwen2-7B-Instruct", QWEN2_7B)
+    paper = ["experiment=paper_fineval", "data.n_train=2420"]
+    cfg = _slurm_cfg(qwen7b, *paper)
+    assert cfg.hydra.launcher.signal_delay_s == 120 and cfg.train.checkpoint_every_min is None
+    plan = make_plan(cfg)
+    assert plan.save_s == pytest.approx(12 * 7_615_616_512 / 2**30)
+    assert plan.periodic_save_min == 30
+    assert make_plan(_slurm_cfg(qwen7b, *paper, "plan.write_gb_per_s=2.0")).periodic_save_min == 0
+    assert make_plan(_slurm_cfg(qwen7b, *paper, "plan.signal_delay_s=300")).periodic_save_min == 0  # 285 s
+    assert make_plan(_slurm_cfg(qwen7b, *paper, "train.checkpoint_every_min=0")).periodic_save_min == 0
+    assert make_plan(_cfg(qwen7b, *paper)).periodic_save_min == 0  # not on SLURM: no warning to save at
+
+
+def test_the_warnings_save_waits_the_warnings_lead_less_the_requeue(monkeypatch):
+    """submitit calls the launcher's `checkpoint` at SIGUSR2: the save may take 120 − 15 = 105 s (it had 60)."""
+    from sweep import submitit_launchers
+
+    waited = []
+    monkeypatch.setattr(submitit_launchers, "request_save", lambda timeout_s: waited.append(timeout_s))
+    launcher = SlurmLauncher.__new__(SlurmLauncher)
+    launcher.params = {"signal_delay_s": 120}
+    launcher.checkpoint()  # then the library's requeue of the same call
+    assert waited == [105.0]

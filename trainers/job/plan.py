@@ -29,6 +29,11 @@ Where each figure comes from:
   model, training state and activations.
 - **Checkpoint**: weights plus AdamW state (what the HF Trainer, FSDP's sharded state dict and ZeRO write;
   scheduler and RNG state are negligible). Under LoRA the Trainer saves the adapter and its state only.
+- **Save time** at SLURM's warning: the checkpoint over `plan.write_gb_per_s` (an assumed write bandwidth of
+  the job's ranks together to the checkpoint filesystem: 1 GB/s, the slow end of NFS-class storage). The
+  warning's save has `save_window_s` (the warning's lead less the requeue's `REQUEUE_S`); where the estimate
+  × `SAVE_HEADROOM` does not fit it, the job also saves every `plan.periodic_save_min` minutes
+  (`train.checkpoint_every_min: null`, the paper configs': the plan decides).
 - **Steps**: as the HF Trainer counts them: ceil(epochs × (batches per process // accumulation)), or
   `train.max_steps`.
 """
@@ -53,6 +58,8 @@ GPU_USABLE = 0.9  # of a GPU's memory, what tensors can use (the rest: CUDA cont
 REQUEST_HEADROOM = 1.25  # SLURM memory request = plan × this: the estimate's own error, measured within ±30%
 ANSWER_TOKENS = 32  # answer positions per sample the loss keeps logits for (an allowance: answers are short)
 SHARDING = ("fsdp", "deepspeed_zero3")
+REQUEUE_S = 15.0  # of SLURM's warning lead, what submitit's requeue and the job's exit need after the save
+SAVE_HEADROOM = 1.5  # a save cut short restarts the job from its last checkpoint: the estimate must fit with room
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,8 @@ class Plan:
     checkpoint: float
     steps: int | None
     tokens: int | None  # trained tokens, at most (steps × global batch × max_length)
+    save_s: float = 0.0  # one checkpoint's write time at plan.write_gb_per_s
+    periodic_save_min: float = 0.0  # the job's periodic saves (0: none), `periodic_save_min`
     request: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -284,6 +293,34 @@ def checkpoint_bytes(cfg: DictConfig, shape: ModelShape) -> float:
     return float(3 * weight_bytes * shape.params)
 
 
+def save_window_s(signal_delay_s: float) -> float:
+    """How long the save at SLURM's warning may take: the warning's lead less what the requeue needs after it."""
+    return max(10.0, float(signal_delay_s) - REQUEUE_S)
+
+
+def save_seconds(cfg: DictConfig, checkpoint: float) -> float:
+    """One checkpoint's write time at the assumed bandwidth `plan.write_gb_per_s`."""
+    return checkpoint / (float(cfg.plan.get("write_gb_per_s") or 1.0) * GB)
+
+
+def periodic_save_min(cfg: DictConfig, checkpoint: float) -> float:
+    """Minutes between the job's periodic saves (0: none): `train.checkpoint_every_min` where set; else (null)
+    `plan.periodic_save_min` on SLURM where the warning's save would not fit its window with room to spare."""
+    if cfg.train.get("checkpoint_every_min") is not None:
+        return float(cfg.train.checkpoint_every_min)
+    delay = cfg.plan.get("signal_delay_s")
+    if not delay or SAVE_HEADROOM * save_seconds(cfg, checkpoint) <= save_window_s(delay):
+        return 0.0
+    return float(cfg.plan.get("periodic_save_min") or 30)
+
+
+def job_periodic_save_min(cfg: DictConfig) -> float:
+    """`periodic_save_min` of a running job (its model's shape read from its config.json, no weights)."""
+    if cfg.train.get("checkpoint_every_min") is not None or not cfg.plan.get("signal_delay_s"):
+        return float(cfg.train.get("checkpoint_every_min") or 0)
+    return periodic_save_min(cfg, checkpoint_bytes(cfg, model_shape(cfg)))
+
+
 # ------------------------------------------------------------------------------------------- steps
 
 
@@ -337,10 +374,11 @@ def make_plan(cfg: DictConfig, n_train: int | None = None) -> Plan:
     steps = training_steps(cfg, train_questions(cfg) if n_train is None else n_train)
     tokens = None if steps is None else steps * int(cfg.train.global_batch_size) * int(cfg.data.max_length)
     s = cfg.strategy
+    checkpoint = checkpoint_bytes(cfg, shape)
     return Plan(shape=shape, strategy=s.name, processes_per_node=int(s.nproc_per_node), nodes=int(s.nnodes),
                 on_gpu=on_gpu(cfg), device=memory, gradient_checkpointing=checkpointing, host_per_node=host,
-                checkpoint=checkpoint_bytes(cfg, shape), steps=steps, tokens=tokens,
-                request=slurm_request(cfg, host))
+                checkpoint=checkpoint, steps=steps, tokens=tokens, request=slurm_request(cfg, host),
+                save_s=save_seconds(cfg, checkpoint), periodic_save_min=periodic_save_min(cfg, checkpoint))
 
 
 def _gb(n: float) -> str:
@@ -415,6 +453,13 @@ def plan_lines(cfg: DictConfig, plan: Plan) -> list[str]:
         f"host memory per node: {_gb(plan.host_per_node)}; checkpoint {_gb(plan.checkpoint)}; steps "
         f"{plan.steps if plan.steps is not None else 'unknown (data not readable here)'}",
     ]
+    delay = cfg.plan.get("signal_delay_s")
+    if delay:
+        bandwidth = cfg.plan.get("write_gb_per_s") or 1.0
+        lines.append(f"save at SLURM's warning: ~{plan.save_s:.0f} s at plan.write_gb_per_s={bandwidth} "
+                     f"(×{SAVE_HEADROOM} room) in a {save_window_s(delay):.0f} s window (signal_delay_s {delay} "
+                     f"less {REQUEUE_S:.0f} s for the requeue); periodic saves: "
+                     + (f"every {plan.periodic_save_min:g} min" if plan.periodic_save_min else "none"))
     request = effective_request(cfg, plan)
     if request:
         lines.append("SLURM request per node: " + ", ".join(
