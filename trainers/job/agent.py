@@ -80,7 +80,7 @@ def sigterm_left_to_the_scheduler(args: Any) -> Iterator[None]:
     this process already handles SIGTERM (submitit under SLURM logs and bypasses it, a sweeper interrupts), keep
     that handler: SLURM's SIGTERM before a requeue must not turn a job that is being requeued into a failed one.
     With the default handler torch keeps its own, which stops the workers (they run in sessions of their own).
-    `args`: torchrun's parsed arguments, whose `signals_to_handle` (torch ≥ 2.7) its launcher copies into
+    `args`: torchrun's parsed arguments, whose `signals_to_handle` (2.13 has it) its launcher copies into
     TORCHELASTIC_SIGNALS_TO_HANDLE, the list the agent registers its handler for (older releases read only that)."""
     owned = threading.current_thread() is threading.main_thread() and (
         callable(signal.getsignal(signal.SIGTERM)) or signal.getsignal(signal.SIGTERM) == signal.SIG_IGN)
