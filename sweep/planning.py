@@ -80,9 +80,12 @@ def sweep_lines(cfg: DictConfig, job_cfgs: list[DictConfig], plans: list[Plan]) 
     elif not any(p.on_gpu for p in plans):
         hours = f"{sum(tokens):,} training tokens at most (CPU jobs: no GPU-hours)"
     elif tokens_per_s:
-        gpu_hours = sum(tokens) / float(tokens_per_s) / 3600
-        hours = (f"{sum(tokens):,} training tokens at most -> {gpu_hours:,.1f} GPU-hours at "
-                 f"plan.tokens_per_s={tokens_per_s} per GPU (scoring and evaluation passes not included)")
+        training = sum(tokens) / float(tokens_per_s) / 3600
+        overhead_s = float(cfg.get("plan", {}).get("job_overhead_s") or 0)
+        fixed = sum(p.gpus for p in plans) * overhead_s / 3600  # every job's GPUs, busy or waiting, for that long
+        hours = (f"{sum(tokens):,} training tokens at most -> {training + fixed:,.1f} GPU-hours: {training:,.1f} "
+                 f"training at plan.tokens_per_s={tokens_per_s} per GPU + {fixed:,.1f} fixed ({n} jobs × "
+                 f"plan.job_overhead_s={overhead_s:g} on their GPUs: load, broadcast, NCCL start, evaluation)")
     else:
         hours = (f"{sum(tokens):,} training tokens at most; GPU-hours: set plan.tokens_per_s=<training tokens/s "
                  "per GPU> (make bench-gpu measures it)")

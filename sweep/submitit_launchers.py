@@ -28,6 +28,7 @@ from hydra.core.utils import JobReturn
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 
 from sweep.launching import failed_return
+from trainers.job.plan import save_window_s
 from trainers.job.save_request import request_save
 
 STATE_HINTS = {
@@ -92,9 +93,10 @@ class CollectingLauncherMixin:
     params: dict[str, Any]
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
-        """In the job's process, at SIGUSR2: a checkpoint of the running job (waiting at most half the warning's
-        lead, so that the requeue comes before the kill), then the library's requeue of the same call."""
-        request_save(timeout_s=max(10.0, 0.5 * float(self.params.get("signal_delay_s") or 120)))
+        """In the job's process, at SIGUSR2: a checkpoint of the running job (waiting at most the warning's lead
+        less what the requeue needs, `save_window_s`, so that the requeue comes before the kill), then the
+        library's requeue of the same call."""
+        request_save(timeout_s=save_window_s(float(self.params.get("signal_delay_s") or 120)))
         return super().checkpoint(*args, **kwargs)  # type: ignore[misc]
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:

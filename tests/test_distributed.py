@@ -24,7 +24,8 @@ from conftest import kill_after_first_checkpoint
 from trainers.job.agent import launch
 from trainers.job.config import save_job_config
 from trainers.job.prepare import prepare
-from trainers.model.scoring import score_samples
+from trainers.model.reference import cached_scores
+from trainers.model.scoring import Scores, score_samples
 from trainers.runtime.run_dir import read_jsonl
 from trainers.train import run_job
 
@@ -282,3 +283,16 @@ def test_zero3_on_two_processes_killed_and_resumed_matches_one_process(job_cfg):
     for name, weight in exported[0].items():
         assert weight.dtype == torch.bfloat16
         torch.testing.assert_close(weight, exported[1][name])  # bf16's own tolerance: one rounding step
+
+
+def test_every_rank_agrees_on_the_reference_cache_before_a_collective(tmp_path):
+    """A cache entry rank 0 reads but rank 1 cannot: both compute it together (rank 1 alone in the scoring
+    collectives would hang the job), and both get the same scores."""
+    key, cache = "reference-test", tmp_path / "scores"
+    stale = Scores(logps=torch.full((3,), 7.0), preds=torch.zeros(3, dtype=torch.long),
+                   token_logps=torch.full((3,), 7.0))
+    cached_scores(cache, key, lambda: stale)
+    out = _torchrun(str(REPO_ROOT / "tests" / "cache_agree_worker.py"), str(cache), key, str(tmp_path), timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks == [{"computed": True, "logps": [3.0, 3.0, 3.0]}] * 2  # 1 + 2, all-reduced over both ranks

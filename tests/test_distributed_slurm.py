@@ -16,6 +16,7 @@ import pytest
 
 from conftest import REPO_ROOT, run_on_slurm
 from sweep.slurm import slurm_snapshot
+from trainers.runtime.run_dir import read_progress
 
 pytestmark = pytest.mark.slow
 
@@ -75,3 +76,34 @@ def test_requeued_job_resumes_from_its_checkpoint(logger, slurm_cluster, tiny_wo
     assert result["status"] == "ok" and result["steps"] == 400
     assert result["resumed_from_step"] is not None and result["resumed_from_step"] > 0, result
     print(f"requeued SLURM job {job}: resumed from step {result['resumed_from_step']}, ended {result['status']}")
+
+
+def test_two_process_job_warned_by_usr2_is_requeued_and_ends_ok(slurm_cluster, tiny_world, tmp_path):
+    """SLURM's warning (SIGUSR2, as `--signal=USR2@…` sends it to every process of the job step) to a running
+    2-process job: it saves, submitit requeues it, SLURM's SIGTERM reaches the torchrun agent (torch's own
+    handler would raise there and the requeued job would be recorded as failed), and the job comes back,
+    resumes from the saved step and ends ok with all its steps."""
+    cmd = sweep_cmd(tiny_world, tmp_path, "strategy=ddp", "strategy.nproc_per_node=2", "strategy.cpus_per_node=2",
+                    "train.per_device_batch_size=16", "train.max_steps=300", "train.save_steps=0",
+                    "train.logging_steps=10")
+    sweep = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+    try:
+        run_dir = tmp_path / "sweep" / "sft" / "lr0.001_betaNone_seed0"
+        deadline = time.monotonic() + 600
+        while (read_progress(run_dir) or {}).get("step", 0) < 10:  # the grid job is training
+            assert sweep.poll() is None and time.monotonic() < deadline, "the job never trained"
+            time.sleep(0.5)
+        job = _running_job()
+        assert job is not None
+        warned = subprocess.run(["scancel", "--signal=USR2", job], capture_output=True, text=True, timeout=60)
+        assert warned.returncode == 0, warned.stderr
+        stdout, stderr = sweep.communicate(timeout=900)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode == 0, stdout[-2000:] + stderr[-3000:] + slurm_snapshot()
+    result = only_result(tmp_path)
+    assert (result["status"], result["steps"], result["world_size"]) == ("ok", 300, 2), result
+    assert result["resumed_from_step"] is not None and 10 <= result["resumed_from_step"] < 300, result
+    print(f"USR2 to SLURM job {job}: saved, requeued, resumed from step {result['resumed_from_step']}, ended ok")
+

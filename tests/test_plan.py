@@ -212,3 +212,82 @@ def test_the_tiny_models_count_is_torchs(job_cfg):
     cfg = job_cfg()
     model = AutoModelForCausalLM.from_pretrained(cfg.model.path, dtype=torch.float32)
     assert make_plan(cfg).shape.params == sum(p.numel() for p in model.parameters())
+
+
+def test_periodic_saves_turn_on_where_the_warnings_save_would_not_fit_its_window(tmp_path):
+    """Qwen2-7B, fp32 weights and AdamW: 3 × 4 bytes × 7,615,616,512 parameters = 85.1 GiB; at the assumed 1 GiB/s
+    that is 85.1 s, × 1.5 room = 127.7 s > 120 − 15 = 105 s of SLURM's warning: periodic saves. At 2 GiB/s
+    (63.8 s) the warning's save fits; off SLURM there is no warning; the user's own setting always wins."""
+    qwen7b = _checkpoint_dir(tmp_path / "Qwen2-7B-Instruct", QWEN2_7B)
+    paper = ["experiment=paper_fineval", "data.n_train=2420"]
+    cfg = _slurm_cfg(qwen7b, *paper)
+    assert cfg.hydra.launcher.signal_delay_s == 120 and cfg.train.checkpoint_every_min is None
+    plan = make_plan(cfg)
+    assert plan.save_s == pytest.approx(12 * 7_615_616_512 / 2**30)
+    assert plan.periodic_save_min == 30
+    assert make_plan(_slurm_cfg(qwen7b, *paper, "plan.write_gb_per_s=2.0")).periodic_save_min == 0
+    assert make_plan(_slurm_cfg(qwen7b, *paper, "plan.signal_delay_s=300")).periodic_save_min == 0  # 285 s
+    assert make_plan(_slurm_cfg(qwen7b, *paper, "train.checkpoint_every_min=0")).periodic_save_min == 0
+    assert make_plan(_cfg(qwen7b, *paper)).periodic_save_min == 0  # not on SLURM: no warning to save at
+
+
+def test_the_warnings_save_waits_the_warnings_lead_less_the_requeue(monkeypatch):
+    """submitit calls the launcher's `checkpoint` at SIGUSR2: the save may take 120 − 15 = 105 s (it had 60)."""
+    from sweep import submitit_launchers
+
+    waited = []
+    monkeypatch.setattr(submitit_launchers, "request_save", lambda timeout_s: waited.append(timeout_s))
+    launcher = SlurmLauncher.__new__(SlurmLauncher)
+    launcher.params = {"signal_delay_s": 120}
+    launcher.checkpoint()  # then the library's requeue of the same call
+    assert waited == [105.0]
+
+
+# Qwen2-7B by hand: P parameters; one decoder layer = q (h·h + h bias), k and v (h·kv + kv each), o (h·h),
+# SwiGLU's gate, up, down (3·h·i), two RMSNorms (2h); h 3584, kv 4 heads × 128 = 512, i 18944
+P_7B = 7_615_616_512
+LAYER_7B = (3584 * 3584 + 3584) + 2 * (3584 * 512 + 512) + 3584 * 3584 + 3 * 3584 * 18944 + 2 * 3584
+PAPER_7B = ["experiment=paper_fineval", "data.n_train=2420"]
+
+
+def test_fsdp_counts_a_decoder_layer_and_the_unsharded_gradients_accumulation_keeps(tmp_path):
+    """FSDP gathers one decoder layer at a time (233M parameters, not the 545M embedding); with accumulation
+    (64 / (4 × 8) = 2 micro-batches) every layer's bf16 gradient stays unsharded until the last micro-batch."""
+    qwen7b = _checkpoint_dir(tmp_path / "Qwen2-7B-Instruct", QWEN2_7B)
+    assert LAYER_7B == 233_057_792
+    plan = make_plan(_cfg(qwen7b, *PAPER_7B))
+    assert plan.shape.layer_params == LAYER_7B
+    assert plan.device.extra == 3 * LAYER_7B * 2 + 2 * P_7B  # gathered layers + the accumulation buffer (14.2 GiB)
+    no_accumulation = make_plan(_cfg(qwen7b, *PAPER_7B, "train.per_device_batch_size=8"))  # 64 / (8 × 8) = 1
+    assert no_accumulation.device.extra == 3 * LAYER_7B * 2
+
+
+def test_the_prepare_jobs_whole_model_on_every_gpu_is_planned_and_checked(tmp_path):
+    """Every rank of the prepare job loads the fp32 model whole (4 bytes × P = 28.4 GiB) and then scores with its
+    parameters in bf16 under FSDP; single/DDP score the fp32 weights under autocast, which caches a bf16 copy."""
+    qwen7b = _checkpoint_dir(tmp_path / "Qwen2-7B-Instruct", QWEN2_7B)
+    assert make_plan(_cfg(qwen7b, *PAPER_7B)).prepare_device == 4 * P_7B
+    tokens = 16 * 1024  # train.eval_batch_size × data.max_length
+    working = tokens * 2 * (2 * 3584 + 2 * 512 + 3 * 18944)  # a layer's bf16 q/o, k/v and SwiGLU outputs
+    head = 16 * 32 * 152064 * (2 + 4)  # 32 answer positions per question: bf16 logits, fp32 log-softmax
+    ddp = make_plan(_cfg(qwen7b, *PAPER_7B, "strategy=ddp", "strategy.nproc_per_node=8"))
+    assert ddp.prepare_device == 4 * P_7B + 2 * P_7B + working + head
+    # 32 GPUs hold the training job (no accumulation at a global batch of 128) but not the prepare job's load
+    small = _cfg(qwen7b, *PAPER_7B, "strategy.nnodes=4", "train.global_batch_size=128", "plan.gpu_mem_gb=30")
+    with pytest.raises(ConfigError, match=r"^the prepare job's scoring passes load m whole on every GPU: 28\.4 GB"):
+        check_fits(small, make_plan(small))
+
+
+def test_gpu_hours_count_each_jobs_fixed_cost_on_its_gpus(tmp_path):
+    """2 paper jobs of 38 steps × 64 × 1024 tokens at 3,000 tokens/s per GPU: 0.46 GPU-hours of training; each
+    job also holds its 8 GPUs for plan.job_overhead_s = 300 s: 2 × 8 × 300 / 3600 = 1.33 GPU-hours."""
+    from sweep.planning import sweep_lines
+
+    qwen7b = _checkpoint_dir(tmp_path / "Qwen2-7B-Instruct", QWEN2_7B)
+    cfg = _slurm_cfg(qwen7b, *PAPER_7B, "plan.tokens_per_s=3000", "plan.job_overhead_s=300")
+    plan = make_plan(cfg)
+    assert plan.steps == (math.ceil(2420 / (4 * 8)) // 2) == 38
+    (line,) = [x for x in sweep_lines(cfg, [cfg, cfg], [plan, plan]) if x.startswith("[plan] sweep:")]
+    training, fixed = 2 * 38 * 64 * 1024 / 3000 / 3600, 2 * 8 * 300 / 3600
+    assert f"{training + fixed:.1f} GPU-hours: {training:.1f} training" in line
+    assert f"+ {fixed:.1f} fixed (2 jobs" in line

@@ -268,3 +268,19 @@ def test_first_step_m_theta_is_zero_under_bf16_autocast_for_every_method(job_cfg
         first[method] = read_jsonl(Path(cfg.run_dir) / "metrics.jsonl")[0]["m_theta"]
     print(f"first-step m_theta under bf16 autocast: {first}")
     assert len(first) >= 5 and all(abs(m) < 1e-5 for m in first.values()), first
+
+
+def test_two_accumulation_steps_give_the_first_step_of_one_batch(job_cfg):
+    """2 micro-batches of 4 make the same first step as one batch of 8: the loss is a per-micro-batch mean, so the
+    Trainer must divide it by the accumulation steps (transformers before 5.19 does so only when the trainer says
+    the model takes no loss kwargs; without it the loss and the gradients double)."""
+    common = ("method=minor_sft", "method.beta=0.1", "train.max_steps=1", "train.logging_steps=1", "train.eval_steps=0",
+              "train.global_batch_size=8")
+    one = run_job(cfg_one := job_cfg(*common, "train.per_device_batch_size=8", run="one"))
+    two = run_job(cfg_two := job_cfg(*common, "train.per_device_batch_size=4", run="two"))
+    assert (one["grad_accumulation"], two["grad_accumulation"]) == (1, 2)
+    first_one = read_jsonl(Path(cfg_one.run_dir) / "metrics.jsonl")[0]
+    first_two = read_jsonl(Path(cfg_two.run_dir) / "metrics.jsonl")[0]
+    print(f"first step, accumulation 1: {first_one}; accumulation 2: {first_two}")
+    assert first_two["loss"] == pytest.approx(first_one["loss"], rel=1e-5)
+    assert first_two["grad_norm"] == pytest.approx(first_one["grad_norm"], rel=1e-5)

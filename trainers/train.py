@@ -35,7 +35,7 @@ from trainers.job.config import CONF_DIR
 from trainers.job.console import hydra_mode, quiet_console, show_progress_bar
 from trainers.job.export import export_model
 from trainers.job.isolate import run_isolated
-from trainers.job.plan import check_fits, gradient_checkpointing, make_plan, on_gpu
+from trainers.job.plan import check_fits, gradient_checkpointing, job_periodic_save_min, make_plan, on_gpu
 from trainers.job.prepare import Prepared, load_model, prepare
 from trainers.job.result import Fit, failed_result, training_result
 from trainers.job.save_request import SaveOnRequest, serving_save_requests
@@ -126,7 +126,7 @@ def build_trainer(cfg: DictConfig, args: TrainingArguments, model: torch.nn.Modu
         data_collator=TrainCollator(prepared.pad_id),
         processing_class=prepared.tokenizer,
         callbacks=[RunDirCallback(run_dir), StopOnRequest(run_dir),
-                   SaveOnRequest(run_dir, cfg.train.get("checkpoint_every_min") or 0)],
+                   SaveOnRequest(run_dir, job_periodic_save_min(cfg))],
         method=cfg.method.name,
         beta=cfg.method.get("beta"),
         eval_samples=prepared.eval_samples,
@@ -186,8 +186,9 @@ def final_predictions(cfg: DictConfig, run_dir: Path, final: dict[str, Any] | No
 
 
 def prepare_caches(cfg: DictConfig) -> None:
-    """The sweep's prepare job: tokenized data, base-model scores and reference log-probs, into the cache."""
-    prepare(cfg, device=training_device(), reference=True)
+    """The sweep's prepare job: tokenized data, base-model scores and reference log-probs, into the cache (the
+    model is not kept: a sharded strategy's scoring then casts it in place instead of copying it)."""
+    prepare(cfg, device=training_device(), reference=True, keep_model=False)
 
 
 def run_job(cfg: DictConfig) -> dict[str, Any]:

@@ -14,9 +14,13 @@ the group), and the agent records the job as failed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import subprocess
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +28,7 @@ from omegaconf import DictConfig
 
 from trainers.job.arguments import accelerate_on_cpu
 from trainers.job.config import save_job_config
+from trainers.job.isolate import await_the_end, noting_sigterm
 from trainers.job.result import failed_result
 from trainers.runtime.errors import ConfigError
 from trainers.runtime.process import planned_world_size
@@ -32,6 +37,7 @@ from trainers.runtime.run_dir import RESULT, atomic_write_json, read_result
 log = logging.getLogger(__name__)
 
 WORKER = ("--module", "trainers.worker")
+TORCH_SIGNALS = "TORCHELASTIC_SIGNALS_TO_HANDLE"  # read by torch's elastic agent when it starts the workers
 
 
 def slurm_first_host(nodelist: str) -> str:
@@ -68,6 +74,32 @@ def torchrun_argv(cfg: DictConfig, config_path: Path, env: dict[str, str] | None
     return argv + [*worker, str(config_path)]
 
 
+@contextlib.contextmanager
+def sigterm_left_to_the_scheduler(args: Any) -> Iterator[None]:
+    """torch's elastic agent replaces the SIGTERM handler with one that raises (and then stops the workers). Where
+    this process already handles SIGTERM (submitit under SLURM logs and bypasses it, a sweeper interrupts), keep
+    that handler: SLURM's SIGTERM before a requeue must not turn a job that is being requeued into a failed one.
+    With the default handler torch keeps its own, which stops the workers (they run in sessions of their own).
+    `args`: torchrun's parsed arguments, whose `signals_to_handle` (2.13 has it) its launcher copies into
+    TORCHELASTIC_SIGNALS_TO_HANDLE, the list the agent registers its handler for (older releases read only that)."""
+    owned = threading.current_thread() is threading.main_thread() and (
+        callable(signal.getsignal(signal.SIGTERM)) or signal.getsignal(signal.SIGTERM) == signal.SIG_IGN)
+    previous = os.environ.get(TORCH_SIGNALS)
+    if owned:
+        handled = getattr(args, "signals_to_handle", None) or previous or "SIGTERM,SIGINT,SIGHUP,SIGQUIT"
+        kept = ",".join(s for s in handled.split(",") if s.strip() != "SIGTERM")
+        os.environ[TORCH_SIGNALS] = kept
+        if hasattr(args, "signals_to_handle"):
+            args.signals_to_handle = kept
+    try:
+        yield
+    finally:
+        if owned and previous is None:
+            os.environ.pop(TORCH_SIGNALS, None)
+        elif owned:
+            os.environ[TORCH_SIGNALS] = previous
+
+
 def launch(cfg: DictConfig, worker: tuple[str, ...] = WORKER, quiet: bool = False) -> dict[str, Any]:
     """Run the job on `planned_world_size(cfg)` processes and return rank 0's result.json.
 
@@ -76,7 +108,9 @@ def launch(cfg: DictConfig, worker: tuple[str, ...] = WORKER, quiet: bool = Fals
 
     A worker failure (an exception, a kill) ends every worker; the job is then recorded as failed
     with the first failure's message (the root cause: the others only lost their peer), unless
-    rank 0 had already written a result that is not a failure.
+    rank 0 had already written a result that is not a failure. Workers ended by the scheduler's SIGTERM (a
+    requeue, a preemption) are not a failure: nothing is recorded and the agent waits for the scheduler's kill,
+    as the single-process path does (`trainers.job.isolate`).
     """
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
@@ -92,7 +126,14 @@ def launch(cfg: DictConfig, worker: tuple[str, ...] = WORKER, quiet: bool = Fals
     argv = torchrun_argv(cfg, config_path, worker=worker, quiet=quiet)
     log.info("Starting %d workers: torchrun %s", planned_world_size(cfg), " ".join(argv))
     try:
-        run(parse_args(argv))
+        args = parse_args(argv)
+        with sigterm_left_to_the_scheduler(args), noting_sigterm() as ending:
+            try:
+                run(args)
+            except ChildFailedError:
+                if ending.is_set():  # the scheduler's SIGTERM ended the workers: a requeue, a cancel, the time limit
+                    await_the_end()
+                raise
     except ChildFailedError as exc:
         failed_rank, failure = exc.get_first_failure()  # the earliest: the others only lost their peer
         message = failure.message  # a recorded worker's error file: {"message": ..., "extraInfo": ...}

@@ -217,7 +217,7 @@ def run_isolated(target: str, cfg: DictConfig, quiet: bool = False) -> Any:
     if _runner is None or not _runner.process.is_alive():
         _runner = _Runner(preload=target.split(":")[0])
     task = (target, OmegaConf.to_container(cfg, resolve=True), _log_targets(), quiet)
-    with _noting_sigterm() as ending:
+    with noting_sigterm() as ending:
         try:
             kind, payload = _runner.run(task)
         except BaseException:  # Ctrl-C or SIGTERM of this process: the job goes with it
@@ -225,7 +225,7 @@ def run_isolated(target: str, cfg: DictConfig, quiet: bool = False) -> Any:
             _runner = None
             raise
         if kind != "ok" and ending.is_set():
-            _await_the_end()
+            await_the_end()
     if kind == "ok":
         return payload
     if kind == "error":
@@ -242,7 +242,7 @@ def run_isolated(target: str, cfg: DictConfig, quiet: bool = False) -> Any:
 
 
 @contextlib.contextmanager
-def _noting_sigterm() -> Iterator[threading.Event]:
+def noting_sigterm() -> Iterator[threading.Event]:
     """While a job runs, remember whether this process got SIGTERM, then do what was done before (raise
     in a sweeper, ignore under submitit, end the process by default)."""
     ending = threading.Event()
@@ -266,7 +266,7 @@ def _noting_sigterm() -> Iterator[threading.Event]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _await_the_end() -> None:
+def await_the_end() -> None:
     """The scheduler is ending this job (SIGTERM, then SIGKILL: a cancel, a requeue, the time limit) and the
     job failed meanwhile (W&B's service, say, died of that SIGTERM). Report nothing: a result written now
     would be taken for the job's end, and a requeued job would never run again. Wait for the SIGKILL."""

@@ -4,15 +4,16 @@ model's config and the job's settings, before any weight is read; and the refusa
 Where each figure comes from:
 
 - **Parameters** are counted exactly: the model is built from its config.json on the meta device
-  (accelerate's `init_empty_weights`; `calculate_maximum_sizes` gives the total and the largest decoder
-  layer, as `accelerate estimate-memory` does for hub models). LoRA adds r × (in + out) per target Linear,
-  the A and B matrices peft creates.
+  (accelerate's `init_empty_weights`), and the largest decoder layer (the model's `_no_split_modules`). LoRA
+  adds r × (in + out) per target Linear, the A and B matrices peft creates.
 - **Weights, gradients, AdamW state** are bytes per parameter (Rajbhandari et al. 2020, "ZeRO", §3):
   weights and gradients in `model.dtype`, AdamW's two moments in the same dtype (torch's AdamW keeps its
   state in the parameter's dtype); ZeRO-3 with bf16 keeps bf16 weights and gradients and an fp32 master
   copy with the moments (2 + 2 + 12 bytes). FSDP and ZeRO-3 divide all three by the world size; FSDP
   adds the bf16 copies of the decoder layers it has gathered (the current and the prefetched one, and one
-  layer's unsharded gradient). DDP adds its gradient buckets (a second copy of the gradients); autocast
+  layer's unsharded gradient), and with gradient accumulation the unsharded gradients of every layer between
+  micro-batches (accelerate's `no_sync` turns FSDP2's reduce-scatter off until the last one). DDP adds its
+  gradient buckets (a second copy of the gradients); autocast
   caches a bf16 copy of the weights for the forward.
 - **Activations** count the tensors a Llama/Qwen2 decoder layer saves for backward, per token (the method
   of Korthikanti et al. 2022, "Reducing Activation Recomputation", §4.1, applied to RMSNorm, grouped-query
@@ -29,6 +30,11 @@ Where each figure comes from:
   model, training state and activations.
 - **Checkpoint**: weights plus AdamW state (what the HF Trainer, FSDP's sharded state dict and ZeRO write;
   scheduler and RNG state are negligible). Under LoRA the Trainer saves the adapter and its state only.
+- **Save time** at SLURM's warning: the checkpoint over `plan.write_gb_per_s` (an assumed write bandwidth of
+  the job's ranks together to the checkpoint filesystem: 1 GB/s, the slow end of NFS-class storage). The
+  warning's save has `save_window_s` (the warning's lead less the requeue's `REQUEUE_S`); where the estimate
+  × `SAVE_HEADROOM` does not fit it, the job also saves every `plan.periodic_save_min` minutes
+  (`train.checkpoint_every_min: null`, the paper configs': the plan decides).
 - **Steps**: as the HF Trainer counts them: ceil(epochs × (batches per process // accumulation)), or
   `train.max_steps`.
 """
@@ -53,6 +59,8 @@ GPU_USABLE = 0.9  # of a GPU's memory, what tensors can use (the rest: CUDA cont
 REQUEST_HEADROOM = 1.25  # SLURM memory request = plan × this: the estimate's own error, measured within ±30%
 ANSWER_TOKENS = 32  # answer positions per sample the loss keeps logits for (an allowance: answers are short)
 SHARDING = ("fsdp", "deepspeed_zero3")
+REQUEUE_S = 15.0  # of SLURM's warning lead, what submitit's requeue and the job's exit need after the save
+SAVE_HEADROOM = 1.5  # a save cut short restarts the job from its last checkpoint: the estimate must fit with room
 
 
 @dataclass(frozen=True)
@@ -102,6 +110,9 @@ class Plan:
     checkpoint: float
     steps: int | None
     tokens: int | None  # trained tokens, at most (steps × global batch × max_length)
+    prepare_device: float = 0.0  # per GPU (or CPU process) in the prepare job's scoring passes
+    save_s: float = 0.0  # one checkpoint's write time at plan.write_gb_per_s
+    periodic_save_min: float = 0.0  # the job's periodic saves (0: none), `periodic_save_min`
     request: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -128,7 +139,6 @@ def _lora_params(model: object, lora: dict) -> int:
 @lru_cache(maxsize=16)
 def _shape(name: str, config_json: str, lora_json: str, trust_remote_code: bool) -> ModelShape:
     from accelerate import init_empty_weights
-    from accelerate.utils import calculate_maximum_sizes
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config_dict = json.loads(config_json)
@@ -136,8 +146,8 @@ def _shape(name: str, config_json: str, lora_json: str, trust_remote_code: bool)
     with init_empty_weights():
         model = AutoModelForCausalLM.from_config(config, dtype="float32", trust_remote_code=trust_remote_code)
     model.tie_weights()  # built under init_empty_weights, a tied head is a parameter of its own until tied again
-    total_bytes, (layer_bytes, _) = calculate_maximum_sizes(model)
     params = sum(p.numel() for p in model.parameters())
+    layer_params = _decoder_layer_params(model)
     lora = json.loads(lora_json)
     c = model.config
     heads = c.num_attention_heads
@@ -145,10 +155,20 @@ def _shape(name: str, config_json: str, lora_json: str, trust_remote_code: bool)
     kv_heads = getattr(c, "num_key_value_heads", None) or heads
     return ModelShape(
         name=name, params=params, trainable=_lora_params(model, lora) if lora else params,
-        layer_params=int(layer_bytes) // 4, layers=c.num_hidden_layers, hidden=c.hidden_size,
+        layer_params=layer_params, layers=c.num_hidden_layers, hidden=c.hidden_size,
         intermediate=getattr(c, "intermediate_size", None) or 4 * c.hidden_size, kv_hidden=kv_heads * head_dim,
         vocab=c.vocab_size, checkpoint_dtype=_dtype_name(config_dict.get("dtype") or config_dict.get("torch_dtype")),
     )
+
+
+def _decoder_layer_params(model: object) -> int:
+    """Parameters of the largest decoder layer, FSDP's wrap unit (the model's `_no_split_modules`, e.g.
+    Qwen2DecoderLayer); accelerate's `calculate_maximum_sizes` names the largest module, the embedding on a
+    large vocabulary."""
+    names = set(getattr(model, "_no_split_modules", None) or ())
+    sizes = [sum(p.numel() for p in m.parameters()) for m in model.modules() if type(m).__name__ in names]
+    return max(sizes) if sizes else max(sum(p.numel() for p in m.parameters(recurse=False))
+                                        for m in model.modules())
 
 
 def _dtype_name(value: object) -> str | None:
@@ -229,12 +249,39 @@ def device_memory(cfg: DictConfig, shape: ModelShape) -> Memory:
     extra = 0.0
     if s.name == "fsdp":
         extra = 3 * shape.layer_params * (2 if mixed else weight_bytes)
+        if accumulation_steps(cfg) > 1:  # unsharded gradients, in the compute dtype, kept while sync is off
+            extra += shape.trainable * (2 if mixed else weight_bytes)
     elif mixed:
         extra = 2.0 * shape.params  # autocast's cached bf16 weights
     if s.name == "ddp":
         extra += grads
     acts, acts_ckpt = activation_bytes(cfg, shape)
     return Memory(weights / shard, grads / shard, optim / shard, extra, acts, acts_ckpt)
+
+
+def accumulation_steps(cfg: DictConfig) -> int:
+    """Micro-batches per optimizer step: global batch / (per-device batch × processes)."""
+    world = int(cfg.strategy.nproc_per_node) * int(cfg.strategy.nnodes)
+    return max(1, int(cfg.train.global_batch_size) // (int(cfg.train.per_device_batch_size) * world))
+
+
+def prepare_device_memory(cfg: DictConfig, shape: ModelShape) -> float:
+    """Bytes one GPU holds in the prepare job's scoring passes (every rank loads the whole model): the load in
+    `model.dtype`, then scoring in the strategy's arithmetic — bf16-cast parameters under FSDP/ZeRO-3 bf16, or
+    the loaded weights plus autocast's cached bf16 copy of them — and one layer's working set for
+    `train.eval_batch_size` × `data.max_length` tokens (no gradients)."""
+    weight_bytes = BYTES[cfg.model.dtype]
+    loaded = weight_bytes * shape.params
+    mixed = bool(cfg.train.get("bf16")) and weight_bytes == 4
+    if mixed and cfg.strategy.name in SHARDING:
+        scoring = 2 * shape.params
+    else:
+        scoring = loaded + (2 * shape.params if mixed else 0)
+    compute = 2 if cfg.train.get("bf16") else weight_bytes
+    tokens = int(cfg.train.eval_batch_size) * int(cfg.data.max_length)
+    working = tokens * compute * (2 * shape.hidden + 2 * shape.kv_hidden + 3 * shape.intermediate)
+    head = int(cfg.train.eval_batch_size) * ANSWER_TOKENS * shape.vocab * (compute + 4)
+    return float(max(loaded, scoring + working + head))
 
 
 def needs_checkpointing(cfg: DictConfig, memory: Memory) -> bool:
@@ -282,6 +329,34 @@ def checkpoint_bytes(cfg: DictConfig, shape: ModelShape) -> float:
     if cfg.strategy.name == "deepspeed_zero3" and cfg.train.get("bf16") and weight_bytes == 4:
         return float(2 * shape.params + 12 * shape.params)
     return float(3 * weight_bytes * shape.params)
+
+
+def save_window_s(signal_delay_s: float) -> float:
+    """How long the save at SLURM's warning may take: the warning's lead less what the requeue needs after it."""
+    return max(10.0, float(signal_delay_s) - REQUEUE_S)
+
+
+def save_seconds(cfg: DictConfig, checkpoint: float) -> float:
+    """One checkpoint's write time at the assumed bandwidth `plan.write_gb_per_s`."""
+    return checkpoint / (float(cfg.plan.get("write_gb_per_s") or 1.0) * GB)
+
+
+def periodic_save_min(cfg: DictConfig, checkpoint: float) -> float:
+    """Minutes between the job's periodic saves (0: none): `train.checkpoint_every_min` where set; else (null)
+    `plan.periodic_save_min` on SLURM where the warning's save would not fit its window with room to spare."""
+    if cfg.train.get("checkpoint_every_min") is not None:
+        return float(cfg.train.checkpoint_every_min)
+    delay = cfg.plan.get("signal_delay_s")
+    if not delay or SAVE_HEADROOM * save_seconds(cfg, checkpoint) <= save_window_s(delay):
+        return 0.0
+    return float(cfg.plan.get("periodic_save_min") or 30)
+
+
+def job_periodic_save_min(cfg: DictConfig) -> float:
+    """`periodic_save_min` of a running job (its model's shape read from its config.json, no weights)."""
+    if cfg.train.get("checkpoint_every_min") is not None or not cfg.plan.get("signal_delay_s"):
+        return float(cfg.train.get("checkpoint_every_min") or 0)
+    return periodic_save_min(cfg, checkpoint_bytes(cfg, model_shape(cfg)))
 
 
 # ------------------------------------------------------------------------------------------- steps
@@ -337,10 +412,12 @@ def make_plan(cfg: DictConfig, n_train: int | None = None) -> Plan:
     steps = training_steps(cfg, train_questions(cfg) if n_train is None else n_train)
     tokens = None if steps is None else steps * int(cfg.train.global_batch_size) * int(cfg.data.max_length)
     s = cfg.strategy
+    checkpoint = checkpoint_bytes(cfg, shape)
     return Plan(shape=shape, strategy=s.name, processes_per_node=int(s.nproc_per_node), nodes=int(s.nnodes),
                 on_gpu=on_gpu(cfg), device=memory, gradient_checkpointing=checkpointing, host_per_node=host,
-                checkpoint=checkpoint_bytes(cfg, shape), steps=steps, tokens=tokens,
-                request=slurm_request(cfg, host))
+                checkpoint=checkpoint, steps=steps, tokens=tokens, request=slurm_request(cfg, host),
+                save_s=save_seconds(cfg, checkpoint), periodic_save_min=periodic_save_min(cfg, checkpoint),
+                prepare_device=prepare_device_memory(cfg, shape))
 
 
 def _gb(n: float) -> str:
@@ -372,6 +449,11 @@ def check_fits(cfg: DictConfig, plan: Plan) -> None:
                 f"{_gb(m.weights)}, gradients {_gb(m.gradients)}, AdamW {_gb(m.optimizer)}, activations {_gb(acts)}"
                 f"{', checkpointed' if plan.gradient_checkpointing else ''}) but one GPU holds "
                 f"{_gb(capacity)} of plan.gpu_mem_gb={cfg.plan.gpu_mem_gb}; use {fix}, or LoRA (model.lora)")
+        if plan.prepare_device > capacity:
+            raise ConfigError(
+                f"the prepare job's scoring passes load {plan.shape.name} whole on every GPU: "
+                f"{_gb(plan.prepare_device)} but one GPU holds {_gb(capacity)} of plan.gpu_mem_gb="
+                f"{cfg.plan.gpu_mem_gb}; use a smaller train.eval_batch_size, or model.dtype=bfloat16")
     request = effective_request(cfg, plan)
     for key, value in request.items():
         limit = limits.get(key)
@@ -412,9 +494,17 @@ def plan_lines(cfg: DictConfig, plan: Plan) -> list[str]:
         f"other {_gb(m.extra)}, activations {_gb(m.activations)} ({_gb(m.activations_ckpt)} checkpointed) "
         f"-> {_gb(m.total(False))} without / {_gb(m.total(True))} with gradient checkpointing; "
         f"checkpointing {'on' if plan.gradient_checkpointing else 'off'}",
+        f"prepare job (every rank scores with the whole model) {where}: {_gb(plan.prepare_device)}",
         f"host memory per node: {_gb(plan.host_per_node)}; checkpoint {_gb(plan.checkpoint)}; steps "
         f"{plan.steps if plan.steps is not None else 'unknown (data not readable here)'}",
     ]
+    delay = cfg.plan.get("signal_delay_s")
+    if delay:
+        bandwidth = cfg.plan.get("write_gb_per_s") or 1.0
+        lines.append(f"save at SLURM's warning: ~{plan.save_s:.0f} s at plan.write_gb_per_s={bandwidth} "
+                     f"(×{SAVE_HEADROOM} room) in a {save_window_s(delay):.0f} s window (signal_delay_s {delay} "
+                     f"less {REQUEUE_S:.0f} s for the requeue); periodic saves: "
+                     + (f"every {plan.periodic_save_min:g} min" if plan.periodic_save_min else "none"))
     request = effective_request(cfg, plan)
     if request:
         lines.append("SLURM request per node: " + ", ".join(

@@ -11,6 +11,7 @@ changed model, tokenizer, data file or template never reuses a stale entry.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import logging
@@ -46,7 +47,7 @@ from trainers.model.reference import (
 )
 from trainers.model.scoring import Scores, score_sharded
 from trainers.runtime.errors import ConfigError
-from trainers.runtime.process import barrier, broadcast_from_main, dist_ready, is_main_process
+from trainers.runtime.process import all_ranks_agree, barrier, dist_ready, is_main_process
 from trainers.runtime.run_dir import atomic_write_text
 from trainers.world import ensure_embedded_world, seeded_world
 
@@ -309,24 +310,75 @@ def load_model(cfg: DictConfig, sharded: bool = False, device: torch.device | st
     return model
 
 
-def scoring_precision(cfg: DictConfig, device: torch.device) -> tuple[str, contextlib.AbstractContextManager]:
-    """(cache-key dtype, context) of the scoring passes: bf16 autocast where training computes in bf16
-    (`train.bf16`: the Trainer autocasts on a GPU and on a CPU alike), so that the reference and the policy
-    at step 0 agree (m_theta starts at 0)."""
-    if cfg.train.get("bf16"):
-        return f"{cfg.model.dtype}+autocast-bfloat16", torch.autocast(device.type, dtype=torch.bfloat16)
-    return cfg.model.dtype, contextlib.nullcontext()
+@dataclass(frozen=True)
+class Precision:
+    """The arithmetic of a strategy's forward: parameters read in `param_dtype`, under bf16 autocast or not."""
+
+    model_dtype: torch.dtype
+    param_dtype: torch.dtype
+    autocast: bool
+
+    @property
+    def key(self) -> str:
+        """The cache-key dtype: the checkpoint dtype, then what the forward does to it (fp32 keys unchanged)."""
+        key = str(self.model_dtype).removeprefix("torch.")
+        if self.param_dtype != self.model_dtype:
+            key += f"+params-{str(self.param_dtype).removeprefix('torch.')}"
+        return key + ("+autocast-bfloat16" if self.autocast else "")
+
+
+def training_precision(cfg: DictConfig) -> Precision:
+    """How the strategy computes with the weights under `train.bf16`, read from the libraries it runs through:
+    single/DDP keep `model.dtype` weights under bf16 autocast (accelerate's native AMP); FSDP2's
+    mixed-precision policy all-gathers the parameters cast to bf16 (buffers stay) and accelerate autocasts too;
+    DeepSpeed bf16 holds the parameters in bf16 (buffers stay fp32) and does not autocast."""
+    dtype = getattr(torch, cfg.model.dtype)
+    if not cfg.train.get("bf16"):
+        return Precision(dtype, dtype, autocast=False)
+    strategy = cfg.get("strategy")
+    if strategy is not None and strategy.get("fsdp"):
+        return Precision(dtype, torch.bfloat16, autocast=True)
+    if strategy is not None and strategy.get("deepspeed"):
+        return Precision(dtype, torch.bfloat16, autocast=False)
+    return Precision(dtype, dtype, autocast=True)
+
+
+def cast_parameters(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """`model` with its floating parameters in `dtype` and its buffers as they were (rotary `inv_freq` stays
+    fp32, as under FSDP2's policy and DeepSpeed's cast): `Module.to(dtype)` would cast the buffers too."""
+    for param in model.parameters():
+        if param.is_floating_point() and param.dtype != dtype:
+            param.data = param.data.to(dtype)
+    return model
+
+
+def scoring_precision(cfg: DictConfig, device: torch.device) -> tuple[Precision, contextlib.AbstractContextManager]:
+    """(precision, context) of the scoring passes: the training strategy's own arithmetic
+    (`training_precision`), so that the reference and the policy at step 0 agree (m_theta starts at 0)."""
+    precision = training_precision(cfg)
+    if precision.autocast:
+        return precision, torch.autocast(device.type, dtype=torch.bfloat16)
+    return precision, contextlib.nullcontext()
+
+
+def _readable_scores(cache_dir: Path, key: str) -> Scores | None:
+    """This rank's own read of the cache entry; None where it is absent or cannot be read here (a stale NFS
+    handle, a torn copy): the ranks then compute it together instead of one entering the collectives alone."""
+    try:
+        return load_scores(cache_dir, key)
+    except Exception as exc:  # any failed read: the entry is recomputed, never trusted
+        log.warning("cannot read the cached scores %s on this rank (%s): computing them", key, exc)
+        return None
 
 
 def _cached_or_sharded(cache_dir: Path, key: str, compute) -> tuple[Scores, bool]:
-    """`cached_scores`, with several processes: rank 0 looks the key up, every rank joins the sharded
-    computation if it is missing, rank 0 writes it."""
+    """`cached_scores`, with several processes: every rank reads the key and they agree (all or none use the cache)
+    before any collective; if one rank lacks it, every rank joins the sharded computation, rank 0 writes it."""
     if not dist_ready():
         return cached_scores(cache_dir, key, compute)
-    if broadcast_from_main(load_scores(cache_dir, key) is not None if is_main_process() else None):
-        found = load_scores(cache_dir, key)
-        if found is not None:
-            return found, False
+    found = _readable_scores(cache_dir, key)
+    if all_ranks_agree(found is not None):
+        return found, False
     scores = compute()
     if is_main_process():
         cached_scores(cache_dir, key, lambda: scores)
@@ -362,20 +414,28 @@ def prepare(
              "computed" if tokenized else "cached")
 
     loaded: list[torch.nn.Module] = []
+    precision, autocast = scoring_precision(cfg, device)
 
     def model() -> torch.nn.Module:
         if not loaded:
             loaded.append(load_model(cfg, device=device))
         return loaded[0]
 
-    key_dtype, precision = scoring_precision(cfg, device)
+    def scoring_model() -> torch.nn.Module:
+        """The model as the strategy's forward sees it; a cast copy where the job keeps the loaded one."""
+        if precision.param_dtype == precision.model_dtype:
+            return model()
+        if len(loaded) < 2:
+            loaded.append(cast_parameters(copy.deepcopy(model()) if keep_model else model(), precision.param_dtype))
+        return loaded[1]
 
     def scores(kind: str, samples: list[Sample]) -> tuple[Scores, bool]:
-        key = scores_key(kind, fingerprint, key_dtype, cfg.model.attn_implementation, samples)
+        key = scores_key(kind, fingerprint, precision.key, cfg.model.attn_implementation, samples)
 
         def compute() -> Scores:
-            with precision:
-                return score_sharded(model(), samples, letters, pad_id, cfg.train.eval_batch_size, progress=kind)
+            with autocast:
+                return score_sharded(scoring_model(), samples, letters, pad_id, cfg.train.eval_batch_size,
+                                     progress=kind)
 
         return _cached_or_sharded(cache_dir / "scores", key, compute)
 

@@ -88,6 +88,15 @@ def validate_config(cfg: DictConfig, processes: int | None = None) -> None:
     if not (t.get("checkpoint_every_min") in (0, None) or _positive(t.checkpoint_every_min)):
         raise ConfigError(f"train.checkpoint_every_min={t.checkpoint_every_min} must be >= 0 (0: no periodic "
                           "checkpoints)")
+    plan = cfg.get("plan") or {}
+    for key in ("write_gb_per_s", "periodic_save_min", "signal_delay_s"):
+        if plan.get(key) is not None and not _positive(plan.get(key)):
+            raise ConfigError(f"plan.{key}={plan.get(key)} must be > 0 (plan.write_gb_per_s=1.0, "
+                              "plan.periodic_save_min=30, plan.signal_delay_s=120 are the defaults)")
+    overhead = plan.get("job_overhead_s")
+    if overhead is not None and not (overhead == 0 or _positive(overhead)):
+        raise ConfigError(f"plan.job_overhead_s={overhead} must be >= 0 (seconds of a job's fixed cost on its GPUs; "
+                          "plan.job_overhead_s=300 is the default)")
     report_steps = t.get("report_steps")
     if not (report_steps in (0, None) or (isinstance(report_steps, int) and _positive(report_steps))):
         raise ConfigError(f"train.report_steps={report_steps} must be a whole number of steps >= 0 (e.g. 25; 0: "

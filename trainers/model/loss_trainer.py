@@ -33,7 +33,8 @@ class DivergedError(RuntimeError):
 class LossTrainer(Trainer):
     """`Trainer` whose loss is `LOSSES[method]` of policy and cached reference log-probs."""
 
-    # Our loss is a per-micro-batch mean: let the Trainer divide it by the accumulation steps.
+    # Our loss is a per-micro-batch mean: let the Trainer divide it by the accumulation steps. transformers ≥ 5.19
+    # reads this attribute; earlier releases divide only when `model_accepts_loss_kwargs` is False (set in __init__).
     loss_is_scaled_for_ga = False
 
     def __init__(
@@ -50,6 +51,9 @@ class LossTrainer(Trainer):
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
+        # As TRL's trainers do: the model's forward takes **kwargs, so the Trainer would think the loss was normalised
+        # by `num_items_in_batch` and (before 5.19) not divide it by the accumulation steps: 2x gradients at 2 steps.
+        self.model_accepts_loss_kwargs = False
         self.loss_fn = LOSSES[method]
         self.method, self.beta = method, beta
         self.eval_samples, self.eval_ref_logps = eval_samples, eval_ref_logps

@@ -51,6 +51,17 @@ def broadcast_from_main(value: Any) -> Any:
     return box[0]
 
 
+def all_ranks_agree(flag: bool) -> bool:
+    """True on every rank when `flag` is true on every rank (alone: `flag`): a decision each rank checks for
+    itself, then takes together, so that no rank enters a collective the others skip."""
+    if not dist_ready():
+        return flag
+    device = training_device() if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
+    votes = torch.tensor([int(flag)], device=device)
+    torch.distributed.all_reduce(votes, op=torch.distributed.ReduceOp.MIN)
+    return bool(votes.item())
+
+
 def barrier() -> None:
     if dist_ready():
         torch.distributed.barrier()
