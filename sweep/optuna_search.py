@@ -38,6 +38,7 @@ from sweep.grid_sweeper import fail
 from sweep.launching import job_identity, launch_recorded, stop_on_sigterm
 from sweep.planning import apply_request, plan_jobs, sweep_request
 from sweep.pruning import PruningMonitor
+from sweep.sweep_dir import sweep_dir_error
 from trainers.job.validate import INTERMEDIATE_FIX, reports_while_training, validate_config
 from trainers.model.losses import BETA_METHODS
 from trainers.runtime.errors import ConfigError
@@ -196,3 +197,5 @@ class ResumableOptunaSweeper(OptunaSweeper):
                  f"accuracy to prune by; {INTERMEDIATE_FIX}")
         if self.sweeper.n_trials < 1:
             fail(f"hydra.sweeper.n_trials={self.sweeper.n_trials}: the study's total number of trials must be >= 1")
+        if (unwritable := sweep_dir_error(Path(config.hydra.sweep.dir))) is not None:
+            fail(unwritable)

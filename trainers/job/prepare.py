@@ -25,7 +25,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 
 from trainers.data.mcq import McqItem, drop_overlap, load_mcq, read_subject_info, sample_items, split_train_eval
 from trainers.data.prompts import PromptFormat, Sample, encode_items, letter_token_ids
-from trainers.job.validate import validate_paths
+from trainers.job.validate import check_batch_fits, validate_paths
 from trainers.model.losses import REFERENCE_METHODS
 from trainers.model.reference import cached_scores, load_scores, model_fingerprint, scores_key
 from trainers.model.scoring import Scores, score_sharded
@@ -292,6 +292,7 @@ def prepare(
     log.info("Loading data <%s> from %s", cfg.data.name, cfg.data.path)
     subject_info = read_subject_info(cfg.data.path, cfg.data.get("subject_info"))
     train_samples, eval_samples, tokenized = tokenized_data(cfg, tokenizer, fingerprint)
+    check_batch_fits(cfg, len(train_samples), f"the {len(train_samples)}")  # data.n_train null: known only now
     log.info("Data: %d train and %d eval questions (tokenized: %s)", len(train_samples), len(eval_samples),
              "computed" if tokenized else "cached")
 
