@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from trainers.job.export import EXPORT_DTYPES
 from trainers.data.selection import validate_split_config
+from trainers.job.export import EXPORT_DTYPES
 from trainers.model.losses import BETA_METHODS, LOSSES, ZERO_COEFFICIENT_METHODS, beta_error
 from trainers.runtime.errors import ConfigError
 from trainers.runtime.process import is_worker, planned_world_size, world_size
@@ -90,7 +90,8 @@ def validate_config(cfg: DictConfig, processes: int | None = None) -> None:
     strategy_config(cfg)
     t = cfg.train
     if not _positive(t.lr):
-        raise ConfigError(f"train.lr={t.lr} is invalid: the learning rate must be a finite number > 0 (e.g. train.lr=1e-4)")
+        raise ConfigError(f"train.lr={t.lr} is invalid: the learning rate must be a finite number > 0 "
+                          "(e.g. train.lr=1e-4)")
     for field in ("global_batch_size", "per_device_batch_size", "eval_batch_size"):
         if not (isinstance(t[field], int) and t[field] > 0):
             raise ConfigError(f"train.{field}={t[field]} is invalid: it must be a positive integer")
