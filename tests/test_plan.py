@@ -213,3 +213,18 @@ def test_the_tiny_models_count_is_torchs(job_cfg):
     cfg = job_cfg()
     model = AutoModelForCausalLM.from_pretrained(cfg.model.path, dtype=torch.float32)
     assert make_plan(cfg).shape.params == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize(("launcher", "at_once"), [("submitit_local", 5), ("joblib", 2), ("local", 1)])
+def test_jobs_at_once_is_what_the_launcher_runs_together(launcher, at_once):
+    """submitit's local launcher starts every job as its own process at once (the issue measured 5 of 5);
+    joblib runs n_jobs (2 in conf/launcher/joblib.yaml); the basic launcher one after another."""
+    from omegaconf import OmegaConf
+
+    from sweep.planning import jobs_at_once
+
+    conf = OmegaConf.load(REPO_ROOT / "conf" / "launcher" / f"{launcher}.yaml")
+    hydra_launcher = OmegaConf.select(conf, "hydra.launcher", default=None)  # the basic launcher has none
+    launcher_cfg = {} if hydra_launcher is None else OmegaConf.to_container(hydra_launcher, resolve=False)
+    cfg = OmegaConf.create({"hydra": {"launcher": launcher_cfg}})
+    assert jobs_at_once(cfg, 5) == at_once
