@@ -20,8 +20,12 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import sys
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +60,28 @@ class SftsweepOptunaSweeperConf(OptunaSweeperConf):
     _target_: str = "hydra_plugins.sftsweep_optuna_sweeper.ResumableOptunaSweeper"
     pruner: Any = None  # an optuna.pruners.* config: {_target_: optuna.pruners.MedianPruner, ...}; null: none
     poll_interval_s: float = 2.0  # how often running trials' intermediate values are read
+
+
+# hydra-optuna-sweeper 1.1.2 passes every TPESampler argument of its schema and builds LogUniformDistribution: six
+# FutureWarnings on every `make optuna` that no user setting can silence (the schema is the plugin's). Only these.
+PLUGIN_DEPRECATIONS = ("`consider_prior`", "`prior_weight`", "`consider_magic_clip`", "`consider_endpoints`",
+                       "`warn_independent_sampling`", "LogUniformDistribution")
+
+
+@contextmanager
+def quiet_plugin_deprecations() -> Iterator[None]:
+    """Silence the plugin's own deprecation warnings (PLUGIN_DEPRECATIONS) in this block, and nothing else."""
+    with warnings.catch_warnings():
+        for name in PLUGIN_DEPRECATIONS:
+            warnings.filterwarnings("ignore", message=re.escape(name) + " has been deprecated", category=FutureWarning)
+        yield
+
+
+def tpe_sampler(**kwargs: Any) -> optuna.samplers.TPESampler:
+    """optuna.samplers.TPESampler from the plugin's sampler config (`hydra.sweeper.sampler._target_` in
+    conf/hparams_search/beta_optuna.yaml), without the warnings about the arguments the plugin always passes."""
+    with quiet_plugin_deprecations():
+        return optuna.samplers.TPESampler(**kwargs)
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="sftsweep_optuna", node=SftsweepOptunaSweeperConf,
@@ -106,7 +132,8 @@ def tell(study: optuna.Study, trial: optuna.trial.Trial, ret: Any, run_dir: Path
 
 class ResumableOptunaSweeper(OptunaSweeper):
     def __init__(self, *args: Any, pruner: Any = None, poll_interval_s: float = 2.0, **kwargs: Any):
-        super().__init__(*args, **kwargs)
+        with quiet_plugin_deprecations():  # the search space's LogUniformDistribution
+            super().__init__(*args, **kwargs)
         if pruner is not None and not isinstance(pruner, optuna.pruners.BasePruner):
             fail(f"hydra.sweeper.pruner={pruner!r} is not an Optuna pruner; give one as "
                  "{_target_:optuna.pruners.MedianPruner,...} (in make's ARGS, inside single quotes)")
@@ -117,7 +144,8 @@ class ResumableOptunaSweeper(OptunaSweeper):
         search_space = dict(impl.search_space)
         fixed: dict[str, Any] = {}
         for override in OverridesParser.create().parse_overrides(arguments):
-            value = create_optuna_distribution_from_override(override)
+            with quiet_plugin_deprecations():
+                value = create_optuna_distribution_from_override(override)
             if isinstance(value, optuna.distributions.BaseDistribution):
                 search_space[override.get_key_element()] = value
             else:
