@@ -129,6 +129,9 @@ def _notes(sweep: Sweep, est: Estimates) -> list[str]:
                          f"chosen and scored on the same {info.n_questions} questions, so the best configurations' "
                          "accuracies are optimistic (winner's curse).")
         notes.extend(f"{setting}: {n}" for n in info.notes)
+        runs = sweep.runs.loc[sweep.runs["setting"] == setting, "run"]
+        warned = dict.fromkeys(line for run in runs for line in sweep.data_warnings.get(run, []))
+        notes.extend(f"{setting}: data: {line} (result.json data_warnings)" for line in warned)
     notes.append(f"Intervals: hierarchical bootstrap, {est.n_resamples} resamples (seeds, then questions), seeded. "
                  "A diverged seed scores the base model's accuracy; a failed run is missing data.")
     for setting, sp in pts.groupby("setting"):

@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,7 @@ class Prepared:
     base_pass: str  # "computed" | "cached"
     reference_pass: str  # "computed" | "cached" | "none"
     subject_info: dict[str, dict[str, str]] | None = None  # eval subjects' names and categories (data.subject_info)
+    data_warnings: list[str] = field(default_factory=list)  # rejected rows and the like: the report lists them
 
     @property
     def base_accuracy(self) -> float:
@@ -291,7 +292,12 @@ def prepare(
     fingerprint = model_fingerprint(Path(cfg.model.path), cache_dir / "fingerprints.json")
     log.info("Loading data <%s> from %s", cfg.data.name, cfg.data.path)
     subject_info = read_subject_info(cfg.data.path, cfg.data.get("subject_info"))
-    train_samples, eval_samples, tokenized = tokenized_data(cfg, tokenizer, fingerprint)
+    collected, trainers_log = _CollectWarnings(), logging.getLogger("trainers")  # the data's, computed or cached
+    trainers_log.addHandler(collected)
+    try:
+        train_samples, eval_samples, tokenized = tokenized_data(cfg, tokenizer, fingerprint)
+    finally:
+        trainers_log.removeHandler(collected)
     check_batch_fits(cfg, len(train_samples), f"the {len(train_samples)}")  # data.n_train null: known only now
     log.info("Data: %d train and %d eval questions (tokenized: %s)", len(train_samples), len(eval_samples),
              "computed" if tokenized else "cached")
@@ -331,4 +337,5 @@ def prepare(
         base_pass="computed" if base_computed else "cached", reference_pass=reference_pass,
         subject_info=None if subject_info is None else
         {s: subject_info.get(s, {"name": s, "category": ""}) for s in sorted({x.subject for x in eval_samples})},
+        data_warnings=list(dict.fromkeys(collected.lines)),
     )
