@@ -23,6 +23,8 @@ SWEEP ?=
 OPTUNA_DIR ?=
 DEFAULT_DIR = $(or $(SWEEP),outputs/sweeps/$(EXPERIMENT))
 SWEEP_DIR ?= $(DEFAULT_DIR)
+# make splits words at spaces (SWEEP_DIR would reach Hydra and the report as two paths): refused, status 2
+CHECK_DIR = $(if $(word 2,$(SWEEP_DIR)),$(error SWEEP_DIR='$(SWEEP_DIR)' has a space, which make cannot pass on; use a directory without spaces, e.g. SWEEP_DIR=$(subst $(eval) ,_,$(SWEEP_DIR))))
 REPORT_ARGS ?=
 BENCH_ARGS ?=
 DASHBOARD_ARGS ?=
@@ -66,6 +68,7 @@ train: $(STAMP)
 ## Exit status: 0 all ok or diverged, 1 some jobs failed or missing (report still written), 2 nothing ran (bad input
 ## or a failed prepare step).
 sweep: $(STAMP)
+	@: $(CHECK_DIR)
 	@status=0; $(PY) -m trainers.train -m experiment=$(EXPERIMENT) $(LAUNCHER_ARG) \
 	  hydra.sweep.dir=$(abspath $(SWEEP_DIR)) $(ARGS) || status=$$?; \
 	if [ $$status -le 1 ]; then $(PY) -m analysis.report $(SWEEP_DIR) $(REPORT_ARGS) || status=$$?; fi; \
@@ -74,11 +77,13 @@ sweep: $(STAMP)
 ## every job's resource plan and the sweep's (memory per GPU and per node, checkpoint size, steps, GPU-hours with
 ## ARGS="plan.tokens_per_s=N", disk at peak; the SLURM request it makes), checked as `make sweep` checks it; runs nothing
 plan: $(STAMP)
+	@: $(CHECK_DIR)
 	$(PY) -m trainers.train -m experiment=$(EXPERIMENT) $(LAUNCHER_ARG) hydra.sweep.dir=$(abspath $(SWEEP_DIR)) \
 	  hydra.sweeper.plan_only=true $(ARGS)
 
 ## Optuna (TPE) search over β for one method; rerunning continues the study up to N_TRIALS in total.
 optuna: $(STAMP)
+	@: $(CHECK_DIR)
 	@status=0; $(PY) -m trainers.train -m experiment=$(EXPERIMENT) hparams_search=beta_optuna method=$(METHOD) \
 	  $(LAUNCHER_ARG) hydra.sweeper.n_trials=$(N_TRIALS) hydra.sweep.dir=$(abspath $(SWEEP_DIR)) $(ARGS) \
 	  || status=$$?; \
@@ -88,6 +93,7 @@ optuna: $(STAMP)
 ## where every point of SWEEP_DIR is (running: step, loss, ETA; ok; failed: why; pending), from its files alone;
 ## works for any launcher and after the sweeper has died: make status SWEEP_DIR=… STATUS_ARGS=--watch
 status: $(STAMP)
+	@: $(CHECK_DIR)
 	$(PY) -m sweep.status $(SWEEP_DIR) $(STATUS_ARGS)
 
 ## PYTEST_WORKERS: pytest-xdist workers (auto: one per core); the SLURM tests share one worker
@@ -101,15 +107,18 @@ lint: $(DEV_STAMP)
 
 ## tables, figures and report.html for SWEEP_DIR (also a W&B summary run, offline by default)
 report: $(STAMP)
+	@: $(CHECK_DIR)
 	$(PY) -m analysis.report $(SWEEP_DIR) $(REPORT_ARGS)
 
 ## the W&B report and workspace comparing SWEEP_DIR's methods; offline it writes SWEEP_DIR/report/wandb_dashboard.json
 ## and prints the command that publishes it: make dashboard SWEEP_DIR=… DASHBOARD_ARGS="--entity E --project P"
 dashboard: $(STAMP)
+	@: $(CHECK_DIR)
 	$(PY) -m analysis.dashboard $(SWEEP_DIR) $(DASHBOARD_ARGS)
 
 ## render SWEEP_DIR's report.html in headless Chromium and save a screenshot
 report-check: $(STAMP)
+	@: $(CHECK_DIR)
 	$(PY) -m analysis.browser_check $(SWEEP_DIR)/report/report.html --screenshot $(SWEEP_DIR)/report/screenshot.png
 
 ## the benchmark rows of docs/benchmarks.md (not part of `make test`); writes bench/results.json.

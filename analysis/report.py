@@ -132,6 +132,9 @@ def _notes(sweep: Sweep, est: Estimates) -> list[str]:
                          f"chosen and scored on the same {info.n_questions} questions, so the best configurations' "
                          "accuracies are optimistic (winner's curse).")
         notes.extend(f"{setting}: {n}" for n in info.notes)
+        runs = sweep.runs.loc[sweep.runs["setting"] == setting, "run"]
+        warned = dict.fromkeys(line for run in runs for line in sweep.data_warnings.get(run, []))
+        notes.extend(f"{setting}: data: {line} (result.json data_warnings)" for line in warned)
     if len(est.settings) == 1:
         notes.append("One setting: no claim is judged across settings. To judge them, run several worlds "
                      "(make sweep EXPERIMENT=worlds) or read several sweeps: python -m analysis.report DIR1 DIR2 DIR3.")

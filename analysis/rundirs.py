@@ -105,6 +105,8 @@ class Sweep:
     """One line per corrupt or invalid file, 'path: what is wrong'; those files were skipped."""
     subject_info: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
     """Per run, result.json's subject_info (subject -> name, category), where the data set ships one."""
+    data_warnings: dict[str, list[str]] = field(default_factory=dict)
+    """Per run with any, result.json's data_warnings: what the data loader rejected or dropped, and why."""
     _predictions: dict[str, pd.Series] = field(default_factory=dict, repr=False)
     _splits: dict[str, pd.Series | None] = field(default_factory=dict, repr=False)
     _subjects: dict[str, pd.Series | None] = field(default_factory=dict, repr=False)
@@ -268,6 +270,8 @@ def parse_result(path: Path) -> dict:
     row["inputs"] = inputs_key(data)
     row["error"] = data.get("error")
     row["subject_info"] = data.get("subject_info")
+    warnings = data.get("data_warnings")
+    row["data_warnings"] = [str(w) for w in warnings] if isinstance(warnings, list) else []
     row["finished_at"] = _timestamp(data.get("finished_at"))
     return row
 
@@ -296,6 +300,7 @@ def _read_sweep(root: Path) -> Sweep:
     rows: list[dict] = []
     problems: list[str] = []
     subject_info: dict[str, dict[str, dict[str, str]]] = {}
+    data_warnings: dict[str, list[str]] = {}
     metrics_frames: list[pd.DataFrame] = []
     eval_frames: list[pd.DataFrame] = []
     for d in finished:
@@ -308,6 +313,8 @@ def _read_sweep(root: Path) -> Sweep:
         info = row.pop("subject_info", None)
         if isinstance(info, dict) and info:
             subject_info[rel] = {str(k): dict(v) for k, v in info.items() if isinstance(v, dict)}
+        if warned := row.pop("data_warnings", None):
+            data_warnings[rel] = warned
         row["run"], row["path"], row["source"] = rel, str(d), str(root)
         row["finished_at_from"] = "result.json" if row["finished_at"] is not None else "mtime"
         if row["finished_at"] is None:
@@ -335,6 +342,7 @@ def _read_sweep(root: Path) -> Sweep:
         incomplete=[d.relative_to(root).as_posix() or "." for d in unfinished],
         problems=problems,
         subject_info=subject_info,
+        data_warnings=data_warnings,
     )
 
 
@@ -414,6 +422,7 @@ def load_sweeps(roots: Iterable[Path | str]) -> Sweep:
         merged.incomplete += [rebase(root, r) for r in part.incomplete]
         merged.problems += part.problems
         merged.subject_info.update({rebase(root, r): info for r, info in part.subject_info.items()})
+        merged.data_warnings.update({rebase(root, r): lines for r, lines in part.data_warnings.items()})
     merged.runs = pd.concat([r for r in runs if len(r)] or [parts[0].runs], ignore_index=True)
     merged.runs["setting"] = _settings(merged.runs)
     merged.metrics, merged.evals = _long(metrics), _long(evals)

@@ -22,12 +22,13 @@ setting, each a name and the overrides that make it, in a run-directory subtree 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sweep.overrides import GRID_KEYS
-from trainers.model.losses import BETA_METHODS, LOSSES, ZERO_COEFFICIENT_METHODS
+from trainers.model.losses import BETA_METHODS, LOSSES, ZERO_COEFFICIENT_METHODS, beta_error
 
 
 class GridError(ValueError):
@@ -101,7 +102,8 @@ def _numbers(value: object, where: str, allow_zero: bool = False) -> list[float]
         raise GridError(f"{where} must be a non-empty list of numbers, got {value!r}")
     out = []
     for v in value:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (v == 0 and not allow_zero):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or \
+                (v == 0 and not allow_zero):
             raise GridError(f"{where} has {v!r}; every value must be a number {'>=' if allow_zero else '>'} 0")
         out.append(float(v))
     if len(set(out)) != len(out):
@@ -132,8 +134,8 @@ def expand_grid(grid: Mapping) -> list[GridPoint]:
         if method in BETA_METHODS:
             betas: list[float | None] = list(_numbers(spec.get("beta"), f"{where}.beta",
                                                       allow_zero=method in ZERO_COEFFICIENT_METHODS))
-        elif spec.get("beta") is not None:
-            raise GridError(f"{where}.beta: {method} takes no β (it would rerun the same job per β); remove it")
+        elif (reason := beta_error(method, spec.get("beta"))) is not None:  # the job's own rule (validate_config)
+            raise GridError(f"{where}.beta: {reason} (it would rerun the same job per β); remove it")
         else:
             betas = [None]
         points += [GridPoint(method, lr, beta, int(seed)) for lr in lrs for beta in betas for seed in seeds]

@@ -36,6 +36,7 @@ from sweep.ownership import SweepDirRefused, hold
 from sweep.planning import apply_request, plan_jobs, sweep_lines, sweep_request
 from sweep.progress import PLAN, ProgressMonitor, statuses, write_plan
 from sweep.refine import RefineSpec, refine, refine_spec
+from sweep.sweep_dir import sweep_dir_error
 from trainers.job.validate import INTERMEDIATE_FIX, reports_while_training, validate_config, validate_paths
 from trainers.runtime.errors import ConfigError
 from trainers.runtime.run_dir import STOP_STATUSES, SWEEP_SUMMARY, atomic_write_json, is_done, read_result
@@ -98,12 +99,13 @@ class GridSweeper(Sweeper):
             for line in sweep_lines(cfg, job_cfgs, plans):
                 print(line, flush=True)
             return []
+        if (unwritable := sweep_dir_error(sweep_dir)) is not None:
+            fail(unwritable)
         identities = [job_identity(c) for c in job_cfgs]
         run_dirs = [run_dir for run_dir, _ in identities]
         pending = [i for i, (run_dir, digest) in enumerate(identities)
                    if not is_done(run_dir, digest, self.rerun_stopped)]
 
-        sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, sweep_dir / "multirun.yaml")
         write_plan(self._plan_path(), points, run_dirs)
         print(f"[sweep] {cfg.experiment_name}: {len(points)} grid points, {len(points) - len(pending)} already done, "

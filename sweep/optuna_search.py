@@ -20,8 +20,12 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import sys
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +44,7 @@ from sweep.launching import job_identity, launch_recorded, stop_on_sigterm
 from sweep.ownership import SweepDirRefused, hold
 from sweep.planning import apply_request, plan_jobs, sweep_request
 from sweep.pruning import PruningMonitor
+from sweep.sweep_dir import sweep_dir_error
 from trainers.job.validate import INTERMEDIATE_FIX, reports_while_training, validate_config
 from trainers.model.losses import BETA_METHODS
 from trainers.runtime.errors import ConfigError
@@ -59,6 +64,28 @@ class SftsweepOptunaSweeperConf(OptunaSweeperConf):
     pruner: Any = None  # an optuna.pruners.* config: {_target_: optuna.pruners.MedianPruner, ...}; null: none
     poll_interval_s: float = 2.0  # how often running trials' intermediate values are read
     extend: bool = False  # continue the study although its config changed (sweep.identity)
+
+
+# hydra-optuna-sweeper 1.1.2 passes every TPESampler argument of its schema and builds LogUniformDistribution: six
+# FutureWarnings on every `make optuna` that no user setting can silence (the schema is the plugin's). Only these.
+PLUGIN_DEPRECATIONS = ("`consider_prior`", "`prior_weight`", "`consider_magic_clip`", "`consider_endpoints`",
+                       "`warn_independent_sampling`", "LogUniformDistribution")
+
+
+@contextmanager
+def quiet_plugin_deprecations() -> Iterator[None]:
+    """Silence the plugin's own deprecation warnings (PLUGIN_DEPRECATIONS) in this block, and nothing else."""
+    with warnings.catch_warnings():
+        for name in PLUGIN_DEPRECATIONS:
+            warnings.filterwarnings("ignore", message=re.escape(name) + " has been deprecated", category=FutureWarning)
+        yield
+
+
+def tpe_sampler(**kwargs: Any) -> optuna.samplers.TPESampler:
+    """optuna.samplers.TPESampler from the plugin's sampler config (`hydra.sweeper.sampler._target_` in
+    conf/hparams_search/beta_optuna.yaml), without the warnings about the arguments the plugin always passes."""
+    with quiet_plugin_deprecations():
+        return optuna.samplers.TPESampler(**kwargs)
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="sftsweep_optuna", node=SftsweepOptunaSweeperConf,
@@ -110,7 +137,8 @@ def tell(study: optuna.Study, trial: optuna.trial.Trial, ret: Any, run_dir: Path
 class ResumableOptunaSweeper(OptunaSweeper):
     def __init__(self, *args: Any, pruner: Any = None, poll_interval_s: float = 2.0, extend: bool = False,
                  **kwargs: Any):
-        super().__init__(*args, **kwargs)
+        with quiet_plugin_deprecations():  # the search space's LogUniformDistribution
+            super().__init__(*args, **kwargs)
         if pruner is not None and not isinstance(pruner, optuna.pruners.BasePruner):
             fail(f"hydra.sweeper.pruner={pruner!r} is not an Optuna pruner; give one as "
                  "{_target_:optuna.pruners.MedianPruner,...} (in make's ARGS, inside single quotes)")
@@ -121,7 +149,8 @@ class ResumableOptunaSweeper(OptunaSweeper):
         search_space = dict(impl.search_space)
         fixed: dict[str, Any] = {}
         for override in OverridesParser.create().parse_overrides(arguments):
-            value = create_optuna_distribution_from_override(override)
+            with quiet_plugin_deprecations():
+                value = create_optuna_distribution_from_override(override)
             if isinstance(value, optuna.distributions.BaseDistribution):
                 search_space[override.get_key_element()] = value
             else:
@@ -231,3 +260,5 @@ class ResumableOptunaSweeper(OptunaSweeper):
                  f"accuracy to prune by; {INTERMEDIATE_FIX}")
         if self.sweeper.n_trials < 1:
             fail(f"hydra.sweeper.n_trials={self.sweeper.n_trials}: the study's total number of trials must be >= 1")
+        if (unwritable := sweep_dir_error(Path(config.hydra.sweep.dir))) is not None:
+            fail(unwritable)

@@ -8,9 +8,11 @@ grid coordinates (including typos) are left to Hydra, which reports them itself.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from trainers.model.losses import BETA_METHODS
 
 # The keys GridPoint.overrides() sets on every job (sweep/grid.py).
 GRID_KEYS = ("method", "train.lr", "method.beta", "seed")
@@ -30,11 +32,26 @@ def _instead(key: str, value: str, grid: Mapping | None) -> str:
     """The grid field(s) that set `key`, with the user's value in place."""
     if key == "seed":
         return f"grid.seeds={_listed(value)}"
-    if key == "method":
-        return f"grid.methods (e.g. keep only {value}: grid.methods='{{{value}:{{lr:[1e-3]}}}}')"
     field = "lr" if key == "train.lr" else "beta"
     methods = _methods(grid, beta_only=field == "beta") or ["<method>"]
     return " / ".join(f"grid.methods.{m}.{field}={_listed(value)}" for m in methods)
+
+
+def only_method(method: str, grid: Mapping | None) -> str:
+    """Overrides that replace grid.methods by `method` alone (its grid entry, else lr 1e-3 and β 0.1).
+
+    `grid.methods='{sft:…}'` alone would not: Hydra merges a dict override into the experiment's dict, so
+    the other methods stay. `~grid.methods` deletes the entry first, `+grid.methods=` adds the new one.
+    """
+    spec = dict(((grid or {}).get("methods") or {}).get(method) or {})
+    lrs = spec.get("lr") or [1e-3]
+    lrs = list(lrs) if isinstance(lrs, Sequence) else [lrs]
+    fields = [f"lr:[{','.join(f'{v:g}' for v in lrs)}]"]
+    if method in BETA_METHODS:
+        betas = spec.get("beta") or [0.1]
+        betas = list(betas) if isinstance(betas, Sequence) else [betas]
+        fields.append(f"beta:[{','.join(f'{v:g}' for v in betas)}]")
+    return f"'~grid.methods' '+grid.methods={{{method}:{{{','.join(fields)}}}}}'"
 
 
 def _setting_keys(grid: Mapping | None) -> dict[str, str]:
@@ -57,6 +74,10 @@ def grid_override_error(arguments: Iterable[str], grid: Mapping | None) -> str |
         if key in by_setting:
             return (f"{override.input_line}: grid.settings.{by_setting[key]} sets {key} itself, so this override "
                     f"would be ignored; change it in grid.settings, or drop grid.settings (grid.settings=null)")
+        if key == "method" and "=" in override.input_line:
+            value = override.input_line.split("=", 1)[1]
+            return (f"{override.input_line}: every grid point sets method itself, so this override would be "
+                    f"ignored; to run only {value}, replace grid.methods: {only_method(value, grid)}")
         if key in GRID_KEYS:
             value = override.input_line.split("=", 1)[1] if "=" in override.input_line else "..."
             return (f"{override.input_line}: every grid point sets {key} itself, so this override would be "

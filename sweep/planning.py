@@ -44,6 +44,9 @@ def apply_request(launcher: object, request: dict[str, int]) -> dict[str, int]:
 def jobs_at_once(cfg: DictConfig, n_jobs: int) -> int:
     """How many of the sweep's jobs run at the same time under its launcher."""
     launcher = cfg.hydra.launcher
+    target = str(launcher.get("_target_") or "")
+    if "submitit" in target and target.endswith("LocalLauncher"):  # one local process per job, all started at once
+        return max(1, n_jobs)
     at_once = launcher.get("array_parallelism") or launcher.get("n_jobs") or 1
     return max(1, min(int(at_once), n_jobs))
 

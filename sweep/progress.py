@@ -9,6 +9,7 @@ started, even after the sweeper itself has died.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import Counter
@@ -26,10 +27,18 @@ def _fmt_duration(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
+def plan_run_dir(run_dir: Path, sweep_dir: Path) -> str:
+    """A run directory as the plan records it: relative to the sweep directory where it lies under it, so that a
+    moved or copied sweep reads its own runs (`make status`); else absolute."""
+    run_dir, sweep_dir = Path(os.path.abspath(run_dir)), Path(os.path.abspath(sweep_dir))
+    return str(run_dir.relative_to(sweep_dir)) if run_dir.is_relative_to(sweep_dir) else str(run_dir)
+
+
 def write_plan(path: Path, points: Sequence[GridPoint], run_dirs: Sequence[Path]) -> None:
-    """sweep_plan.json: every planned point with its run directory, written atomically."""
+    """sweep_plan.json: every planned point with its run directory (`plan_run_dir`), written atomically."""
     atomic_write_json(path, {"points": [
-        {"method": p.method, "lr": p.lr, "beta": p.beta, "seed": p.seed, "label": p.label(), "run_dir": str(d),
+        {"method": p.method, "lr": p.lr, "beta": p.beta, "seed": p.seed, "label": p.label(),
+         "run_dir": plan_run_dir(d, path.parent),
          **({"setting": p.setting.name} if p.setting else {})}
         for p, d in zip(points, run_dirs, strict=True)
     ]})

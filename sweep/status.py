@@ -57,11 +57,12 @@ def _duration(seconds: float) -> str:
 
 def planned_points(sweep_dir: Path) -> list[tuple[str, Path]]:
     """(label, run directory) of every planned point: the sweeper's plan, else its summary, else every run
-    directory found under the sweep directory."""
+    directory found under the sweep directory. The plan's run directories are relative to the sweep directory
+    (sweep.progress.plan_run_dir): a moved or copied sweep reads its own runs, never the original's."""
     for name in (PLAN, SWEEP_SUMMARY):
         try:
             points = json.loads((sweep_dir / name).read_text(encoding="utf-8"))["points"]
-            return [(p.get("label") or _label(p), Path(p["run_dir"])) for p in points]
+            return [(p.get("label") or _label(p), sweep_dir / p["run_dir"]) for p in points]  # relative: moved
         except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
             continue
     found = sorted({p.parent for name in (RESULT, PROGRESS) for p in sweep_dir.rglob(name)
@@ -171,6 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.sweep_dir.is_dir():
         print(f"error: SWEEP_DIR={args.sweep_dir} is not a directory; give the sweep's directory "
               "(make status SWEEP_DIR=outputs/sweeps/<experiment>)", file=sys.stderr)
+        return 2
+    if not planned_points(args.sweep_dir):
+        print(f"error: SWEEP_DIR={args.sweep_dir} holds no sweep (no {PLAN} and no run directory under it); give "
+              "a sweep's directory (make status SWEEP_DIR=outputs/sweeps/<experiment>), or wait for the sweeper "
+              "to write its plan", file=sys.stderr)
         return 2
     if args.watch is None:
         print(render(args.sweep_dir, sweep_status(args.sweep_dir)))

@@ -3,6 +3,7 @@ sweeps, the offline W&B summary, and a headless-Chromium render of report.html."
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -158,3 +159,14 @@ def test_browser_check_catches_a_broken_image(tmp_path):
     page.write_text(html_page("t", "m", '<img src="data:image/png;base64,bm90IGEgcG5n" alt="not a png">'))
     res = check_render(page)
     assert not res.ok and res.broken_images == 1
+
+
+def test_rows_the_data_loader_rejected_are_named_in_the_reports_notes(tmp_path):
+    """A job records the data loader's warnings (result.json data_warnings); the report lists each once."""
+    sweep = demo_sweep(tmp_path / "sweep", n_questions=60)
+    line = "data/train.csv: rejected 5 rows of 48: answer not in A-D (rows 2, 3, 4, 5, 6)"
+    for path in sorted(sweep.rglob("result.json"))[:2]:  # two runs of one data set: the same line, listed once
+        result = json.loads(path.read_text())
+        path.write_text(json.dumps({**result, "data_warnings": [line]}))
+    report_md = (build_report(sweep, use_wandb=False).out_dir / "report.md").read_text()
+    assert report_md.count(f"data: {line}") == 1

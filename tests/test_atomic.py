@@ -3,6 +3,8 @@ half-written file or a stray temporary, also with writers racing in threads of o
 
 from __future__ import annotations
 
+import os
+import stat
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -37,3 +39,23 @@ def test_racing_writers_in_one_process_each_leave_a_whole_file(tmp_path):
 
 def test_analysis_writes_through_the_same_helper():
     assert (atomic.write_text, atomic.write_bytes) == (atomic_write_text, atomic_write_bytes)
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_written_files_take_the_users_umask(tmp_path, umask, mode):
+    """A result, a report file and a saved model's weights are as readable as a plain open() makes them
+    (0666 less the umask, worked out by hand): a team's shared sweep is readable by the team."""
+    weights = tmp_path / "model" / "model.safetensors"
+    weights.parent.mkdir()
+    weights.write_bytes(b"w")
+    weights.chmod(0o600)  # what save_pretrained leaves, whatever the umask
+    old = os.umask(umask)
+    try:
+        assert run_dir.current_umask() == umask
+        run_dir.atomic_write_json(tmp_path / "run" / "result.json", {"status": "ok"})
+        atomic.write_text(tmp_path / "report" / "report.html", "<html></html>")
+        run_dir.apply_umask(tmp_path / "model")
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "run" / "result.json", tmp_path / "report" / "report.html", weights):
+        assert stat.S_IMODE(path.stat().st_mode) == mode, path

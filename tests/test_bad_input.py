@@ -84,6 +84,7 @@ def test_answers_outside_a_to_d_are_counted_not_trained(job_cfg, tiny_world, tmp
     assert result["status"] == "ok" and result["train_n"] == n_rows - 5
     rejected = [r.getMessage() for r in caplog.records if "rejected" in r.getMessage()]
     assert len(rejected) == 1 and re.search(r"\brejected 5 rows of ", rejected[0]), rejected
+    assert result["data_warnings"] == rejected  # in result.json too: the report's notes name them
 
 
 def test_all_answers_invalid_is_an_error(job_cfg, tiny_world, tmp_path):

@@ -142,7 +142,7 @@ def test_slurm_requests_what_the_strategy_needs(strategy, gpus, cpus, threads):
     (["strategy.name=megatron"], {},
      "strategy='megatron' is not known; use one of single, ddp, fsdp, deepspeed_zero3"),
     (["strategy=ddp", "strategy.nproc_per_node=0"], {},
-     "strategy.nproc_per_node=0 and strategy.nnodes=1 must be >= 1"),
+     "strategy.nproc_per_node=0 is invalid: it must be a whole number >= 1 (e.g. strategy.nproc_per_node=1)"),
 ], ids=["under-torchrun", "fsdp-on-cpu", "zero3-bf16-on-cpu", "unknown-strategy", "no-process"])
 def test_check_devices_refuses_what_would_change_the_experiment(monkeypatch, overrides, env, message):
     """The refusals of check_devices (README), on this CPU-only machine; the same strategies pass unrefused

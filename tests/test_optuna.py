@@ -119,3 +119,22 @@ def test_a_pruner_that_is_not_an_optuna_pruner_or_has_nothing_to_prune_by_is_ref
     assert out.returncode == 2, out.stderr[-3000:]
     assert out.stderr.strip().splitlines()[-1].startswith("error: hydra.sweeper.pruner is set but train.eval_steps=0")
     assert not list(tmp_path.rglob("result.json"))
+
+
+def test_the_samplers_config_builds_a_tpe_sampler_without_the_plugins_deprecation_warnings():
+    """The plugin's TPE schema passes arguments Optuna deprecates (five FutureWarnings per search); the config's
+    sampler target builds the same sampler without them, and leaves other warnings alone."""
+    import warnings
+
+    from hydra.utils import instantiate
+    from hydra_plugins.hydra_optuna_sweeper.config import TPESamplerConfig
+    from omegaconf import OmegaConf
+
+    conf = OmegaConf.load(REPO_ROOT / "conf" / "hparams_search" / "beta_optuna.yaml")
+    sampler_cfg = OmegaConf.merge(OmegaConf.structured(TPESamplerConfig), conf.hydra.sweeper.sampler)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sampler = instantiate(sampler_cfg)
+        warnings.warn("a user's own FutureWarning", FutureWarning, stacklevel=1)
+    assert isinstance(sampler, optuna.samplers.TPESampler)
+    assert [str(w.message) for w in caught] == ["a user's own FutureWarning"]

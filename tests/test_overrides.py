@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import shlex
+
 import pytest
+from omegaconf import OmegaConf
 from test_sweep import run_sweep
 
+from sweep.grid import expand_grid
 from sweep.overrides import grid_override_error
+from trainers.job.config import compose_job
 
 GRID = {"seeds": [0], "methods": {"sft": {"lr": [1e-3]}, "minor_sft": {"lr": [1e-3], "beta": [0.1]}}}
 
@@ -17,13 +22,27 @@ GRID = {"seeds": [0], "methods": {"sft": {"lr": [1e-3]}, "minor_sft": {"lr": [1e
         ("method.beta=0.3", "grid.methods.minor_sft.beta=[0.3]"),
         ("seed=3", "grid.seeds=[3]"),
         ("++seed=3", "grid.seeds=[3]"),
-        ("method=sft", "grid.methods (e.g. keep only sft: grid.methods='{sft:{lr:[1e-3]}}')"),
     ],
 )
 def test_grid_coordinates_are_refused_naming_the_grid_field(override, instead):
     message = grid_override_error(["train.max_steps=3", override], GRID)
     assert message is not None and "\n" not in message
     assert message.startswith(f"{override}: ") and message.endswith(f"set {instead} instead")
+
+
+@pytest.mark.parametrize(("method", "kept"), [("sft", {"sft": {"lr": [0.001, 0.01]}}),
+                                             ("minor_sft", {"minor_sft": {"lr": [0.001, 0.01], "beta": [0.1]}}),
+                                             ("dft", {"dft": {"lr": [0.001]}})])
+def test_the_method_refusal_suggests_overrides_that_leave_that_method_alone(method, kept):
+    """The suggested overrides, pasted after the experiment, compose to a grid of that one method only (a plain
+    grid.methods='{…}' would not: Hydra merges it into the experiment's methods)."""
+    grid = compose_job(["experiment=smoke"]).grid
+    message = grid_override_error([f"method={method}"], grid)
+    assert message is not None and "\n" not in message
+    suggested = shlex.split(message.split("replace grid.methods: ", 1)[1])
+    composed = compose_job(["experiment=smoke", *suggested]).grid
+    assert OmegaConf.to_container(composed.methods) == kept
+    assert {p.method for p in expand_grid(OmegaConf.to_container(composed))} == {method}
 
 
 @pytest.mark.parametrize("overrides", [["train.max_steps=3", "grid.seeds=[0,1]"], ["train.lrr=1"], ["methodx=1"]])

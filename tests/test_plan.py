@@ -291,3 +291,18 @@ def test_gpu_hours_count_each_jobs_fixed_cost_on_its_gpus(tmp_path):
     training, fixed = 2 * 38 * 64 * 1024 / 3000 / 3600, 2 * 8 * 300 / 3600
     assert f"{training + fixed:.1f} GPU-hours: {training:.1f} training" in line
     assert f"+ {fixed:.1f} fixed (2 jobs" in line
+
+
+@pytest.mark.parametrize(("launcher", "at_once"), [("submitit_local", 5), ("joblib", 2), ("local", 1)])
+def test_jobs_at_once_is_what_the_launcher_runs_together(launcher, at_once):
+    """submitit's local launcher starts every job as its own process at once (the issue measured 5 of 5);
+    joblib runs n_jobs (2 in conf/launcher/joblib.yaml); the basic launcher one after another."""
+    from omegaconf import OmegaConf
+
+    from sweep.planning import jobs_at_once
+
+    conf = OmegaConf.load(REPO_ROOT / "conf" / "launcher" / f"{launcher}.yaml")
+    hydra_launcher = OmegaConf.select(conf, "hydra.launcher", default=None)  # the basic launcher has none
+    launcher_cfg = {} if hydra_launcher is None else OmegaConf.to_container(hydra_launcher, resolve=False)
+    cfg = OmegaConf.create({"hydra": {"launcher": launcher_cfg}})
+    assert jobs_at_once(cfg, 5) == at_once

@@ -26,13 +26,14 @@ from transformers import PrinterCallback, TrainingArguments, set_seed
 
 from trainers.data.batching import TrainCollator
 from trainers.data.mcq import DataError
-from trainers.data.selection import assign_split, mark_splits, validate_split_config
+from trainers.data.selection import assign_split, mark_splits
 from trainers.job.agent import launch
 from trainers.job.arguments import shards_the_model, training_arguments
 from trainers.job.callbacks import ReportSelection, RunDirCallback, StopOnRequest, mark_started
 from trainers.job.checkpoints import checkpoint_step, remove_checkpoints, start_or_resume
 from trainers.job.config import CONF_DIR
 from trainers.job.console import hydra_mode, quiet_console, show_progress_bar
+from trainers.job.entry_errors import one_line_input_errors, restore_full_error
 from trainers.job.export import export_model
 from trainers.job.isolate import run_isolated
 from trainers.job.plan import check_fits, gradient_checkpointing, job_periodic_save_min, make_plan, on_gpu
@@ -97,7 +98,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 def set_up(cfg: DictConfig) -> None:
     """Refuse bad input before anything heavy starts, then fix the thread count and the seeds."""
     validate_config(cfg, processes=world_size())
-    validate_split_config(cfg.data)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     set_seed(cfg.seed)
@@ -217,6 +217,7 @@ def main(cfg: DictConfig) -> float | None:
     In a multirun (sweep) an input error is raised for the sweeper to report; on its own the
     job prints it in one line and exits with status 2.
     """
+    restore_full_error()  # the config is composed: an error from here on is the job's, reported as Hydra does
     distributed = planned_world_size(cfg) > 1 or shards_the_model(cfg)  # FSDP/ZeRO-3 need a process group
     multirun = hydra_mode() == RunMode.MULTIRUN
     try:
@@ -255,5 +256,12 @@ def main(cfg: DictConfig) -> float | None:
     return result["select_accuracy"] if result.get("select_accuracy") is not None else result["accuracy"]
 
 
+def cli() -> None:
+    """`python -m trainers.train`: Hydra's entry point, with the input Hydra rejects (a typo'd key, an unknown
+    config, a malformed override) as one line and status 2 (trainers/job/entry_errors.py)."""
+    with one_line_input_errors():
+        main()
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -18,6 +18,7 @@ from transformers import Trainer
 from transformers.utils import CONFIG_NAME
 
 from trainers.runtime.process import barrier, is_main_process
+from trainers.runtime.run_dir import apply_umask
 
 MODEL_DIR = "model"
 EXPORT_DTYPES = {"bf16": torch.bfloat16}
@@ -41,6 +42,7 @@ def export_model(trainer: Trainer, run_dir: Path, precision: str) -> Path:
                                                       indent=2, sort_keys=True) + "\n")
         if trainer.processing_class is not None:
             trainer.processing_class.save_pretrained(partial)
+        apply_umask(partial)
         shutil.rmtree(out, ignore_errors=True)
         partial.rename(out)
     barrier()

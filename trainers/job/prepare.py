@@ -15,7 +15,7 @@ import copy
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from trainers.data.mcq import (
     split_train_eval,
 )
 from trainers.data.prompts import PromptFormat, Sample, encode_items, letter_token_ids
-from trainers.job.validate import validate_paths
+from trainers.job.validate import check_batch_fits, validate_paths
 from trainers.model.losses import REFERENCE_METHODS
 from trainers.model.reference import (
     cached_scores,
@@ -72,6 +72,7 @@ class Prepared:
     reference_pass: str  # "computed" | "cached" | "none"
     subject_info: dict[str, dict[str, str]] | None = None  # eval subjects' names and categories (data.subject_info)
     fingerprints: dict[str, str] | None = None  # what the job ran on, by content (`input_fingerprints`)
+    data_warnings: list[str] = field(default_factory=list)  # rejected rows and the like: the report lists them
 
     @property
     def base_accuracy(self) -> float:
@@ -408,7 +409,13 @@ def prepare(
     fingerprint = model_fingerprint(Path(cfg.model.path), cache_dir / "fingerprints.json")
     log.info("Loading data <%s> from %s", cfg.data.name, cfg.data.path)
     subject_info = read_subject_info(cfg.data.path, cfg.data.get("subject_info"))
-    train_samples, eval_samples, tokenized, data_fp = tokenized_data(cfg, tokenizer, fingerprint)
+    collected, trainers_log = _CollectWarnings(), logging.getLogger("trainers")  # the data's, computed or cached
+    trainers_log.addHandler(collected)
+    try:
+        train_samples, eval_samples, tokenized, data_fp = tokenized_data(cfg, tokenizer, fingerprint)
+    finally:
+        trainers_log.removeHandler(collected)
+    check_batch_fits(cfg, len(train_samples), f"the {len(train_samples)}")  # data.n_train null: known only now
     fingerprints = input_fingerprints(cfg, tokenizer, fingerprint, data_fp)
     log.info("Data: %d train and %d eval questions (tokenized: %s)", len(train_samples), len(eval_samples),
              "computed" if tokenized else "cached")
@@ -457,4 +464,5 @@ def prepare(
         fingerprints=fingerprints,
         subject_info=None if subject_info is None else
         {s: subject_info.get(s, {"name": s, "category": ""}) for s in sorted({x.subject for x in eval_samples})},
+        data_warnings=list(dict.fromkeys(collected.lines)),
     )

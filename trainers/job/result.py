@@ -124,6 +124,7 @@ def training_result(
         "total_params": sum(p.numel() for p in model.parameters()),
         "subject_accuracy": subject_accuracy(final["predictions"]) if final else None,
         "subject_info": prepared.subject_info,
+        "data_warnings": prepared.data_warnings,  # rows the data loader rejected, and why: the report's notes
         "train_n": len(prepared.train_samples),
         "steps": int(state.global_step),
         "train_tokens": train_tokens,

@@ -6,14 +6,16 @@ every grid point before it launches anything.
 
 from __future__ import annotations
 
+import math
 from importlib.util import find_spec
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
 
+from trainers.data.selection import validate_split_config
 from trainers.job.export import EXPORT_DTYPES
-from trainers.model.losses import BETA_METHODS, LOSSES, ZERO_COEFFICIENT_METHODS
+from trainers.model.losses import BETA_METHODS, LOSSES, ZERO_COEFFICIENT_METHODS, beta_error
 from trainers.runtime.errors import ConfigError
 from trainers.runtime.process import is_worker, planned_world_size, world_size
 
@@ -29,7 +31,40 @@ INTERMEDIATE_FIX = "set train.report_steps (e.g. 25: the selection accuracy alon
 
 
 def _positive(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+    """A number > 0 and finite (inf passes `> 0`: a learning rate of inf diverges at the first step)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def batch_fix(n_train: int, per_step: int) -> str:
+    """A batch that fits `n_train` questions and stays a multiple of the per-step batch, as overrides."""
+    if per_step <= n_train:
+        return f"use train.global_batch_size={per_step * (n_train // per_step)} or less (a multiple of {per_step})"
+    return (f"use train.global_batch_size={n_train} train.per_device_batch_size={n_train} or less (one process; "
+            "the batch must also be a multiple of train.per_device_batch_size × processes)")
+
+
+def check_batch_fits(cfg: DictConfig, n_train: int, what: str, processes: int | None = None) -> None:
+    """One optimizer step's batch must not exceed the training questions (`what` says where their count comes
+    from): else every step would repeat questions to fill it and the run records a batch it never had."""
+    t = cfg.train
+    if t.global_batch_size > n_train:
+        per_step = t.per_device_batch_size * (planned_world_size(cfg) if processes is None else processes)
+        raise ConfigError(f"train.global_batch_size={t.global_batch_size} is more than {what} training questions: "
+                          f"a step cannot use more questions than there are; {batch_fix(n_train, per_step)}")
+
+
+def strategy_config(cfg: DictConfig) -> None:
+    """The strategy's name and sizes, before anything divides by them (the batch check does)."""
+    s = cfg.get("strategy")
+    if s is None:
+        return
+    if s.name not in STRATEGIES:
+        raise ConfigError(f"strategy={s.name!r} is not known; use one of {', '.join(STRATEGIES)}")
+    for field in ("nproc_per_node", "nnodes"):
+        value = s.get(field)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"strategy.{field}={value} is invalid: it must be a whole number >= 1 (e.g. "
+                              f"strategy.{field}=1)")
 
 
 def validate_config(cfg: DictConfig, processes: int | None = None) -> None:
@@ -45,15 +80,18 @@ def validate_config(cfg: DictConfig, processes: int | None = None) -> None:
             "(a new one is a function in trainers/model/losses.py LOSSES and a file in conf/method/)"
         )
     beta = cfg.method.get("beta")
-    if method in ZERO_COEFFICIENT_METHODS:
-        if not (_positive(beta) or beta == 0):
-            raise ConfigError(f"method.beta={beta} is invalid for {method}: its coefficient λ must be >= 0 "
-                              "(e.g. method.beta=0.1; 0 is raw SFT)")
-    elif method in BETA_METHODS and not _positive(beta):
-        raise ConfigError(f"method.beta={beta} is invalid for {method}: β must be > 0 (e.g. method.beta=0.1)")
+    if (reason := beta_error(method, beta)) is not None:
+        if method not in BETA_METHODS:
+            raise ConfigError(f"method.beta={beta} is invalid for {method}: {reason} (its loss never reads one); "
+                              f"drop method.beta={beta}, or use a β method: "
+                              f"{' / '.join(f'method={m} method.beta={beta}' for m in sorted(BETA_METHODS))}")
+        example = "method.beta=0.1; 0 is raw SFT" if method in ZERO_COEFFICIENT_METHODS else "method.beta=0.1"
+        raise ConfigError(f"method.beta={beta} is invalid for {method}: {reason} (e.g. {example})")
+    strategy_config(cfg)
     t = cfg.train
     if not _positive(t.lr):
-        raise ConfigError(f"train.lr={t.lr} is invalid: the learning rate must be > 0 (e.g. train.lr=1e-4)")
+        raise ConfigError(f"train.lr={t.lr} is invalid: the learning rate must be a finite number > 0 "
+                          "(e.g. train.lr=1e-4)")
     for field in ("global_batch_size", "per_device_batch_size", "eval_batch_size"):
         if not (isinstance(t[field], int) and t[field] > 0):
             raise ConfigError(f"train.{field}={t[field]} is invalid: it must be a positive integer")
@@ -64,8 +102,16 @@ def validate_config(cfg: DictConfig, processes: int | None = None) -> None:
             f"× processes ({t.per_device_batch_size} × {processes} = {per_step}); change one of them "
             "(or strategy.nproc_per_node)"
         )
-    if t.max_steps <= 0 and not _positive(t.epochs):
-        raise ConfigError(f"train.epochs={t.epochs} with train.max_steps={t.max_steps}: set one of them > 0")
+    if isinstance(t.max_steps, bool) or not isinstance(t.max_steps, int) or t.max_steps == 0 or t.max_steps < -1:
+        raise ConfigError(f"train.max_steps={t.max_steps} is invalid: a whole number of optimizer steps > 0 (e.g. "
+                          f"train.max_steps=100), or -1 to train train.epochs epochs")
+    if t.max_steps == -1 and not _positive(t.epochs):
+        raise ConfigError(f"train.epochs={t.epochs} with train.max_steps=-1: set one of them > 0 (e.g. "
+                          "train.epochs=1)")
+    n_train = cfg.data.get("n_train")
+    if isinstance(n_train, int) and not isinstance(n_train, bool) and n_train > 0:
+        check_batch_fits(cfg, n_train, f"the data.n_train={n_train}", processes)
+    validate_split_config(cfg.data)
     if not 0 <= t.warmup_ratio < 1:
         raise ConfigError(f"train.warmup_ratio={t.warmup_ratio} must be in [0, 1) (the paper uses 0.1)")
     world_seed = cfg.data.get("world_seed")
@@ -146,11 +192,8 @@ def check_devices(cfg: DictConfig, visible_gpus: int | None = None) -> None:
             "trainers.train was started under torchrun; run it directly with "
             f"strategy=ddp strategy.nproc_per_node={max(world_size(), 2)}: the job starts its own workers"
         )
+    strategy_config(cfg)
     s = cfg.get("strategy")
-    if s is not None and s.name not in STRATEGIES:
-        raise ConfigError(f"strategy={s.name!r} is not known; use one of {', '.join(STRATEGIES)}")
-    if s is not None and (int(s.nproc_per_node) < 1 or int(s.nnodes) < 1):
-        raise ConfigError(f"strategy.nproc_per_node={s.nproc_per_node} and strategy.nnodes={s.nnodes} must be >= 1")
     if s is not None and s.name != "single" and torch.cuda.is_available() and gpus < int(s.nproc_per_node):
         raise ConfigError(f"strategy.nproc_per_node={s.nproc_per_node} but {gpus} GPUs are visible on this node; "
                           f"lower it or request more GPUs (hydra.launcher.gpus_per_node)")

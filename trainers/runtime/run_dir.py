@@ -50,13 +50,40 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (/proc/self/status): setting it to
+    read it back would, for that instant, give other threads' new files no umask at all."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(root: Path) -> None:
+    """Give every file under `root` the mode a plain open() would (0666 less the umask): libraries that write
+    through a private temporary file (safetensors in save_pretrained) leave them 0600 whatever the umask."""
+    mode = 0o666 & ~current_umask()
+    for path in Path(root).rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            path.chmod(mode)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
     """Write to a unique temporary sibling, fsync, then rename over the target: a reader sees the old
-    file or the new one, never half of one. The project's one atomic write (analysis uses it too)."""
+    file or the new one, never half of one. The project's one atomic write (analysis uses it too).
+
+    mkstemp creates its file 0600 whatever the umask; the file gets the mode a plain open() would give
+    (0666 less the umask), so a team's umask 002/022 lets teammates read results and reports."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 from filelock import FileLock
 
+from trainers.runtime.run_dir import apply_umask, current_umask
 from trainers.world.facts import (
     WorldConfig,
     make_facts,
@@ -148,6 +149,7 @@ def _build(out: Path, config: WorldConfig) -> dict:
     write_csv(out / "eval.csv", eval_rows)
     model.save_pretrained(out / "model", safe_serialization=True)
     tokenizer.save_pretrained(out / "model")
+    apply_umask(out / "model")  # a shared cache: readable by the team where the umask allows
     return {
         "n_params": n_params,
         "vocab_size": len(tokenizer),
@@ -194,7 +196,7 @@ def ensure_embedded_world(root: Path, config: WorldConfig = DEFAULT_WORLD) -> Em
         logger.info("embedded world: building into %s (version %d)", root, WORLD_VERSION)
         _remove_leftovers(root)
         tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.tmp-"))
-        tmp.chmod(0o755)  # mkdtemp makes it private; the world is a shared cache
+        tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it private; the world is a shared cache
         threads = torch.get_num_threads()
         torch.set_num_threads(config.threads)  # fixed thread count: speed on 2 cores, reproducible weights
         try:
