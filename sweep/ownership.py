@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sweep.sweep_dir import sweep_dir_error
 from trainers.runtime.run_dir import atomic_write_json
 
 LOCK = "sweep.lock"
@@ -82,6 +83,8 @@ def hold(sweep_dir: Path, tag: str = "sweep") -> dict[str, Any] | None:
     sweep_dir = Path(sweep_dir).resolve()
     if sweep_dir in _held:
         return None
+    if (unusable := sweep_dir_error(sweep_dir)) is not None:  # a file, under a file, or not writable
+        raise SweepDirRefused(unusable)
     try:
         sweep_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(sweep_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
