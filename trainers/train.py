@@ -39,7 +39,7 @@ from trainers.job.plan import check_fits, gradient_checkpointing, make_plan, on_
 from trainers.job.prepare import Prepared, load_model, prepare
 from trainers.job.result import Fit, failed_result, training_result
 from trainers.job.save_request import SaveOnRequest, serving_save_requests
-from trainers.job.tracking import finish_wandb, run_name, start_wandb
+from trainers.job.tracking import WandbTracking, finish_wandb, run_name, start_wandb
 from trainers.job.validate import check_devices, validate_config
 from trainers.model.loss_trainer import DivergedError, LossTrainer
 from trainers.runtime.errors import ConfigError
@@ -147,9 +147,11 @@ def fit_and_evaluate(cfg: DictConfig, trainer: LossTrainer, run_dir: Path, resum
 
     A non-finite loss ends the job as "diverged", a sweeper's stop request as "stopped" or "pruned"
     (without a final evaluation: it never scores a length it did not train); the W&B run is closed
-    whatever happens.
+    whatever happens, and a W&B failure is a warning (trainers.job.tracking), never the job's.
     """
     wandb_run = start_wandb(cfg, run_dir) if is_main_process() else None
+    if wandb_run is not None:  # a W&B failure from here on is a warning, never the job's end
+        trainer.add_callback(WandbTracking())
     started, status, error, stop = time.perf_counter(), "ok", None, None
     try:
         log.info("Training <%s> (max_steps=%s)", run_name(cfg), cfg.train.max_steps)
