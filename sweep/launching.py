@@ -23,6 +23,7 @@ from hydra.plugins.launcher import Launcher
 from omegaconf import DictConfig
 
 from trainers.job.result import failed_result
+from trainers.runtime import lifeline
 from trainers.runtime.run_dir import RESULT, atomic_write_json, config_hash, read_progress, read_result
 
 
@@ -34,7 +35,10 @@ def job_identity(job_cfg: DictConfig) -> tuple[Path, str]:
 
 def stop_on_sigterm() -> None:
     """SIGTERM (a scheduler or `kill` stopping the sweeper) acts as Ctrl-C: the launchers stop their jobs
-    (local, joblib) or cancel them (submitit) instead of leaving them running with nobody to collect them."""
+    (local, joblib) or cancel them (submitit) instead of leaving them running with nobody to collect them.
+    A SIGKILL allows no handler: every process started from here on ends with this one
+    (trainers/runtime/lifeline.py)."""
+    lifeline.bind()
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")

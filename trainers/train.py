@@ -43,6 +43,7 @@ from trainers.job.tracking import WandbTracking, finish_wandb, run_name, start_w
 from trainers.job.validate import check_devices, validate_config
 from trainers.model.loss_trainer import DivergedError, LossTrainer
 from trainers.runtime.errors import ConfigError
+from trainers.runtime.lifeline import hold
 from trainers.runtime.process import is_main_process, planned_world_size, training_device, world_size
 from trainers.runtime.run_dir import (
     METRICS,
@@ -220,6 +221,8 @@ def main(cfg: DictConfig) -> float | None:
     """
     distributed = planned_world_size(cfg) > 1 or shards_the_model(cfg)  # FSDP/ZeRO-3 need a process group
     multirun = hydra_mode() == RunMode.MULTIRUN
+    if multirun:
+        hold()  # a job's process (a joblib worker, a submitit job) ends with its sweeper, SIGKILL included
     try:
         check_devices(cfg)
         validate_config(cfg)
