@@ -40,6 +40,7 @@ from sweep.planning import apply_request, plan_jobs, sweep_request
 from sweep.pruning import PruningMonitor
 from trainers.job.validate import INTERMEDIATE_FIX, reports_while_training, validate_config
 from trainers.model.losses import BETA_METHODS
+from trainers.runtime.disk import no_space, no_space_message
 from trainers.runtime.errors import ConfigError
 from trainers.runtime.run_dir import PRUNED, read_result
 
@@ -166,6 +167,10 @@ class ResumableOptunaSweeper(OptunaSweeper):
             print("[optuna] stopped: the running trials were stopped or cancelled and count as failed; rerun the "
                   "same command to continue the study", file=sys.stderr, flush=True)
             raise SystemExit(130) from None
+        except OSError as exc:  # a full disk: no more trials; those that ended are recorded where they could be
+            if not no_space(exc):
+                raise
+            fail(no_space_message(Path(impl.config.hydra.sweep.dir)), code=1)
 
         completed = study.get_trials(deepcopy=False, states=(states.COMPLETE,))
         if not completed:

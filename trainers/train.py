@@ -42,6 +42,7 @@ from trainers.job.save_request import SaveOnRequest, serving_save_requests
 from trainers.job.tracking import WandbTracking, finish_wandb, run_name, start_wandb
 from trainers.job.validate import check_devices, validate_config
 from trainers.model.loss_trainer import DivergedError, LossTrainer
+from trainers.runtime.disk import no_space
 from trainers.runtime.errors import ConfigError
 from trainers.runtime.lifeline import hold
 from trainers.runtime.process import is_main_process, planned_world_size, training_device, world_size
@@ -204,7 +205,10 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     except (ConfigError, DataError):
         raise
     except Exception as exc:
-        log.exception("Job failed")
+        if no_space(exc):  # no job's fault, and the same for every job: the sweeper says it once
+            log.error("Job failed: %s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        else:
+            log.exception("Job failed")
         if is_main_process():  # another rank's failure ends the workers; the agent records it
             error = f"{type(exc).__name__}: {exc}".splitlines()[0]
             atomic_write_json(Path(cfg.run_dir) / RESULT, failed_result(cfg, error))
@@ -223,6 +227,7 @@ def main(cfg: DictConfig) -> float | None:
     multirun = hydra_mode() == RunMode.MULTIRUN
     if multirun:
         hold()  # a job's process (a joblib worker, a submitit job) ends with its sweeper, SIGKILL included
+        logging.raiseExceptions = False  # a log line a full disk cannot take is dropped, not a traceback per line
     try:
         check_devices(cfg)
         validate_config(cfg)
