@@ -34,6 +34,7 @@ from analysis.planned import read_plan, unfinished
 from analysis.plots import Plot, all_plots, search_plots, slug
 from analysis.render import html_page, png_img, to_html_table, to_markdown
 from analysis.rundirs import Sweep, load_sweeps
+from trainers.runtime.disk import no_space, no_space_message
 from trainers.runtime.run_dir import LATE_FRACTION
 
 
@@ -401,6 +402,12 @@ def main(argv: list[str] | None = None) -> int:
     except NoFinishedRuns as e:
         print(f"analysis.report: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the runs were read; their report could not be written
+        if not no_space(e):
+            raise
+        out = args.out or args.sweep_dir[0] / "report"
+        print(f"analysis.report: could not write the report: {no_space_message(out)}", file=sys.stderr)
+        return 1
     for m in rep.messages:
         print(m, file=sys.stderr)
     print(f"report: {rep.html}")

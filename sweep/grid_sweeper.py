@@ -38,6 +38,7 @@ from sweep.progress import PLAN, ProgressMonitor, statuses, write_plan
 from sweep.refine import RefineSpec, refine, refine_spec
 from sweep.sweep_dir import sweep_dir_error
 from trainers.job.validate import INTERMEDIATE_FIX, reports_while_training, validate_config, validate_paths
+from trainers.runtime.disk import no_space, no_space_message
 from trainers.runtime.errors import ConfigError
 from trainers.runtime.run_dir import STOP_STATUSES, SWEEP_SUMMARY, atomic_write_json, is_done, read_result
 
@@ -134,6 +135,10 @@ class GridSweeper(Sweeper):
                   f"command to run them (make status SWEEP_DIR={sweep_dir} shows where each point is)",
                   file=sys.stderr, flush=True)
             raise SystemExit(130) from None
+        except OSError as exc:  # a full disk: no more launches; every job recorded that could be
+            if not no_space(exc):
+                raise
+            fail(no_space_message(sweep_dir), code=1)
         self._summarize(sweep_dir, points, run_dirs, by_index, rounds)
         return returns
 
@@ -263,6 +268,8 @@ class GridSweeper(Sweeper):
                 fail(f"prepare failed before any job launched: {launcher_failure(exc)}")
             if ret.status != JobStatus.COMPLETED:
                 exc = ret._return_value
+                if no_space(exc):
+                    fail(no_space_message(Path(self.config.hydra.sweep.dir)), code=1)
                 fail(f"prepare failed before any job launched: {str(exc).splitlines()[0] if exc else 'unknown'}")
             print(f"[sweep] prepared in {time.time() - started:.0f}s", flush=True)
 
@@ -285,7 +292,12 @@ class GridSweeper(Sweeper):
         summary = {"experiment": self.config.experiment_name, "counts": dict(counts), "points": rows}
         if refinement is not None:
             summary["refine"] = refinement
-        atomic_write_json(sweep_dir / SWEEP_SUMMARY, summary)
+        try:
+            atomic_write_json(sweep_dir / SWEEP_SUMMARY, summary)
+        except OSError as exc:
+            if not no_space(exc):
+                raise
+            fail(no_space_message(sweep_dir), code=1)
         stopped = "".join(f"{counts[s]} {s}, " for s in STOP_STATUSES if counts[s])
         print(f"[sweep] finished: {counts['ok']} ok, {stopped}{counts['diverged']} diverged, "
               f"{counts['failed']} failed, {counts['missing']} missing of {len(points)} -> {sweep_dir}", flush=True)

@@ -10,6 +10,7 @@ to refinement, the summary and the report. What happened is read from the run di
 
 from __future__ import annotations
 
+import errno
 import re
 import signal
 import threading
@@ -23,6 +24,8 @@ from hydra.plugins.launcher import Launcher
 from omegaconf import DictConfig
 
 from trainers.job.result import failed_result
+from trainers.runtime import lifeline
+from trainers.runtime.disk import no_space
 from trainers.runtime.run_dir import RESULT, atomic_write_json, config_hash, read_progress, read_result
 
 
@@ -34,7 +37,10 @@ def job_identity(job_cfg: DictConfig) -> tuple[Path, str]:
 
 def stop_on_sigterm() -> None:
     """SIGTERM (a scheduler or `kill` stopping the sweeper) acts as Ctrl-C: the launchers stop their jobs
-    (local, joblib) or cancel them (submitit) instead of leaving them running with nobody to collect them."""
+    (local, joblib) or cancel them (submitit) instead of leaving them running with nobody to collect them.
+    A SIGKILL allows no handler: every process started from here on ends with this one
+    (trainers/runtime/lifeline.py)."""
+    lifeline.bind()
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
@@ -93,9 +99,12 @@ def launch_recorded(launcher: Launcher, jobs: list[list[str]], job_cfgs: list[Di
     recorded failed with the launcher's reason, and the ones that never started are launched again, as
     long as each attempt starts at least one of them. Afterwards every job without a result from this
     launch is recorded failed: with its own error when it returned one, else as ended without a result.
+
+    A full disk (a job's error, the launcher's, or this recording's own write) stops the launching: what can
+    be recorded is, then OSError(ENOSPC) is raised for the sweeper to say so in one line.
     """
     returns: dict[int, JobReturn] = {}
-    todo, job_idx = list(range(len(jobs))), initial_job_idx
+    todo, job_idx, full = list(range(len(jobs))), initial_job_idx, False
     since = time.time()
     while todo:
         attempt_started = time.time()
@@ -103,6 +112,10 @@ def launch_recorded(launcher: Launcher, jobs: list[list[str]], job_cfgs: list[Di
             rets = launcher.launch([jobs[i] for i in todo], initial_job_idx=job_idx)
         except Exception as exc:
             reason = launcher_failure(exc)
+            if no_space(exc):  # every job after it would fail the same way
+                returns.update({i: failed_return(jobs[i], reason) for i in todo})
+                full, todo = True, []
+                continue
             print(f"[sweep] the launcher lost jobs: {reason}; recording them and going on", flush=True)
             started = [i for i in todo
                        if started_since(run_dirs[i], attempt_started) or ended_since(run_dirs[i], since)]
@@ -129,5 +142,13 @@ def launch_recorded(launcher: Launcher, jobs: list[list[str]], job_cfgs: list[Di
             reason = str(ret._return_value).strip().splitlines()[0] if str(ret._return_value).strip() else "failed"
         else:
             reason = "ended without a result.json"
-        record_failed(job_cfgs[i], run_dir, reason)
+        full = full or (ret.status == JobStatus.FAILED and no_space(ret._return_value))
+        try:
+            record_failed(job_cfgs[i], run_dir, reason)
+        except OSError as exc:
+            if not no_space(exc):
+                raise
+            full = True
+    if full:
+        raise OSError(errno.ENOSPC, "No space left on device")
     return [returns[i] for i in range(len(jobs))]

@@ -47,6 +47,7 @@ from sweep.pruning import PruningMonitor
 from sweep.sweep_dir import sweep_dir_error
 from trainers.job.validate import INTERMEDIATE_FIX, reports_while_training, validate_config
 from trainers.model.losses import BETA_METHODS
+from trainers.runtime.disk import no_space, no_space_message
 from trainers.runtime.errors import ConfigError
 from trainers.runtime.run_dir import PRUNED, read_result
 
@@ -202,6 +203,10 @@ class ResumableOptunaSweeper(OptunaSweeper):
             print("[optuna] stopped: the running trials were stopped or cancelled and count as failed; rerun the "
                   "same command to continue the study", file=sys.stderr, flush=True)
             raise SystemExit(130) from None
+        except OSError as exc:  # a full disk: no more trials; those that ended are recorded where they could be
+            if not no_space(exc):
+                raise
+            fail(no_space_message(Path(impl.config.hydra.sweep.dir)), code=1)
 
         completed = study.get_trials(deepcopy=False, states=(states.COMPLETE,))
         if not completed:

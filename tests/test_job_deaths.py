@@ -15,7 +15,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, _process_tree
 from sweep.status import point_status, render, sweep_status
 from synthetic_runs import write_run
 from trainers.runtime.run_dir import atomic_write_json, read_progress
@@ -249,3 +249,45 @@ def test_sigterm_of_the_sweeper_cancels_its_slurm_jobs(slurm_cluster, tiny_world
     while subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, timeout=30).stdout.strip():
         assert time.monotonic() < deadline, "the cancelled jobs are still in the queue"
         time.sleep(1)
+
+
+def _live(pids: list[int]) -> list[str]:
+    """The processes of `pids` still running (a zombie has ended), each as "pid command"."""
+    live = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:120]
+        except (OSError, IndexError):
+            continue
+        if state not in ("Z", "X"):
+            live.append(f"{pid} {command}")
+    return live
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the process tree from /proc")
+def test_sigkilled_joblib_sweeper_leaves_no_process_behind(tiny_world, tmp_path):
+    """Two jobs training under joblib (2 loky workers, their job runners and forkservers, the resource
+    trackers); SIGKILL of the sweeper: within 5 s none of its processes runs on (nor takes a queued job)."""
+    sweep_dir, tree = tmp_path / "sweep", []
+    proc = start(["-m", "experiment=smoke", "launcher=joblib", *TWO_POINTS, *common(tiny_world, tmp_path),
+                  "train.max_steps=2000", f"hydra.sweep.dir={sweep_dir}"])
+    try:
+        deadline = time.monotonic() + 300
+        while len([p for p in sweep_dir.rglob("progress.json") if (read_progress(p.parent) or {}).get("step")]) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.2)
+        tree = [pid for pid in _process_tree(proc.pid) if pid != proc.pid]
+        assert len(_live(tree)) >= 6, _live(tree)  # 2 workers, 2 runners, 2 forkservers at least
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 5
+        while _live(tree) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _live(tree) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for line in _live(tree):  # what a failed test left
+            os.kill(int(line.split()[0]), signal.SIGKILL)

@@ -284,3 +284,41 @@ def test_two_accumulation_steps_give_the_first_step_of_one_batch(job_cfg):
     print(f"first step, accumulation 1: {first_one}; accumulation 2: {first_two}")
     assert first_two["loss"] == pytest.approx(first_one["loss"], rel=1e-5)
     assert first_two["grad_norm"] == pytest.approx(first_one["grad_norm"], rel=1e-5)
+
+
+def test_wandb_service_killed_mid_job_is_a_warning_and_the_next_job_is_tracked_again(job_cfg, monkeypatch, caplog):
+    """W&B's service (wandb-core) SIGKILLed at step 3 of the first of two jobs run in one process (a sweep's
+    job runner): both jobs end ok with every step, one warning says so, and the second job logs to a fresh
+    service."""
+    import psutil
+    from transformers import TrainerCallback
+
+    import trainers.train as train_module
+
+    class KillWandbService(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                for child in psutil.Process().children(recursive=True):
+                    if "wandb-core" in " ".join(child.cmdline()):
+                        child.kill()
+
+    build = train_module.build_trainer
+
+    def build_with_the_kill(cfg, *args, **kwargs):
+        trainer = build(cfg, *args, **kwargs)
+        if Path(cfg.run_dir).name == "first":
+            trainer.add_callback(KillWandbService())
+        return trainer
+
+    monkeypatch.setattr(train_module, "build_trainer", build_with_the_kill)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    first, second = (job_cfg("logger=wandb", f"seed={seed}", run=run) for seed, run in ((0, "first"), (1, "second")))
+    results = [run_job(first), run_job(second)]
+    assert [(r["status"], r["steps"]) for r in results] == [("ok", 6), ("ok", 6)]
+    assert [json.loads((Path(c.run_dir) / "result.json").read_text())["status"] for c in (first, second)] == ["ok"] * 2
+    assert [m["step"] for m in read_jsonl(Path(first.run_dir) / "metrics.jsonl")] == [1, 2, 4, 6]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "W&B" in r.getMessage()]
+    assert len(warnings) == 1 and "its result is unaffected" in warnings[0], warnings
+    (run_file,) = Path(second.run_dir).glob("wandb/offline-run-*/run-*.wandb")
+    _, rows = offline_history(run_file)
+    assert len([r for r in rows if "train/loss" in r]) == 4  # the second job's W&B run is whole

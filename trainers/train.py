@@ -40,10 +40,12 @@ from trainers.job.plan import check_fits, gradient_checkpointing, job_periodic_s
 from trainers.job.prepare import Prepared, load_model, prepare
 from trainers.job.result import Fit, failed_result, training_result
 from trainers.job.save_request import SaveOnRequest, serving_save_requests
-from trainers.job.tracking import finish_wandb, run_name, start_wandb
+from trainers.job.tracking import WandbTracking, finish_wandb, run_name, start_wandb
 from trainers.job.validate import check_devices, validate_config
 from trainers.model.loss_trainer import DivergedError, LossTrainer
+from trainers.runtime.disk import no_space
 from trainers.runtime.errors import ConfigError
+from trainers.runtime.lifeline import hold
 from trainers.runtime.process import is_main_process, planned_world_size, training_device, world_size
 from trainers.runtime.run_dir import (
     METRICS,
@@ -147,9 +149,11 @@ def fit_and_evaluate(cfg: DictConfig, trainer: LossTrainer, run_dir: Path, resum
 
     A non-finite loss ends the job as "diverged", a sweeper's stop request as "stopped" or "pruned"
     (without a final evaluation: it never scores a length it did not train); the W&B run is closed
-    whatever happens.
+    whatever happens, and a W&B failure is a warning (trainers.job.tracking), never the job's.
     """
     wandb_run = start_wandb(cfg, run_dir) if is_main_process() else None
+    if wandb_run is not None:  # a W&B failure from here on is a warning, never the job's end
+        trainer.add_callback(WandbTracking())
     started, status, error, stop = time.perf_counter(), "ok", None, None
     try:
         log.info("Training <%s> (max_steps=%s)", run_name(cfg), cfg.train.max_steps)
@@ -202,7 +206,10 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     except (ConfigError, DataError):
         raise
     except Exception as exc:
-        log.exception("Job failed")
+        if no_space(exc):  # no job's fault, and the same for every job: the sweeper says it once
+            log.error("Job failed: %s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        else:
+            log.exception("Job failed")
         if is_main_process():  # another rank's failure ends the workers; the agent records it
             error = f"{type(exc).__name__}: {exc}".splitlines()[0]
             atomic_write_json(Path(cfg.run_dir) / RESULT, failed_result(cfg, error))
@@ -220,6 +227,9 @@ def main(cfg: DictConfig) -> float | None:
     restore_full_error()  # the config is composed: an error from here on is the job's, reported as Hydra does
     distributed = planned_world_size(cfg) > 1 or shards_the_model(cfg)  # FSDP/ZeRO-3 need a process group
     multirun = hydra_mode() == RunMode.MULTIRUN
+    if multirun:
+        hold()  # a job's process (a joblib worker, a submitit job) ends with its sweeper, SIGKILL included
+        logging.raiseExceptions = False  # a log line a full disk cannot take is dropped, not a traceback per line
     try:
         check_devices(cfg)
         validate_config(cfg)

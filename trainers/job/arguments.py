@@ -121,7 +121,7 @@ def training_arguments(cfg: DictConfig, run_dir: Path) -> TrainingArguments:
         dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=not show_progress_bar(cfg),
         include_num_input_tokens_seen="no",  # LossTrainer counts them from the collator, without a device sync
-        report_to=[] if cfg.logger.name == "none" else ["wandb"],
+        report_to=[],  # W&B: trainers.job.tracking.WandbTracking, on the run the job opened (train.fit_and_evaluate)
         use_cpu=accelerate_on_cpu(cfg),
         # ZeRO-3 on a CPU: the worker's own state (DeepSpeed's gloo group); the Trainer's would see one process
         accelerator_config={"use_configured_state": True} if deepspeed_on_cpu(cfg) else None,

@@ -1,5 +1,5 @@
-"""Imported first by the job runner's forkserver (its preload): the forkserver ignores SIGTERM and SIGUSR2, as
-the runner it forks does (trainers.job.isolate).
+"""Imported first by the job runner's forkserver (its preload): the forkserver ends with the launcher's process
+that started it, and ignores SIGTERM and SIGUSR2, as the runner it forks does (trainers.job.isolate).
 
 A SIGTERM sent to a whole job (SLURM does so before a requeue, a cancel or at the time limit, then
 SIGKILL) must leave the job running until that SIGKILL, as it did when the job ran in the launcher's
@@ -13,5 +13,8 @@ and the runner with it, before the job could save.
 
 import signal
 
+from trainers.runtime.lifeline import die_with_parent
+
+die_with_parent()  # a launcher's process that is gone (a killed joblib worker) takes its forkserver at once
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
 signal.signal(signal.SIGUSR2, signal.SIG_IGN)

@@ -74,7 +74,9 @@ def _log_targets() -> LogTargets:
 
 
 def _log_to(targets: LogTargets) -> None:
-    """Replace the root logger's handlers with `targets` (each job has its own log file)."""
+    """Replace the root logger's handlers with `targets` (each job has its own log file). A line that cannot be
+    written (a full disk) is dropped, not a traceback on the console for every line (W&B's too)."""
+    logging.raiseExceptions = False
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
