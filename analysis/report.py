@@ -129,6 +129,9 @@ def _notes(sweep: Sweep, est: Estimates) -> list[str]:
                          f"chosen and scored on the same {info.n_questions} questions, so the best configurations' "
                          "accuracies are optimistic (winner's curse).")
         notes.extend(f"{setting}: {n}" for n in info.notes)
+        worlds = sorted(sweep.runs.loc[sweep.runs["setting"] == setting, "world_sha256"].dropna().unique())
+        if worlds:
+            notes.append(f"{setting}: embedded world sha256 {', '.join(worlds)} (result.json world_sha256).")
     notes.append(f"Intervals: hierarchical bootstrap, {est.n_resamples} resamples (seeds, then questions), seeded. "
                  "A diverged seed scores the base model's accuracy; a failed run is missing data.")
     for setting, sp in pts.groupby("setting"):

@@ -40,6 +40,7 @@ RUN_COLUMNS = [
     "seed",
     "dataset",
     "world_seed",
+    "world_sha256",
     "model",
     "group",
     "status",
@@ -254,6 +255,7 @@ def parse_result(path: Path) -> dict:
         row[k] = str(v) if v not in (None, "") else "unknown"
     world = data.get("world_seed")  # the embedded world's seed (null for other data, absent in older runs)
     row["world_seed"] = int(world) if isinstance(world, (int, float)) and not isinstance(world, bool) else math.nan
+    row["world_sha256"] = data["world_sha256"] if isinstance(data.get("world_sha256"), str) else None
     row["error"] = data.get("error")
     row["subject_info"] = data.get("subject_info")
     row["finished_at"] = _timestamp(data.get("finished_at"))
