@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from trainers.job.config import compose_job
 from trainers.job.result import job_identity
-from trainers.world import WORLD0_SHA256, EmbeddedWorld, ensure_embedded_world, world_sha256
+from trainers.world import WORLD0_SHA256, ensure_embedded_world, world_sha256
 from trainers.world.artifact import ARTIFACT_DIR, verify_artifact, write_sums
 
 
@@ -75,6 +76,7 @@ def test_a_corrupt_artifact_stops_the_install_before_anything_is_written(
     assert not (tmp_path / "cache").exists()
 
 
-def test_result_json_records_the_world_hash(tiny_world: EmbeddedWorld, job_cfg) -> None:
-    assert job_identity(job_cfg())["world_sha256"] == sha256sum_hash(tiny_world.root)
-    assert job_identity(job_cfg("data=fineval"))["world_sha256"] is None  # not the embedded world
+def test_result_json_records_the_world_hash() -> None:
+    cfg = compose_job([f"paths.embedded_dir={ARTIFACT_DIR}"])
+    assert job_identity(cfg)["world_sha256"] == sha256sum_hash(ARTIFACT_DIR)
+    assert job_identity(compose_job(["data=fineval"]))["world_sha256"] is None  # not the embedded world
