@@ -55,7 +55,8 @@ $(DEV_STAMP): $(STAMP)
 	@touch $(DEV_STAMP)
 	@echo "test tools ready: $(VENV)"
 
-## the embedded base model and data (built on first use by every command; this only prebuilds it);
+## the embedded base model and data (world 0 shipped in the repo and copied on first use by every command;
+## this only does it ahead of time and prints the world's sha256);
 ## another world: make world ARGS="--seed 1"
 world: $(STAMP)
 	$(PY) -m trainers.world $(ARGS)

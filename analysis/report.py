@@ -136,6 +136,9 @@ def _notes(sweep: Sweep, est: Estimates) -> list[str]:
         runs = sweep.runs.loc[sweep.runs["setting"] == setting, "run"]
         warned = dict.fromkeys(line for run in runs for line in sweep.data_warnings.get(run, []))
         notes.extend(f"{setting}: data: {line} (result.json data_warnings)" for line in warned)
+        worlds = sorted(sweep.runs.loc[sweep.runs["setting"] == setting, "world_sha256"].dropna().unique())
+        if worlds:
+            notes.append(f"{setting}: embedded world sha256 {', '.join(worlds)} (result.json world_sha256).")
     if len(est.settings) == 1:
         notes.append("One setting: no claim is judged across settings. To judge them, run several worlds "
                      "(make sweep EXPERIMENT=worlds) or read several sweeps: python -m analysis.report DIR1 DIR2 DIR3.")

@@ -41,6 +41,7 @@ RUN_COLUMNS = [
     "seed",
     "dataset",
     "world_seed",
+    "world_sha256",
     "model",
     "group",
     "status",
@@ -268,6 +269,7 @@ def parse_result(path: Path) -> dict:
     world = data.get("world_seed")  # the embedded world's seed (null for other data, absent in older runs)
     row["world_seed"] = int(world) if isinstance(world, (int, float)) and not isinstance(world, bool) else math.nan
     row["inputs"] = inputs_key(data)
+    row["world_sha256"] = data["world_sha256"] if isinstance(data.get("world_sha256"), str) else None
     row["error"] = data.get("error")
     row["subject_info"] = data.get("subject_info")
     warnings = data.get("data_warnings")

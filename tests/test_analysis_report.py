@@ -126,6 +126,16 @@ def test_identical_dpo_and_minor_curves_get_the_single_token_note(tmp_path):
     assert "identical accuracy at all 3 shared" in (rep.out_dir / "report.md").read_text()
 
 
+def test_notes_name_the_embedded_world_by_its_hash(tmp_path):
+    digest = "ab" * 32
+    for lr, acc in ((1e-4, 0.3), (1e-3, 0.6)):
+        run = write_run(tmp_path / f"sft_{lr:g}", method="sft", lr=lr, beta=None, accuracy=acc, world_seed=0)
+        result = json.loads((run / "result.json").read_text())
+        (run / "result.json").write_text(json.dumps({**result, "world_sha256": digest}))
+    rep = build_report(tmp_path, use_wandb=False)
+    assert f"embedded world sha256 {digest} (result.json world_sha256)" in (rep.out_dir / "report.md").read_text()
+
+
 def test_wandb_summary_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")

@@ -11,6 +11,7 @@ import os
 import socket
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,6 +21,7 @@ from trainers.data.selection import REPORT, SELECT, split_accuracy
 from trainers.job.tracking import run_name
 from trainers.runtime.process import world_size
 from trainers.runtime.run_dir import LATE_FRACTION, STOP_STATUSES, config_hash
+from trainers.world import world_sha256
 
 
 def job_identity(cfg: DictConfig) -> dict[str, Any]:
@@ -31,6 +33,8 @@ def job_identity(cfg: DictConfig) -> dict[str, Any]:
         "seed": int(cfg.seed),
         "dataset": cfg.data.name,
         "world_seed": cfg.data.get("world_seed"),  # the embedded world's seed; null for other data
+        # the embedded world's content hash (trainers/world/artifact.py); null for other data
+        "world_sha256": world_sha256(Path(cfg.data.path)) if cfg.data.get("world_seed") is not None else None,
         "model": cfg.model.name,
         "group": cfg.experiment_name,
         "run_name": run_name(cfg),

@@ -2,15 +2,17 @@
 
 On a machine with no model hub, ``make sweep`` still needs a base model that *knows* facts it was never
 fine-tuned on, and multiple-choice data in the real datasets' CSV shape (docs/data.md). The build is
-deterministic from `WorldConfig`; the directory it writes loads like any checkpoint:
+deterministic from `WorldConfig` on one machine, but its pretrained weights depend on the CPU's kernels
+(`artifact`), so the default world 0 is shipped and copied, not built. The directory loads like any checkpoint:
 
     <root>/model/       config.json, safetensors weights, tokenizer (AutoTokenizer / AutoModelForCausalLM)
     <root>/train.csv    multiple-choice questions about the training entities
     <root>/eval.csv     questions about the held-out entities
-    <root>/world.json   version, config and build stats (fact recall, base accuracy), written last
+    <root>/world.json   version, config and build stats (fact recall, base accuracy)
+    <root>/SHA256SUMS   sha256 of every content file; the world's hash is this file's sha256
 
-``ensure_embedded_world(root)`` returns the cached world, or builds it under a file lock into a temporary
-sibling directory that is renamed into place only when complete.
+``ensure_embedded_world(root)`` returns the cached world, or installs (world 0) or builds it under a file
+lock into a temporary sibling directory that is renamed into place only when complete.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import torch
 from filelock import FileLock
 
 from trainers.runtime.run_dir import apply_umask, current_umask
+from trainers.world.artifact import ARTIFACT_DIR, WORLD0_SHA256, verify_artifact, world_sha256, write_sums
 from trainers.world.facts import (
     WorldConfig,
     make_facts,
@@ -181,47 +184,100 @@ def _remove_leftovers(root: Path) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
 
 
+def _reusable(root: Path, config: WorldConfig) -> bool:
+    """A complete world of this version and config; for the shipped world 0, also its exact bytes."""
+    if not manifest_matches(root, config):
+        return False
+    if config != DEFAULT_WORLD:
+        return True
+    have = world_sha256(root)
+    if have != WORLD0_SHA256:
+        logger.warning("embedded world: %s is not the shipped world 0 (sha256 %s); replacing it", root, have)
+        return False
+    return True
+
+
 def ensure_embedded_world(root: Path, config: WorldConfig = DEFAULT_WORLD) -> EmbeddedWorld:
-    """Return the world at ``root``, building it first unless a complete one of this version/config is there.
+    """Return the world at ``root``, making it first unless a complete one of this version/config is there:
+    the default world 0 is copied from the shipped artifact (checked by sha256: the same bytes on every
+    machine), any other world is built from its config (`build_world`).
 
     Safe for concurrent callers: one builds under a file lock while the others wait, then reuse it.
     """
     root = Path(root).resolve()
-    if manifest_matches(root, config):
+    if _reusable(root, config):
         return world_paths(root)
+    if config == DEFAULT_WORLD:
+        verify_artifact(ARTIFACT_DIR, WORLD0_SHA256)  # a corrupt checkout is refused before anything is written
     root.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root.parent / f".{root.name}.lock")):
-        if manifest_matches(root, config):  # built by another process while we waited
+        if _reusable(root, config):  # made by another process while we waited
             return world_paths(root)
-        logger.info("embedded world: building into %s (version %d)", root, WORLD_VERSION)
-        _remove_leftovers(root)
-        tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.tmp-"))
-        tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it private; the world is a shared cache
-        threads = torch.get_num_threads()
-        torch.set_num_threads(config.threads)  # fixed thread count: speed on 2 cores, reproducible weights
-        try:
-            stats = _build(tmp, config)
-            manifest = {"version": WORLD_VERSION, "config": dataclasses.asdict(config), "stats": stats}
-            (tmp / "world.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-            _replace_dir(tmp, root)
-        finally:
-            torch.set_num_threads(threads)
-            shutil.rmtree(tmp, ignore_errors=True)
-        logger.info("embedded world: done in %.1fs, fact recall %.3f", stats["build_seconds"], stats["fact_recall"])
+        if config == DEFAULT_WORLD:
+            logger.info("embedded world: installing the shipped world 0 (sha256 %s) into %s", WORLD0_SHA256, root)
+            _install(root, lambda tmp: shutil.copytree(ARTIFACT_DIR, tmp, dirs_exist_ok=True))
+        else:
+            _install(root, lambda tmp: _build_into(tmp, config))
     return world_paths(root)
 
 
+def build_world(root: Path, config: WorldConfig = DEFAULT_WORLD) -> str:
+    """Build the world of `config` from code into ``root`` (replacing what is there); returns its sha256.
+    How the shipped artifact is made (docs/data.md); the bytes depend on the CPU and torch that build it."""
+    root = Path(root).resolve()
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root.parent / f".{root.name}.lock")):
+        _install(root, lambda tmp: _build_into(tmp, config))
+    return world_sha256(root)
+
+
+def _build_into(out: Path, config: WorldConfig) -> None:
+    """Build the world into ``out`` under a fixed thread count, with its manifest and SHA256SUMS."""
+    logger.info("embedded world: building into %s (version %d)", out, WORLD_VERSION)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)  # fixed thread count: speed on 2 cores, reproducible weights
+    try:
+        stats = _build(out, config)
+    finally:
+        torch.set_num_threads(threads)
+    manifest = {"version": WORLD_VERSION, "config": dataclasses.asdict(config), "stats": stats}
+    (out / "world.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    write_sums(out)
+    logger.info("embedded world: done in %.1fs, fact recall %.3f", stats["build_seconds"], stats["fact_recall"])
+
+
+def _install(root: Path, make) -> None:
+    """Make a world in a temporary sibling of ``root`` and rename it into place only when complete.
+    Only called while holding the lock."""
+    _remove_leftovers(root)
+    tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.tmp-"))
+    tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it private; the world is a shared cache
+    try:
+        make(tmp)
+        _replace_dir(tmp, root)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Build (or reuse) the embedded default world and base model.")
+    parser = argparse.ArgumentParser(description="Install (world 0, shipped), build or reuse an embedded world.")
     parser.add_argument("--seed", type=int, default=0, help="the world's seed (data.world_seed; 0: the default)")
     parser.add_argument("--root", type=Path, default=None, help=f"default: .cache/{WORLD_DIR}")
+    parser.add_argument("--build", action="store_true",
+                        help="build from code even for world 0 (how the shipped artifact is made, docs/data.md)")
     args = parser.parse_args(argv)
     if args.seed < 0:
         parser.error(f"--seed={args.seed}: a world seed is an integer >= 0")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    world = ensure_embedded_world(args.root or world_dir(Path(".cache"), args.seed), seeded_world(args.seed))
+    root = args.root or world_dir(Path(".cache"), args.seed)
+    if args.build:
+        build_world(root, seeded_world(args.seed))
+        world = world_paths(Path(root).resolve())
+    else:
+        world = ensure_embedded_world(root, seeded_world(args.seed))
     manifest = json.loads((world.root / "world.json").read_text(encoding="utf-8"))
     print(f"embedded world v{manifest['version']} at {world.root}")
+    print(f"  sha256: {world_sha256(world.root)}")
     print(f"  model:  {world.model_dir}")
     print(f"  train:  {world.train_csv}")
     print(f"  eval:   {world.eval_csv}")

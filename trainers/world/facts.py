@@ -88,7 +88,8 @@ class WorldConfig:
     num_layers: int = 2
     num_heads: int = 4
     # pretraining
-    # 900 steps: fact recall 0.9997, base accuracy 0.276, 116 s on 2 idle cores (1600: 1.000, 0.241, 193 s)
+    # 900 steps: fact recall 0.9997, base accuracy 0.328 (the shipped world 0; builds on other CPUs gave
+    # 0.269-0.276), 116 s on 2 idle cores (1600 steps: recall 1.000, base 0.241, 193 s)
     pretrain_steps: int = 900
     batch_size: int = 32
     seq_len: int = 64
