@@ -107,16 +107,23 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         reporter.write_line("\n".join(lines), red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
-# Enough pretraining that the world's facts exist in the model, small enough for seconds.
+# Enough pretraining that the world's facts exist in the model, small enough for seconds. One thread: `make test`
+# runs two xdist workers on two cores, one building this world while the other runs tests (and test_worlds_sweep
+# builds two more): two threads would oversubscribe the box (two builds side by side on the same loaded machine:
+# 37 s with 1 thread, 191 s with 2, the same stats and final loss).
 TINY_WORLD = WorldConfig(
     n_entities=24, n_train_entities=12, n_attributes=4, n_train_questions=48, n_eval_questions=32,
-    pretrain_steps=30, batch_size=16, log_every=10,
+    pretrain_steps=30, batch_size=16, log_every=10, threads=1,
 )
 
 
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> EmbeddedWorld:
-    return ensure_embedded_world(tmp_path_factory.mktemp("world") / "embedded", TINY_WORLD)
+    """Built once for the whole run, in the scratch directory every xdist worker shares (the first worker builds
+    it under the world's file lock, the other waits and reads it); read-only for the tests."""
+    scratch = os.environ.get(_SCRATCH_VAR)
+    root = Path(scratch) / "tiny-world" if scratch else tmp_path_factory.mktemp("world")
+    return ensure_embedded_world(root / "embedded", TINY_WORLD)
 
 
 @pytest.fixture

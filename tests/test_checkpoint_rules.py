@@ -71,7 +71,8 @@ def test_scheduler_warning_saves_a_checkpoint_and_the_requeued_job_resumes_from_
            "~grid.methods.dpo_sft", "~grid.methods.minor_sft", "grid.methods.sft.lr=[1e-3]",
            "model.embedded=false", f"paths.embedded_dir={tiny_world.root}", f"paths.cache_dir={tmp_path / 'cache'}",
            f"hydra.sweep.dir={sweep_dir}", "logger=none", "data.n_train=40", "data.n_eval=20",
-           "train.num_threads=1", "train.max_steps=150", "train.logging_steps=10", "train.save_steps=0"]
+           "train.num_threads=1", "train.max_steps=150", "train.logging_steps=10", "train.save_steps=0",
+           "hydra.sweeper.prepare=false"]  # one point: the job prepares its caches itself, one submitit process less
     sweep = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              start_new_session=True)
     run_dir = sweep_dir / "sft" / "lr0.001_betaNone_seed0"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 
@@ -17,8 +18,9 @@ from trainers.world import ensure_embedded_world, world_dir
 pytestmark = pytest.mark.slow  # a sweep of real (tiny) training jobs
 
 
-def test_worlds_sweep_runs_each_world_as_a_setting_and_the_report_judges_across_them(tmp_path):
+def test_worlds_sweep_runs_each_world_as_a_setting_and_the_report_judges_across_them(tiny_world, tmp_path):
     cache, sweep = tmp_path / "cache", tmp_path / "sweep"
+    shutil.copytree(tiny_world.root, world_dir(cache, 0))  # the session's world is seed 0's: one build less
     for seed in (0, 1, 2):  # where data.world_seed puts each world, built small (model.embedded=false: no rebuild)
         ensure_embedded_world(world_dir(cache, seed), dataclasses.replace(TINY_WORLD, seed=seed))
     run = subprocess.run(
