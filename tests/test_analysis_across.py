@@ -259,3 +259,21 @@ def test_three_settings_find_a_real_effect_without_false_holds():
     null, wide = draw(3, 0.03, 2000, seed=11), draw(3, 0.05, 2000, seed=11)
     assert holds_rate(*null, 0.0) <= 0.05 and holds_rate(*wide, 0.0) <= 0.06
     assert holds_rate(*draw(3, 0.0, 2000, seed=11), 0.05) >= 0.35  # Hartung–Knapp's t(2): about 0.05
+
+
+@pytest.mark.parametrize(("positive", "negative", "contra", "support", "verdict"), [
+    (True, False, False, True, "holds across settings"),
+    (True, False, True, True, "settings disagree"),  # a positive pool never outvotes a setting where it fails
+    (True, False, True, False, "settings disagree"),
+    (False, False, True, True, "settings disagree"),
+    (False, True, False, False, "does not hold across settings"),
+    (False, True, True, False, "does not hold across settings"),
+    (False, True, False, True, "undecided across settings"),  # the pool fails but a setting holds
+    (False, False, False, False, "undecided across settings"),
+])
+def test_the_across_verdict_follows_its_rules_case_by_case(positive, negative, contra, support, verdict):
+    """docs/report.md's rules, written out: holds only when every pooled effect is positive and no setting's
+    own verdict is "does not hold"; settings disagree when one fails while another holds or the pool is positive."""
+    from analysis.across import decide
+
+    assert decide(positive, negative, contra, support) == verdict
