@@ -306,3 +306,36 @@ def test_jobs_at_once_is_what_the_launcher_runs_together(launcher, at_once):
     launcher_cfg = {} if hydra_launcher is None else OmegaConf.to_container(hydra_launcher, resolve=False)
     cfg = OmegaConf.create({"hydra": {"launcher": launcher_cfg}})
     assert jobs_at_once(cfg, 5) == at_once
+
+
+def test_ddp_holds_a_second_copy_of_the_gradients_in_its_buckets(tmp_path):
+    """DDP on 8 GPUs, fp32 weights under bf16 autocast, by hand per GPU: the gradients 4 × P, DDP's buckets a second
+    4 × P, autocast's cached bf16 weights 2 × P (nothing sharded)."""
+    qwen7b = _checkpoint_dir(tmp_path / "Qwen2-7B-Instruct", QWEN2_7B)
+    ddp = make_plan(_cfg(qwen7b, *PAPER_7B, "strategy=ddp", "strategy.nproc_per_node=8"))
+    assert ddp.device.gradients == 4 * P_7B
+    assert ddp.device.extra == 2 * P_7B + 4 * P_7B
+
+
+def test_cpu_jobs_hold_one_whole_process_per_rank_in_host_memory(tiny_qwen):
+    """On a CPU every rank is a process with its own runtime, model and training state: two DDP processes hold
+    exactly twice what one holds (same per-device batch, nothing sharded)."""
+    common = ("plan.on_gpu=false", "strategy=ddp", "train.per_device_batch_size=8", "data.n_train=64")
+    one = make_plan(_cfg(tiny_qwen, *common, "strategy.nproc_per_node=1", "train.global_batch_size=16"))
+    two = make_plan(_cfg(tiny_qwen, *common, "strategy.nproc_per_node=2", "train.global_batch_size=16"))
+    assert two.host_per_node == pytest.approx(2 * one.host_per_node)
+    assert one.host_per_node > 0.6 * 2**30  # at least the runtime of one process
+
+
+def test_disk_at_peak_counts_running_jobs_and_the_checkpoints_ended_jobs_keep(tmp_path):
+    """3 paper jobs on SLURM, one at a time, keeping their checkpoints: while the last runs it holds up to
+    save_total_limit (1) plus the one being written, and each of the 2 ended jobs keeps 1: (2 + 2) checkpoints of
+    3 × 4 bytes × P (fp32 weights and AdamW's two moments) = 48 × 7,615,616,512 bytes = 340.4 GiB."""
+    from sweep.planning import sweep_lines
+
+    qwen7b = _checkpoint_dir(tmp_path / "Qwen2-7B-Instruct", QWEN2_7B)
+    cfg = _slurm_cfg(qwen7b, *PAPER_7B, "train.keep_checkpoints=true", "hydra.launcher.array_parallelism=1")
+    plan = make_plan(cfg)
+    assert plan.checkpoint == 12 * P_7B
+    (line,) = [x for x in sweep_lines(cfg, [cfg] * 3, [plan] * 3) if x.startswith("[plan] disk at peak:")]
+    assert line.startswith(f"[plan] disk at peak: {48 * P_7B / 2**30:.1f} GB of checkpoints"), line
