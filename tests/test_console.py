@@ -36,7 +36,10 @@ def _job(world, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_sweep_prints_one_line_per_job_and_no_step_logs(tiny_world, tmp_path):
+def test_sweep_prints_one_line_per_job_and_no_step_logs(tiny_world, tmp_path, monkeypatch):
+    # a user who has not exported WANDB_MODE (the suite sets it offline; transformers then prints
+    # "[INFO] Running in WANDB offline mode" when it loads its integrations, in every process)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
     out = run_sweep(tiny_world, tmp_path, "train.logging_steps=1")
     assert out.returncode == 0, out.stderr[-3000:]
     lines = [ln for ln in (out.stdout + out.stderr).splitlines() if ln.strip()]

@@ -96,7 +96,7 @@ def test_each_setting_runs_the_whole_grid_with_its_overrides_first():
     assert points[-1].label() == "world1: sft lr=0.001 seed=1"
 
 
-def test_worlds_experiment_is_the_default_grid_on_three_worlds():
+def test_worlds_experiment_is_the_default_grid_on_five_worlds():
     from omegaconf import OmegaConf
 
     from trainers.job.config import compose_job
@@ -104,7 +104,7 @@ def test_worlds_experiment_is_the_default_grid_on_three_worlds():
     default = OmegaConf.to_container(compose_job(["experiment=default"]).grid, resolve=True)
     cfg = compose_job(["experiment=worlds"])
     worlds = OmegaConf.to_container(cfg.grid, resolve=True)
-    assert worlds.pop("settings") == {f"world{s}": [f"data.world_seed={s}"] for s in (0, 1, 2)}
+    assert worlds.pop("settings") == {f"world{s}": [f"data.world_seed={s}"] for s in range(5)}
     assert worlds == default and cfg.experiment_name == "worlds" and cfg.train.num_threads == 1
     assert compose_job(["experiment=default"]).grid.get("settings") is None  # `make sweep` stays on one world
 
