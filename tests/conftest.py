@@ -288,10 +288,18 @@ def run_on_slurm(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
                     f"SLURM now:\n{slurm_snapshot()}", pytrace=False)
 
 
+def _uses_slurm(item: pytest.Item) -> bool:
+    return "slurm_cluster" in getattr(item, "fixturenames", ())
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the group into the node id
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`make test` runs two workers), every test of the one local SLURM cluster runs in
-    the same worker (`--dist loadgroup`), which starts the cluster once and stops it at its end."""
+    """Under pytest-xdist, every test of the one local SLURM cluster runs in the same worker (`--dist
+    loadgroup`), which starts the cluster once and stops it at its end.
+
+    The longest work goes out first (the SLURM group, then the end-to-end `slow` tests, each in its file's
+    order): handed out last, one long test would keep a worker busy after the others ran out of work."""
     for item in items:
-        if "slurm_cluster" in getattr(item, "fixturenames", ()):
+        if _uses_slurm(item):
             item.add_marker(pytest.mark.xdist_group("slurm"))
+    items.sort(key=lambda item: (not _uses_slurm(item), item.get_closest_marker("slow") is None))

@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -50,29 +51,55 @@ def _running_job() -> str | None:
     return ids[0] if ids else None
 
 
+def requeue_mid_run(cmd: list[str], run_dir: Path, ready: Callable[[Path], bool], why: str,
+                    requeue: Callable[[str], list[str]]) -> tuple[str, dict]:
+    """Start the one-point sweep `cmd`; once `ready(run_dir)`, run `requeue(job)` on its running SLURM job
+    and wait for the sweep to end; returns the job id and the point's result (asserting the sweep ended 0).
+
+    slurmctld holds a requeued job for about two minutes (pending, reason BeginTime; 121 s and 126 s in
+    this cluster's log) before it may start again. That hold is the cluster's policy, not what these tests
+    are about, so once the job is pending again the test moves its start to now (`scontrol update
+    StartTime=now`, as an operator could) and it comes back at once through the same requeue path."""
+    sweep = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+    try:
+        deadline = time.monotonic() + 600
+        while not ready(run_dir):
+            assert sweep.poll() is None and time.monotonic() < deadline, why
+            time.sleep(0.5)
+        job = _running_job()
+        assert job is not None
+        sent = subprocess.run(requeue(job), capture_output=True, text=True, timeout=60)
+        assert sent.returncode == 0, sent.stderr
+        deadline = time.monotonic() + 900
+        while sweep.poll() is None and time.monotonic() < deadline:
+            state = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True,
+                                   timeout=30).stdout.split()
+            if state == ["PENDING"]:  # requeued (it was running before)
+                update = subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"],
+                                        capture_output=True, text=True, timeout=30)
+                assert update.returncode == 0, update.stderr
+                break
+            time.sleep(0.5)
+        stdout, stderr = sweep.communicate(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode == 0, stdout[-2000:] + stderr[-3000:] + slurm_snapshot()
+    return job, only_result(run_dir.parents[2])
+
+
+RUN_DIR = Path("sweep") / "sft" / "lr0.001_betaNone_seed0"
+
+
 @pytest.mark.parametrize("logger", ["none", "wandb"])
 def test_requeued_job_resumes_from_its_checkpoint(logger, slurm_cluster, tiny_world, tmp_path):
     """With W&B on, SLURM's SIGTERM before the requeue also ends W&B's service and the job fails on its next
     log: that failure must not be reported as the job's end, or the requeued job would never run."""
     cmd = sweep_cmd(tiny_world, tmp_path, "train.max_steps=400", "train.save_steps=20", "train.logging_steps=20",
                     "train.save_total_limit=2", f"logger={logger}")
-    sweep = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
-    try:
-        run_dir = tmp_path / "sweep" / "sft" / "lr0.001_betaNone_seed0"
-        deadline = time.monotonic() + 600
-        while not list((run_dir / "checkpoints").glob("checkpoint-*")):  # the grid job is running and saved
-            assert sweep.poll() is None and time.monotonic() < deadline, "the job never saved a checkpoint"
-            time.sleep(0.5)
-        job = _running_job()
-        assert job is not None
-        requeued = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
-        assert requeued.returncode == 0, requeued.stderr
-        stdout, stderr = sweep.communicate(timeout=900)
-    finally:
-        if sweep.poll() is None:
-            sweep.kill()
-    assert sweep.returncode == 0, stdout[-2000:] + stderr[-3000:] + slurm_snapshot()
-    result = only_result(tmp_path)
+    job, result = requeue_mid_run(
+        cmd, tmp_path / RUN_DIR, lambda run: bool(list((run / "checkpoints").glob("checkpoint-*"))),
+        "the job never saved a checkpoint", lambda job: ["scontrol", "requeue", job])
     assert result["status"] == "ok" and result["steps"] == 400
     assert result["resumed_from_step"] is not None and result["resumed_from_step"] > 0, result
     print(f"requeued SLURM job {job}: resumed from step {result['resumed_from_step']}, ended {result['status']}")
@@ -86,23 +113,9 @@ def test_two_process_job_warned_by_usr2_is_requeued_and_ends_ok(slurm_cluster, t
     cmd = sweep_cmd(tiny_world, tmp_path, "strategy=ddp", "strategy.nproc_per_node=2", "strategy.cpus_per_node=2",
                     "train.per_device_batch_size=16", "train.max_steps=300", "train.save_steps=0",
                     "train.logging_steps=10")
-    sweep = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
-    try:
-        run_dir = tmp_path / "sweep" / "sft" / "lr0.001_betaNone_seed0"
-        deadline = time.monotonic() + 600
-        while (read_progress(run_dir) or {}).get("step", 0) < 10:  # the grid job is training
-            assert sweep.poll() is None and time.monotonic() < deadline, "the job never trained"
-            time.sleep(0.5)
-        job = _running_job()
-        assert job is not None
-        warned = subprocess.run(["scancel", "--signal=USR2", job], capture_output=True, text=True, timeout=60)
-        assert warned.returncode == 0, warned.stderr
-        stdout, stderr = sweep.communicate(timeout=900)
-    finally:
-        if sweep.poll() is None:
-            sweep.kill()
-    assert sweep.returncode == 0, stdout[-2000:] + stderr[-3000:] + slurm_snapshot()
-    result = only_result(tmp_path)
+    job, result = requeue_mid_run(
+        cmd, tmp_path / RUN_DIR, lambda run: (read_progress(run) or {}).get("step", 0) >= 10,
+        "the job never trained", lambda job: ["scancel", "--signal=USR2", job])
     assert (result["status"], result["steps"], result["world_size"]) == ("ok", 300, 2), result
     assert result["resumed_from_step"] is not None and 10 <= result["resumed_from_step"] < 300, result
     print(f"USR2 to SLURM job {job}: saved, requeued, resumed from step {result['resumed_from_step']}, ended ok")
