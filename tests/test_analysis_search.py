@@ -17,6 +17,9 @@ from analysis.report import build_report, main
 from analysis.rundirs import load_sweep
 from synthetic_runs import demo_sweep, run_name, search_sweep, write_run
 
+# in one pytest-xdist worker, so the module fixture below runs once
+pytestmark = pytest.mark.xdist_group("analysis_search")
+
 PNG = b"\x89PNG\r\n\x1a\n"
 # (β, accuracy or status) in finish order; the best is the fifth trial, after a diverged fourth
 TRIALS: list[tuple[float, float | str]] = [

@@ -15,7 +15,8 @@ import pytest
 from bench.run import main
 from trainers.world import EmbeddedWorld
 
-pytestmark = pytest.mark.slow  # the whole bench, two steps per row
+# the whole bench, two steps per row; in one pytest-xdist worker, so its module fixture runs once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("bench_smoke")]
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,9 @@ from analysis.report import build_report
 from trainers.train import run_job
 from wandb_records import offline_config, offline_history
 
+# in one pytest-xdist worker, so the module fixture below runs once
+pytestmark = pytest.mark.xdist_group("dashboard")
+
 METHODS = {"sft": "method.beta=null", "dpo_sft": "method.beta=0.1", "minor_sft": "method.beta=0.5"}
 GROUP = "dash-test"
 
