@@ -258,9 +258,10 @@ def main(cfg: DictConfig) -> float | None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     accuracy = "n/a" if result["accuracy"] is None else f"{result['accuracy']:.4f}"
+    m_theta = "n/a" if result["m_theta"] is None else f"{result['m_theta']:.4g}"  # every digit is in result.json
     print(
         f"{result['run_name']}: {result['status']}, base accuracy {result['base_accuracy']:.4f}, "
-        f"final accuracy {accuracy}, eval m_theta {result['m_theta']}, {result['wall_s']:.1f} s -> {cfg.run_dir}",
+        f"final accuracy {accuracy}, eval m_theta {m_theta}, {result['wall_s']:.1f} s -> {cfg.run_dir}",
         flush=True,
     )
     return result["select_accuracy"] if result.get("select_accuracy") is not None else result["accuracy"]
