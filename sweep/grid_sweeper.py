@@ -36,7 +36,6 @@ from sweep.ownership import SweepDirRefused, hold
 from sweep.planning import apply_request, plan_jobs, sweep_lines, sweep_request
 from sweep.progress import PLAN, ProgressMonitor, statuses, write_plan
 from sweep.refine import RefineSpec, refine, refine_spec
-from sweep.sweep_dir import sweep_dir_error
 from trainers.job.validate import INTERMEDIATE_FIX, reports_while_training, validate_config, validate_paths
 from trainers.runtime.disk import no_space, no_space_message
 from trainers.runtime.errors import ConfigError
@@ -100,8 +99,6 @@ class GridSweeper(Sweeper):
             for line in sweep_lines(cfg, job_cfgs, plans):
                 print(line, flush=True)
             return []
-        if (unwritable := sweep_dir_error(sweep_dir)) is not None:
-            fail(unwritable)
         identities = [job_identity(c) for c in job_cfgs]
         run_dirs = [run_dir for run_dir, _ in identities]
         pending = [i for i, (run_dir, digest) in enumerate(identities)
