@@ -25,11 +25,13 @@ import logging
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from bench.qwen2 import SHAPES, ModelShape, build_model, make_batch
 
 log = logging.getLogger("bench.gpu")
 
@@ -66,51 +68,6 @@ def peak_for(name: str, memory_gib: float, multiprocessors: int | None) -> tuple
     if multiprocessors is not None and multiprocessors < full_sms:
         return peak * multiprocessors / full_sms, f"{source}, × {multiprocessors}/{full_sms} multiprocessors"
     return peak, source
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    vocab_size: int
-    hidden_size: int
-    intermediate_size: int
-    num_layers: int
-    num_heads: int
-    num_kv_heads: int
-    max_positions: int
-
-
-SHAPES = {
-    # Qwen2-0.5B's published config (tied embeddings)
-    "qwen2-0.5b": ModelShape(vocab_size=151_936, hidden_size=896, intermediate_size=4864, num_layers=24,
-                             num_heads=14, num_kv_heads=2, max_positions=32_768),
-    "tiny": ModelShape(vocab_size=1024, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4,
-                       num_kv_heads=2, max_positions=512),
-}
-
-
-def build_model(shape: ModelShape, device: torch.device) -> torch.nn.Module:
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    torch.manual_seed(0)
-    config = Qwen2Config(
-        vocab_size=shape.vocab_size, hidden_size=shape.hidden_size, intermediate_size=shape.intermediate_size,
-        num_hidden_layers=shape.num_layers, num_attention_heads=shape.num_heads,
-        num_key_value_heads=shape.num_kv_heads, max_position_embeddings=shape.max_positions,
-        tie_word_embeddings=True, attn_implementation="sdpa",
-    )
-    return Qwen2ForCausalLM(config).to(device=device, dtype=torch.float32)  # fp32 master weights
-
-
-def make_batch(shape: ModelShape, batch_size: int, seq_len: int, answer_tokens: int, device: torch.device) -> dict:
-    """Full-length random prompts, each ending in `answer_tokens` labelled answer tokens."""
-    g = torch.Generator().manual_seed(batch_size)
-    input_ids = torch.randint(1, shape.vocab_size, (batch_size, seq_len), generator=g)
-    labels = torch.full_like(input_ids, -100)
-    labels[:, -answer_tokens:] = input_ids[:, -answer_tokens:]
-    return {
-        "input_ids": input_ids.to(device), "attention_mask": torch.ones_like(input_ids).to(device),
-        "labels": labels.to(device), "n_tokens": torch.full((batch_size,), float(answer_tokens), device=device),
-    }
 
 
 def flops_per_token(non_embedding_params: int, num_layers: int, hidden_size: int, seq_len: float) -> float:

@@ -19,7 +19,7 @@ KIT=${KIT:-gpu-kit}
 BUDGET_S=${BUDGET_S:-480}
 STRATEGIES=${STRATEGIES:-fsdp deepspeed_zero3}
 SHARDED=${SHARDED:-fsdp}          # the strategy of the resume and first-step mθ stages (the paper's)
-SHAPE=${SHAPE:-qwen2-0.5b}        # a shape of bench/gpu.py SHAPES
+SHAPE=${SHAPE:-qwen2-0.5b}        # a shape of bench/qwen2.py SHAPES
 STEPS=${STEPS:-20}
 end_epoch_s=$(( $(date +%s) + BUDGET_S ))   # the check's end, set-up included
 mkdir -p "$OUT"

@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 
+from bench.qwen2 import ModelShape
+from bench.qwen2 import build_model as build_qwen2
 from bench.timing import per_rep_summary
 
 QWEN2_VOCAB = 151_936
@@ -55,10 +57,7 @@ SMOKE_SHAPE = VocabShape(vocab_size=4096, hidden_size=32, intermediate_size=64, 
 
 
 def build_model(shape: VocabShape) -> torch.nn.Module:
-    """The GPU bench's Qwen2 builder (bench/gpu.py), at this row's shape, on the CPU."""
-    from bench.gpu import ModelShape
-    from bench.gpu import build_model as build_qwen2
-
+    """The benches' Qwen2 (bench/qwen2.py), at this row's shape, on the CPU."""
     return build_qwen2(ModelShape(
         vocab_size=shape.vocab_size, hidden_size=shape.hidden_size, intermediate_size=shape.intermediate_size,
         num_layers=shape.num_layers, num_heads=shape.num_heads, num_kv_heads=shape.num_kv_heads,
