@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from analysis.atomic import write_text
+from trainers.runtime.run_dir import atomic_write_text as write_text
 
 # The keys the jobs log (transformers' WandbCallback prefixes train/ and eval/; trainers.job.tracking
 # sends the resolved Hydra config, which W&B shows with dotted names) and the summary run's tables.

@@ -27,7 +27,6 @@ from analysis import search as S
 from analysis import subjects as SJ
 from analysis import tables as T
 from analysis.across import ACROSS, across_table
-from analysis.atomic import write_bytes, write_text
 from analysis.claims import CLAIM_COLUMNS, claims_table
 from analysis.estimate import MIN_SEEDS, Estimates, estimate
 from analysis.planned import read_plan, unfinished
@@ -36,6 +35,8 @@ from analysis.render import html_page, png_img, to_html_table, to_markdown
 from analysis.rundirs import Sweep, load_sweeps
 from trainers.runtime.disk import no_space, no_space_message
 from trainers.runtime.run_dir import LATE_FRACTION
+from trainers.runtime.run_dir import atomic_write_bytes as write_bytes
+from trainers.runtime.run_dir import atomic_write_text as write_text
 
 
 class NoFinishedRuns(Exception):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.atomic import write_text
+from trainers.runtime.run_dir import atomic_write_text as write_text
 
 
 def _jsonl(records: list[dict]) -> str:

@@ -9,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from analysis import atomic
 from trainers.runtime import run_dir
 from trainers.runtime.run_dir import atomic_write_bytes, atomic_write_text
 
@@ -37,10 +36,6 @@ def test_racing_writers_in_one_process_each_leave_a_whole_file(tmp_path):
     assert path.read_text() in texts and [p.name for p in tmp_path.iterdir()] == ["memo.json"]
 
 
-def test_analysis_writes_through_the_same_helper():
-    assert (atomic.write_text, atomic.write_bytes) == (atomic_write_text, atomic_write_bytes)
-
-
 @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
 def test_written_files_take_the_users_umask(tmp_path, umask, mode):
     """A result, a report file and a saved model's weights are as readable as a plain open() makes them
@@ -53,7 +48,7 @@ def test_written_files_take_the_users_umask(tmp_path, umask, mode):
     try:
         assert run_dir.current_umask() == umask
         run_dir.atomic_write_json(tmp_path / "run" / "result.json", {"status": "ok"})
-        atomic.write_text(tmp_path / "report" / "report.html", "<html></html>")
+        atomic_write_text(tmp_path / "report" / "report.html", "<html></html>")
         run_dir.apply_umask(tmp_path / "model")
     finally:
         os.umask(old)
