@@ -12,7 +12,16 @@ from collections import Counter
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from trainers.job.plan import GB, Plan, check_fits, effective_request, make_plan, on_slurm, plan_lines
+from trainers.job.plan import (
+    GB,
+    Plan,
+    check_fits,
+    effective_request,
+    launcher_kind,
+    make_plan,
+    on_slurm,
+    plan_lines,
+)
 
 
 def plan_jobs(job_cfgs: list[DictConfig]) -> list[Plan]:
@@ -43,10 +52,9 @@ def apply_request(launcher: object, request: dict[str, int]) -> dict[str, int]:
 
 def jobs_at_once(cfg: DictConfig, n_jobs: int) -> int:
     """How many of the sweep's jobs run at the same time under its launcher."""
-    launcher = cfg.hydra.launcher
-    target = str(launcher.get("_target_") or "")
-    if "submitit" in target and target.endswith("LocalLauncher"):  # one local process per job, all started at once
+    if launcher_kind(cfg) == "submitit_local":  # one local process per job, all started at once
         return max(1, n_jobs)
+    launcher = cfg.hydra.launcher
     at_once = launcher.get("array_parallelism") or launcher.get("n_jobs") or 1
     return max(1, min(int(at_once), n_jobs))
 

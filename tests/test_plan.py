@@ -304,7 +304,7 @@ def test_jobs_at_once_is_what_the_launcher_runs_together(launcher, at_once):
     conf = OmegaConf.load(REPO_ROOT / "conf" / "launcher" / f"{launcher}.yaml")
     hydra_launcher = OmegaConf.select(conf, "hydra.launcher", default=None)  # the basic launcher has none
     launcher_cfg = {} if hydra_launcher is None else OmegaConf.to_container(hydra_launcher, resolve=False)
-    cfg = OmegaConf.create({"hydra": {"launcher": launcher_cfg}})
+    cfg = OmegaConf.create({"hydra": {"launcher": launcher_cfg}, "launcher": conf.launcher})
     assert jobs_at_once(cfg, 5) == at_once
 
 

@@ -463,10 +463,20 @@ def check_fits(cfg: DictConfig, plan: Plan) -> None:
                               "partition (hydra.launcher.partition and plan.limits)")
 
 
+LAUNCHER_KINDS = ("local", "joblib", "submitit_local", "slurm")
+
+
+def launcher_kind(cfg: DictConfig) -> str:
+    """What runs the job: `launcher.kind`, which each conf/launcher/*.yaml sets (one of LAUNCHER_KINDS)."""
+    kind = str((cfg.get("launcher") or {}).get("kind") or "local")
+    if kind not in LAUNCHER_KINDS:
+        raise ConfigError(f"launcher.kind={kind} is not a launcher; use launcher= one of {', '.join(LAUNCHER_KINDS)}")
+    return kind
+
+
 def on_slurm(cfg: DictConfig) -> bool:
-    """The job's launcher submits it to SLURM (conf/launcher/slurm.yaml's target)."""
-    launcher = (cfg.get("hydra") or {}).get("launcher") or {}
-    return "Slurm" in str(launcher.get("_target_", ""))
+    """The job's launcher submits it to SLURM (launcher=slurm)."""
+    return launcher_kind(cfg) == "slurm"
 
 
 def effective_request(cfg: DictConfig, plan: Plan) -> dict[str, int]:
