@@ -1,6 +1,6 @@
 """How long a running job takes to end once a sweeper asks it to stop, on each launcher.
 
-    python -m bench.stop_latency --launcher local joblib slurm     # slurm: a running cluster (sweep/slurm/)
+    python -m bench.stop_latency --launcher local joblib slurm     # slurm: a running cluster (tests/local_slurm/)
 
 For each launcher, one smoke grid point (sft, lr 1e-3) trains for many steps through the real sweeper and
 launcher (`python -m trainers.train -m`; `local` is Hydra's basic launcher, in the sweeper's process). Once

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
-from sweep.slurm import (
+from local_slurm import (
     PARTITION,
     ensure_slurm_cluster,
     slurm_cluster_is_up,
@@ -234,7 +234,7 @@ _SLURM_OWNED = [False]  # whether this session started the cluster (then its que
 
 @pytest.fixture(scope="session")
 def _slurm_session() -> Iterator[str]:
-    """A real single-node SLURM (sweep/slurm/start_cluster.sh); yields the default partition name.
+    """A real single-node SLURM (tests/local_slurm/start_cluster.sh); yields the default partition name.
 
     Off unless SFTSWEEP_SLURM_TESTS=1 (.ci/run sets it): starting it apt-installs slurm-wlm, munge and
     MariaDB and runs their daemons. Whatever this session starts it stops at the end (stop_cluster.sh),

@@ -1,4 +1,4 @@
-"""Through the real local SLURM (sweep/slurm/start_cluster.sh): a 2-process grid point, and a running job
+"""Through the real local SLURM (tests/local_slurm/start_cluster.sh): a 2-process grid point, and a running job
 requeued as if preempted that comes back, resumes from its checkpoint and ends ok.
 
 Only with SFTSWEEP_SLURM_TESTS=1 (the `slurm_cluster` fixture of conftest.py).
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO_ROOT, run_on_slurm
-from sweep.slurm import slurm_snapshot
+from local_slurm import slurm_snapshot
 from trainers.runtime.run_dir import read_progress
 
 pytestmark = pytest.mark.slow

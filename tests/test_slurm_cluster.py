@@ -1,4 +1,4 @@
-"""A real single-node SLURM cluster (sweep/slurm/start_cluster.sh) accepts and runs batch jobs.
+"""A real single-node SLURM cluster (tests/local_slurm/start_cluster.sh) accepts and runs batch jobs.
 
 The ``slurm_cluster`` fixture (tests/conftest.py, session scope) runs only with SFTSWEEP_SLURM_TESTS=1,
 starts the cluster once per session and stops what it started at the end; it skips, with the

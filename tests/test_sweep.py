@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO_ROOT, run_on_slurm
-from sweep.slurm import slurm_snapshot
+from local_slurm import slurm_snapshot
 from trainers.runtime.run_dir import read_jsonl
 
 pytestmark = pytest.mark.slow  # every test here runs a sweep of real (tiny) training jobs
@@ -169,7 +169,7 @@ def test_joblib_launcher_runs_two_jobs_at_once_in_different_processes(tiny_world
 
 
 def test_slurm_launcher_runs_every_point_through_sbatch(slurm_cluster, tiny_world, tmp_path):
-    """The smoke grid on a real single-node SLURM (sweep/slurm/start_cluster.sh) via submitit."""
+    """The smoke grid on a real single-node SLURM (tests/local_slurm/start_cluster.sh) via submitit."""
     cmd = [sys.executable, "-m", "trainers.train",
            *sweep_args(tiny_world, tmp_path, "launcher=slurm", "hydra.launcher.timeout_min=10")]
     out = run_on_slurm(cmd, timeout=900)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Stop the SLURM daemons that sweep/slurm/start_cluster.sh started (recorded in
+# Stop the SLURM daemons that tests/local_slurm/start_cluster.sh started (recorded in
 # /var/lib/sftsweep-slurm/started); daemons that were already running before are left alone.
 # Installed packages and /etc/slurm/slurm.conf stay (start_cluster.sh reuses them).
 set -uo pipefail

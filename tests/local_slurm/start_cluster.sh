@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Start (idempotently) a real single-node SLURM cluster on this machine.
 #
-#   sweep/slurm/start_cluster.sh        # install if needed, configure, start, smoke-test
+#   tests/local_slurm/start_cluster.sh        # install if needed, configure, start, smoke-test
 #
 # Meant for throwaway dev/CI machines where we are root and systemd is not running
 # (containers): installs slurm-wlm + munge through apt when missing, writes
@@ -21,6 +21,8 @@
 #                             0: AccountingStorageType=accounting_storage/none (no sacct)
 set -uo pipefail
 
+# the ownership mark written into the files this script manages; it names the script's first home, kept so that
+# a config written before the move (to tests/local_slurm/) is still recognised as ours
 MARKER="# managed-by: sftsweep sweep/slurm/start_cluster.sh"
 CONF_DIR=/etc/slurm
 CONF=$CONF_DIR/slurm.conf

@@ -1,4 +1,4 @@
-"""A real single-node SLURM cluster for dev/CI machines (docs/cluster.md).
+"""A real single-node SLURM cluster for the tests and dev/CI machines (docs/cluster.md): not part of the product.
 
 ``ensure_slurm_cluster()`` runs ``start_cluster.sh`` (idempotent: install slurm-wlm/munge/slurmdbd
 through apt when missing, write /etc/slurm/slurm.conf, start the daemons, smoke-test with srun).
