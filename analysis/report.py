@@ -52,6 +52,18 @@ class Report:
     messages: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Section:
+    """One table of the report: its files (`stem`.csv/.md), its heading, its explanation (an EXPLAIN key), and
+    the part of the page it goes in. The report's order is the order of `_sections`' list, everywhere."""
+
+    stem: str
+    title: str
+    frame: pd.DataFrame
+    explain: str
+    part: str = "tables"  # "tables" (the top), "search", "grids" or "runs"
+
+
 EXPLAIN = {
     "across": "Each claim across settings: each effect (positive: in the claim's direction) pooled over the "
     "settings that measured it by Bayesian random effects (a half-normal prior on the between-setting s.d. τ, "
@@ -209,21 +221,10 @@ def build_report(sweep_dir: Path | str | list[Path | str], out_dir: Path | str |
     rep = Report(out_dir=out, html=out / "report.html", threshold=pd.DataFrame())
 
     est = estimate(sweep)
-    missing = _unfinished(dirs, sweep)
-    grids = T.accuracy_grids(est)
     threshold = T.threshold_table(est, sweep)
-    by_setting = T.threshold_by_setting(threshold)
-    comparisons = T.threshold_comparisons(est)
     best = T.best_configs(est, sweep)
-    paired = T.paired_table(est, best)
-    beta = T.beta_sensitivity(est)
-    divergence = T.divergence_table(est)
-    all_claims = claims_table(est, sweep, best, paired, beta)
-    claims, across = all_claims[CLAIM_COLUMNS], across_table(all_claims)
-    runs = T.run_table(est)
-    per_category, per_subject = SJ.subject_tables(est, sweep)
     trials = S.trials(sweep)
-    search_best = S.best_beta(trials)
+    claims, sections = _sections(est, sweep, dirs, threshold, best, trials)
     rep.threshold = threshold
 
     incomplete = (
@@ -231,37 +232,13 @@ def build_report(sweep_dir: Path | str | list[Path | str], out_dir: Path | str |
         if sweep.incomplete
         else None
     )
-    named: list[tuple[str, str, pd.DataFrame, str]] = [  # (file stem, title, frame, explain key)
-        ("claims", "The paper's claims", claims, "claims"),
-        *([("claims_across", "The paper's claims across settings", across, "across")] if len(across) else []),
-        ("threshold", "Learning-rate threshold per method", threshold, "threshold"),
-        *([("threshold_by_setting", "Threshold per setting, side by side", by_setting, "threshold_by_setting")]
-          if len(by_setting) else []),
-        ("threshold_comparisons", "Which method's threshold is higher", comparisons, "threshold_comparisons"),
-        ("best_config", "Best configuration per method", best.drop(columns="pid"), "best"),
-        ("paired", "Paired comparison of best configurations", paired, "paired"),
-        ("beta_sensitivity", "β sensitivity", beta, "beta"),
-        ("divergence", "Divergence rate per learning rate", divergence, "divergence"),
-        ("unfinished", "Planned points that did not finish", missing, "unfinished"),
-    ]
-    if len(per_category):
-        named.append(("accuracy_per_category", "Accuracy per category (report split)", per_category, "categories"))
-    if len(per_subject):
-        named.append(("accuracy_per_subject", "Accuracy per subject (report split)", per_subject, "subjects"))
-    if len(trials):
-        named.append(("search_best_beta", "Search: best β per method", search_best, "search_best"))
-        named.append(("search_trials", "Search: all trials", trials[S.TRIAL_COLUMNS], "search_trials"))
-    for setting, g in grids.items():
-        named.append((f"accuracy_grid_{slug(setting)}", f"Accuracy grid — {setting}", g, "grid"))
-    named.append(("runs", "All finished runs", runs, "runs"))
-
     md_parts = [f"# Sweep report: {', '.join(map(str, dirs))}\n"]
     if incomplete:
         md_parts.append(f"> **{incomplete}**\n")
-    for stem, title, df, _ in named:
-        rep.files.append(write_text(out / f"{stem}.csv", _csv(df)))
-        md = to_markdown(df, title + (" (incomplete)" if incomplete else ""), incomplete)
-        rep.files.append(write_text(out / f"{stem}.md", md))
+    for section in sections:
+        rep.files.append(write_text(out / f"{section.stem}.csv", _csv(section.frame)))
+        md = to_markdown(section.frame, section.title + (" (incomplete)" if incomplete else ""), incomplete)
+        rep.files.append(write_text(out / f"{section.stem}.md", md))
         md_parts.append(md)
 
     plots = all_plots(sweep, est)
@@ -274,7 +251,7 @@ def build_report(sweep_dir: Path | str | list[Path | str], out_dir: Path | str |
     if sweep.problems:
         md_parts.append("## Skipped files\n\n" + "\n".join(f"- `{p}`" for p in sweep.problems) + "\n")
     rep.files.append(write_text(out / "report.md", "\n".join(md_parts)))
-    rep.files.append(write_text(rep.html, _html(sweep, named, plots, s_plots, notes, incomplete)))
+    rep.files.append(write_text(rep.html, _html(sweep, sections, plots, s_plots, notes, incomplete)))
 
     if use_wandb:
         from analysis.wandb_summary import group_of, log_summary
@@ -288,13 +265,50 @@ def build_report(sweep_dir: Path | str | list[Path | str], out_dir: Path | str |
         summary.update({f"{r.setting}/{r.method}/best_accuracy": r.accuracy for r in best.itertuples()})
         summary.update({f"{ACROSS}/{r.claim}/{r.scope}": r.outcome
                         for r in claims[claims["setting"] == ACROSS].itertuples()})
-        for r in search_best.dropna(subset=["beta"]).itertuples():
-            summary[f"{r.setting}/{r.method}/search_best_beta"] = r.beta
-            summary[f"{r.setting}/{r.method}/search_best_accuracy"] = r.accuracy
-        tables = {stem: df for stem, _, df, _ in named}
+        tables = {section.stem: section.frame for section in sections}
+        if "search_best_beta" in tables:
+            for r in tables["search_best_beta"].dropna(subset=["beta"]).itertuples():
+                summary[f"{r.setting}/{r.method}/search_best_beta"] = r.beta
+                summary[f"{r.setting}/{r.method}/search_best_accuracy"] = r.accuracy
         rep.messages.append(log_summary(out, group, tables, plots + s_plots, summary))
     rep.messages[:0] = [f"skipped: {p}" for p in sweep.problems]
     return rep
+
+
+def _sections(est: Estimates, sweep: Sweep, dirs: list[Path], threshold: pd.DataFrame, best: pd.DataFrame,
+              trials: pd.DataFrame) -> tuple[pd.DataFrame, list[Section]]:
+    """Every table of the report, in the report's one order (the across claims, the side-by-side thresholds,
+    the subjects and the search only where they have rows); returns the per-setting claims too (W&B reads them)."""
+    by_setting = T.threshold_by_setting(threshold)
+    paired = T.paired_table(est, best)
+    beta = T.beta_sensitivity(est)
+    all_claims = claims_table(est, sweep, best, paired, beta)
+    claims, across = all_claims[CLAIM_COLUMNS], across_table(all_claims)
+    per_category, per_subject = SJ.subject_tables(est, sweep)
+    candidates = [
+        Section("claims", "The paper's claims", claims, "claims"),
+        Section("claims_across", "The paper's claims across settings", across, "across"),
+        Section("threshold", "Learning-rate threshold per method", threshold, "threshold"),
+        Section("threshold_by_setting", "Threshold per setting, side by side", by_setting, "threshold_by_setting"),
+        Section("threshold_comparisons", "Which method's threshold is higher", T.threshold_comparisons(est),
+                "threshold_comparisons"),
+        Section("best_config", "Best configuration per method", best.drop(columns="pid"), "best"),
+        Section("paired", "Paired comparison of best configurations", paired, "paired"),
+        Section("beta_sensitivity", "β sensitivity", beta, "beta"),
+        Section("divergence", "Divergence rate per learning rate", T.divergence_table(est), "divergence"),
+        Section("unfinished", "Planned points that did not finish", _unfinished(dirs, sweep), "unfinished"),
+        Section("accuracy_per_category", "Accuracy per category (report split)", per_category, "categories"),
+        Section("accuracy_per_subject", "Accuracy per subject (report split)", per_subject, "subjects"),
+        Section("search_best_beta", "Search: best β per method", S.best_beta(trials), "search_best", "search"),
+        Section("search_trials", "Search: all trials", trials[S.TRIAL_COLUMNS], "search_trials", "search"),
+    ]
+    shown_when_not_empty = {"claims_across", "threshold_by_setting", "accuracy_per_category", "accuracy_per_subject"}
+    sections = [c for c in candidates if (c.part != "search" or len(trials))
+                and (c.stem not in shown_when_not_empty or len(c.frame))]
+    sections += [Section(f"accuracy_grid_{slug(setting)}", f"Accuracy grid — {setting}", grid, "grid", "grids")
+                 for setting, grid in T.accuracy_grids(est).items()]
+    sections.append(Section("runs", "All finished runs", T.run_table(est), "runs", "runs"))
+    return claims, sections
 
 
 def _csv(df: pd.DataFrame) -> str:
@@ -314,7 +328,8 @@ def _figures(plots: list[Plot]) -> list[str]:
 
 
 def _html(
-    sweep: Sweep, named, plots: list[Plot], s_plots: list[Plot], notes: list[str], incomplete: str | None
+    sweep: Sweep, sections: list[Section], plots: list[Plot], s_plots: list[Plot], notes: list[str],
+    incomplete: str | None
 ) -> str:
     r = sweep.runs
     counts = r["status"].value_counts()
@@ -341,11 +356,11 @@ def _html(
             + "".join(f"<li style='font-family:inherit'>{html.escape(n)}</li>" for n in notes)
             + "</ul></div>"
         )
+    stems = {section.stem for section in sections}
     nav = [
         '<a href="#claims">claims</a>',
         '<a href="#threshold">threshold</a>',
-        *(['<a href="#accuracy_per_subject">subjects</a>'] if any(n[0] == "accuracy_per_subject" for n in named)
-          else []),
+        *(['<a href="#accuracy_per_subject">subjects</a>'] if "accuracy_per_subject" in stems else []),
         *(['<a href="#search">search</a>'] if s_plots else []),
         '<a href="#plots">plots</a>',
         '<a href="#accuracy-grids">grids</a>',
@@ -353,22 +368,19 @@ def _html(
     ]
     parts.insert(0, "<nav>" + "".join(nav) + "</nav>")
     suffix = " (incomplete)" if incomplete else ""
-    sections = {stem: (title, df, key) for stem, title, df, key in named}
-    order_top = ["claims", "claims_across", "threshold", "threshold_by_setting", "threshold_comparisons",
-                 "best_config", "paired", "beta_sensitivity", "divergence", "unfinished", "accuracy_per_category",
-                 "accuracy_per_subject"]
-    for stem in (s for s in order_top if s in sections):
-        title, df, key = sections[stem]
+    in_part = {part: [section for section in sections if section.part == part]
+               for part in ("tables", "search", "grids", "runs")}
+    for section in in_part["tables"]:
         parts.append(
-            f'<h2 id="{stem}">{html.escape(title + suffix)}</h2><p class="explain">{EXPLAIN[key]}</p>'
-            f"{to_html_table(df)}"
+            f'<h2 id="{section.stem}">{html.escape(section.title + suffix)}</h2>'
+            f'<p class="explain">{EXPLAIN[section.explain]}</p>{to_html_table(section.frame)}'
         )
-    if "search_best_beta" in sections:
+    if in_part["search"]:
         parts.append(f"<h2 id=\"search\">Search{suffix}</h2>")
-        for stem in ("search_best_beta", "search_trials"):
-            title, df, key = sections[stem]
+        for section in in_part["search"]:
             parts.append(
-                f"<h3>{html.escape(title)}</h3><p class=\"explain\">{EXPLAIN[key]}</p>{to_html_table(df)}"
+                f"<h3>{html.escape(section.title)}</h3><p class=\"explain\">{EXPLAIN[section.explain]}</p>"
+                f"{to_html_table(section.frame)}"
             )
         parts.extend(_figures(s_plots))
     parts.append('<h2 id="plots">Figures</h2>')
@@ -376,13 +388,13 @@ def _html(
     parts.append(
         f'<h2 id="accuracy-grids">Accuracy grids{suffix}</h2><p class="explain">{EXPLAIN["grid"]}</p>'
     )
-    for stem, (title, df, _) in sections.items():
-        if stem.startswith("accuracy_grid_"):
-            parts.append(f"<h3>{html.escape(title)}</h3>{to_html_table(df)}")
-    title, df, key = sections["runs"]
-    parts.append(
-        f'<h2 id="runs">{html.escape(title)}</h2><p class="explain">{EXPLAIN[key]}</p>{to_html_table(df)}'
-    )
+    for section in in_part["grids"]:
+        parts.append(f"<h3>{html.escape(section.title)}</h3>{to_html_table(section.frame)}")
+    for section in in_part["runs"]:
+        parts.append(
+            f'<h2 id="runs">{html.escape(section.title)}</h2><p class="explain">{EXPLAIN[section.explain]}</p>'
+            f"{to_html_table(section.frame)}"
+        )
     parts.append(
         "<p class='meta'>Every table is also in this directory as CSV and Markdown; figures as PNG.</p>"
     )
