@@ -38,7 +38,7 @@ from analysis import method_sort_key
 from analysis.rundirs import Sweep
 from analysis.stats import percentile_interval, question_weights, seed_resample
 from trainers.data.selection import best_of, peak
-from trainers.runtime.run_dir import LATE_FRACTION, STOP_STATUSES
+from trainers.runtime.run_dir import DIVERGED, FAILED, LATE_FRACTION, OK, SCORED_STATUSES, STOP_STATUSES, STOPPED
 
 N_RESAMPLES = 2000
 SEED = 0
@@ -138,7 +138,7 @@ def late_train_m_theta(metrics: pd.DataFrame, fraction: float = LATE_FRACTION) -
 def _question_matrix(sweep: Sweep, scored: pd.DataFrame, base: float) -> tuple[np.ndarray, np.ndarray, SettingInfo]:
     """Correctness [scored runs × questions] of one setting and its selection mask."""
     notes: list[str] = []
-    ok = scored[scored["status"] == "ok"]
+    ok = scored[scored["status"] == OK]
     preds = {r: sweep.predictions(r) for r in ok["run"]}
     have = {r: p for r, p in preds.items() if p is not None and len(p)}
     ids: pd.Index | None = None
@@ -155,10 +155,10 @@ def _question_matrix(sweep: Sweep, scored: pd.DataFrame, base: float) -> tuple[n
     ids = ids if ids is not None and len(ids) else pd.Index(["(accuracy)"])
     matrix = np.empty((len(scored), len(ids)), dtype=np.float32)
     for i, r in enumerate(scored.itertuples()):
-        if r.status == "ok" and r.run in have:
+        if r.status == OK and r.run in have:
             p = have[r.run]
             matrix[i] = (p if p.index.equals(ids) else p.reindex(ids)).to_numpy()
-        elif r.status == "ok":
+        elif r.status == OK:
             matrix[i] = r.accuracy
         else:  # diverged: a failure at this point, scored as the base model
             matrix[i] = r.base_accuracy if math.isfinite(r.base_accuracy) else base
@@ -193,7 +193,7 @@ def estimate(sweep: Sweep, n_resamples: int = N_RESAMPLES, seed: int = SEED) -> 
     settings: dict[str, SettingInfo] = {}
     for setting, sr in runs.groupby("setting", sort=True):
         base = float(sr["base_accuracy"].mean()) if sr["base_accuracy"].notna().any() else 0.0
-        scored = sr[sr["status"].isin(["ok", "diverged"])]
+        scored = sr[sr["status"].isin(SCORED_STATUSES)]
         matrix, select, info = _question_matrix(sweep, scored, base)
         settings[setting] = info
         same = info.split_source != "predictions.jsonl"
@@ -208,15 +208,15 @@ def estimate(sweep: Sweep, n_resamples: int = N_RESAMPLES, seed: int = SEED) -> 
         runs.loc[scored.index, "report_accuracy"] = rep_obs
         pos = pd.Series(np.arange(len(scored)), index=scored.index)
         for (method, lr, beta), g in sr.groupby(["method", "lr", "beta"], dropna=False, sort=False):
-            sg = g[g["status"].isin(["ok", "diverged"])]
-            ok = g[g["status"] == "ok"]
+            sg = g[g["status"].isin(SCORED_STATUSES)]
+            ok = g[g["status"] == OK]
             rows = pos.loc[sg.index].to_numpy()
             k = len(rows)
             row = {
                 "setting": setting, "method": method, "lr": float(lr), "beta": float(beta),
                 "pid": len(point_rows), "n_runs": len(g), "n_ok": len(ok),
-                "n_diverged": int((g["status"] == "diverged").sum()),
-                "n_failed": int((g["status"] == "failed").sum()),
+                "n_diverged": int((g["status"] == DIVERGED).sum()),
+                "n_failed": int((g["status"] == FAILED).sum()),
                 "n_stopped": int(g["status"].isin(STOP_STATUSES).sum()), "n_scored": k,
                 "m_theta": ok["m_theta"].mean() if len(ok) else math.nan,
                 "abs_m_theta": ok["m_theta"].abs().mean() if len(ok) else math.nan,
@@ -295,7 +295,7 @@ def lr_curve(method_points: pd.DataFrame, select_b: np.ndarray) -> tuple[pd.Data
                          "report_accuracy": math.nan, "n_ok": 0, "n_scored": 0,
                          "n_diverged": int(g["n_diverged"].sum()), "n_failed": int(g["n_failed"].sum()),
                          "n_stopped": int(g["n_stopped"].sum()), "n_runs": int(g["n_runs"].sum()),
-                         "status": "stopped" if len(stopped) else "failed", "runs": [], "m_theta": math.nan,
+                         "status": STOPPED if len(stopped) else FAILED, "runs": [], "m_theta": math.nan,
                          "beta_tie": [], "stop_step": float(stopped["stop_step"].mean()) if len(stopped) else math.nan,
                          "stop_accuracy": float(stopped["stop_accuracy"].mean()) if len(stopped) else math.nan})
             continue
@@ -306,7 +306,7 @@ def lr_curve(method_points: pd.DataFrame, select_b: np.ndarray) -> tuple[pd.Data
             "report_accuracy": best["report_accuracy"], "n_ok": int(best["n_ok"]), "n_scored": int(best["n_scored"]),
             "n_diverged": int(best["n_diverged"]), "n_failed": int(best["n_failed"]),
             "n_stopped": int(best["n_stopped"]), "n_runs": int(best["n_runs"]),
-            "status": "ok" if best["n_ok"] > 0 else "diverged", "runs": best["runs"], "m_theta": best["m_theta"],
+            "status": OK if best["n_ok"] > 0 else DIVERGED, "runs": best["runs"], "m_theta": best["m_theta"],
             "beta_tie": [float(b) for b in tied["beta"].iloc[1:]], "stop_step": math.nan, "stop_accuracy": math.nan,
         })
         resampled.append(select_b[cand["pid"].to_numpy()].max(axis=0))
@@ -341,7 +341,7 @@ def find_peak(
 
     The peak is `trainers.data.selection.peak` of `scores` (`selection_scores`), the rule the sweep's refinement
     calls; in every resample the argmax lr is that rule's `best_of` on the resampled curve."""
-    sc = curve[curve["status"].isin(["ok", "diverged"])].reset_index(drop=True)
+    sc = curve[curve["status"].isin(SCORED_STATUSES)].reset_index(drop=True)
     if sc.empty or (sc["n_ok"] == 0).all():  # nothing scored, or every scored seed diverged: no peak
         return None, None
     acc = sc["accuracy"].to_numpy(dtype=float)

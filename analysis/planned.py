@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from trainers.runtime.run_dir import STOP_STATUSES, SWEEP_SUMMARY
+from trainers.runtime.run_dir import FAILED, SCORED_STATUSES, STOP_STATUSES, SWEEP_SUMMARY
 
 MULTIRUN = "multirun.yaml"
 PLAN_COLUMNS = ["method", "lr", "beta", "seed", "source", "grid_setting"]
@@ -79,10 +79,10 @@ def unfinished(plan: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
             & ((runs["beta"] == p.beta) | (runs["beta"].isna() & math.isnan(p.beta)))
             & (runs["seed"] == p.seed)
         ] if len(runs) else runs
-        if (at["status"].isin(["ok", "diverged"])).any():
+        if (at["status"].isin(SCORED_STATUSES)).any():
             continue
-        failed, stopped = at[at["status"] == "failed"], at[at["status"].isin(STOP_STATUSES)]
-        status = "failed" if len(failed) else stopped["status"].iloc[0] if len(stopped) else "never finished"
+        failed, stopped = at[at["status"] == FAILED], at[at["status"].isin(STOP_STATUSES)]
+        status = FAILED if len(failed) else stopped["status"].iloc[0] if len(stopped) else "never finished"
         rows.append({"method": p.method if not isinstance(p.grid_setting, str) else f"{p.grid_setting}: {p.method}",
                      "lr": p.lr, "beta": p.beta, "seed": p.seed, "status": status,
                      "source": p.source, "error": failed["error"].iloc[0] if len(failed) else None})

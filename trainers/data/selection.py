@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from trainers.runtime.errors import ConfigError
+from trainers.runtime.run_dir import DIVERGED, OK
 
 SELECT, REPORT = "select", "report"
 
@@ -62,10 +63,10 @@ def run_score(result: Mapping[str, Any] | None) -> float | None:
     when diverged (a failure at its point, not a gap); None when failed or not finished (missing data)."""
     if not result:
         return None
-    if result.get("status") == "ok":
+    if result.get("status") == OK:
         v = result.get("select_accuracy")
         return v if v is not None else result.get("accuracy")
-    if result.get("status") == "diverged":
+    if result.get("status") == DIVERGED:
         return result.get("base_accuracy")
     return None
 

@@ -33,6 +33,11 @@ PROGRESS = "progress.json"
 STOP_REQUEST = "stop_request.json"  # the one file a sweeper writes into a job's run directory
 SWEEP_SUMMARY = "sweep_summary.json"  # in the sweep directory, written by the grid sweeper at its end
 
+OK, DIVERGED, FAILED = "ok", "diverged", "failed"
+SCORED_STATUSES = (OK, DIVERGED)
+"""A run that scores: ok at its accuracy, diverged at the base model's (a failure at its point, not a gap).
+A failed run is missing data (trainers/data/selection.py run_score, analysis/estimate.py)."""
+
 STOPPED, PRUNED = "stopped", "pruned"
 STOP_STATUSES = (STOPPED, PRUNED)
 """How a job asked to stop ends: `stopped` by the grid's early stopping, `pruned` by an Optuna pruner.
