@@ -62,6 +62,7 @@ class Section:
     frame: pd.DataFrame
     explain: str
     part: str = "tables"  # "tables" (the top), "search", "grids" or "runs"
+    only_with_rows: bool = False  # left out of the report when its table is empty
 
 
 EXPLAIN = {
@@ -287,9 +288,10 @@ def _sections(est: Estimates, sweep: Sweep, dirs: list[Path], threshold: pd.Data
     per_category, per_subject = SJ.subject_tables(est, sweep)
     candidates = [
         Section("claims", "The paper's claims", claims, "claims"),
-        Section("claims_across", "The paper's claims across settings", across, "across"),
+        Section("claims_across", "The paper's claims across settings", across, "across", only_with_rows=True),
         Section("threshold", "Learning-rate threshold per method", threshold, "threshold"),
-        Section("threshold_by_setting", "Threshold per setting, side by side", by_setting, "threshold_by_setting"),
+        Section("threshold_by_setting", "Threshold per setting, side by side", by_setting, "threshold_by_setting",
+                only_with_rows=True),
         Section("threshold_comparisons", "Which method's threshold is higher", T.threshold_comparisons(est),
                 "threshold_comparisons"),
         Section("best_config", "Best configuration per method", best.drop(columns="pid"), "best"),
@@ -297,14 +299,14 @@ def _sections(est: Estimates, sweep: Sweep, dirs: list[Path], threshold: pd.Data
         Section("beta_sensitivity", "β sensitivity", beta, "beta"),
         Section("divergence", "Divergence rate per learning rate", T.divergence_table(est), "divergence"),
         Section("unfinished", "Planned points that did not finish", _unfinished(dirs, sweep), "unfinished"),
-        Section("accuracy_per_category", "Accuracy per category (report split)", per_category, "categories"),
-        Section("accuracy_per_subject", "Accuracy per subject (report split)", per_subject, "subjects"),
+        Section("accuracy_per_category", "Accuracy per category (report split)", per_category, "categories",
+                only_with_rows=True),
+        Section("accuracy_per_subject", "Accuracy per subject (report split)", per_subject, "subjects",
+                only_with_rows=True),
         Section("search_best_beta", "Search: best β per method", S.best_beta(trials), "search_best", "search"),
         Section("search_trials", "Search: all trials", trials[S.TRIAL_COLUMNS], "search_trials", "search"),
     ]
-    shown_when_not_empty = {"claims_across", "threshold_by_setting", "accuracy_per_category", "accuracy_per_subject"}
-    sections = [c for c in candidates if (c.part != "search" or len(trials))
-                and (c.stem not in shown_when_not_empty or len(c.frame))]
+    sections = [c for c in candidates if (c.part != "search" or len(trials)) and (not c.only_with_rows or len(c.frame))]
     sections += [Section(f"accuracy_grid_{slug(setting)}", f"Accuracy grid — {setting}", grid, "grid", "grids")
                  for setting, grid in T.accuracy_grids(est).items()]
     sections.append(Section("runs", "All finished runs", T.run_table(est), "runs", "runs"))
