@@ -6,16 +6,15 @@ analysed anywhere its files are, and hand-made run directories are enough to tes
 
 from __future__ import annotations
 
-METHOD_NAMES: dict[str, str] = {"sft": "SFT", "dpo_sft": "SFT using DPO", "minor_sft": "MinorSFT",
-                                 "dft": "DFT", "kl_sft": "KL-regularised SFT"}
-"""Display names of the registered losses; a loss added later is shown by its conf name until it gets one."""
+from trainers.runtime.methods import METHODS
 
 METHOD_ORDER: tuple[str, ...] = ("sft", "dpo_sft", "minor_sft")
 
 
 def method_name(method: str) -> str:
-    """Display name of a method conf name (unknown methods keep their own name)."""
-    return METHOD_NAMES.get(method, method)
+    """Display name of a method conf name (trainers/runtime/methods.py; a method no longer registered keeps its
+    conf name: its runs can still be read)."""
+    return METHODS[method].display if method in METHODS else method
 
 
 def method_sort_key(method: str) -> tuple[int, str]:

@@ -179,7 +179,8 @@ def setup(out: Path, shape_name: str, world_steps: int) -> dict[str, Any]:
 
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
-    from trainers.world import WorldConfig, ensure_embedded_world
+    from trainers.world.build import ensure_embedded_world
+    from trainers.world.facts import WorldConfig
 
     world = ensure_embedded_world(out / "world", WorldConfig(
         n_entities=48, n_train_entities=24, n_attributes=4, n_train_questions=96, n_eval_questions=64,

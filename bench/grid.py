@@ -23,7 +23,7 @@ from typing import Any
 from trainers.data import prompts
 from trainers.job.config import compose_job
 from trainers.model import scoring as scoring_module
-from trainers.train import run_job
+from trainers.recipe import run_job
 
 GRID_METHODS: tuple[str, ...] = ("sft", "minor_sft", "dpo_sft")
 GRID_LRS: tuple[float, ...] = (1e-3, 3e-4)

@@ -32,7 +32,7 @@ from bench.steps import measure_steps
 from bench.vocab import SMOKE_SHAPE, VocabShape, measure_vocab
 from trainers.job.config import compose_job
 from trainers.runtime.run_dir import atomic_write_text
-from trainers.world import EmbeddedWorld
+from trainers.world.build import EmbeddedWorld
 
 log = logging.getLogger("bench")
 

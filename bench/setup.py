@@ -18,7 +18,8 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel
 from trainers.data.mcq import McqItem
 from trainers.data.prompts import PromptFormat, Sample
 from trainers.job.prepare import load_items, prepare, prompt_format
-from trainers.world import EmbeddedWorld, WorldConfig, ensure_embedded_world
+from trainers.world.build import EmbeddedWorld, ensure_embedded_world
+from trainers.world.facts import WorldConfig
 
 
 @dataclass(frozen=True)

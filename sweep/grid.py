@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sweep.overrides import GRID_KEYS
-from trainers.model.losses import BETA_METHODS, LOSSES, ZERO_COEFFICIENT_METHODS, beta_error
+from trainers.runtime.methods import METHODS, beta_error
 
 
 class GridError(ValueError):
@@ -124,16 +124,16 @@ def expand_grid(grid: Mapping) -> list[GridPoint]:
     points = []
     for method, spec in grid["methods"].items():
         where = f"grid.methods.{method}"
-        if method not in LOSSES:
-            raise GridError(f"{where}: unknown method; use one of {', '.join(sorted(LOSSES))}")
+        if method not in METHODS:
+            raise GridError(f"{where}: unknown method; use one of {', '.join(sorted(METHODS))}")
         spec = spec or {}
         unknown = set(spec) - {"lr", "beta"}
         if unknown:
             raise GridError(f"{where} has unknown key(s) {sorted(unknown)}; only lr and beta are read")
         lrs = _numbers(spec.get("lr"), f"{where}.lr")
-        if method in BETA_METHODS:
+        if METHODS[method].takes_beta:
             betas: list[float | None] = list(_numbers(spec.get("beta"), f"{where}.beta",
-                                                      allow_zero=method in ZERO_COEFFICIENT_METHODS))
+                                                      allow_zero=METHODS[method].beta_may_be_zero))
         elif (reason := beta_error(method, spec.get("beta"))) is not None:  # the job's own rule (validate_config)
             raise GridError(f"{where}.beta: {reason} (it would rerun the same job per β); remove it")
         else:

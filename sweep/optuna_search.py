@@ -46,9 +46,9 @@ from sweep.planning import apply_request, plan_jobs, sweep_request
 from sweep.pruning import PruningMonitor
 from sweep.sweep_dir import sweep_dir_error
 from trainers.job.validate import INTERMEDIATE_FIX, reports_while_training, validate_config
-from trainers.model.losses import BETA_METHODS
 from trainers.runtime.disk import no_space, no_space_message
 from trainers.runtime.errors import ConfigError
+from trainers.runtime.methods import BETA_METHODS
 from trainers.runtime.run_dir import PRUNED, read_result
 
 log = logging.getLogger(__name__)

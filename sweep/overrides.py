@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from trainers.model.losses import BETA_METHODS
+from trainers.runtime.methods import BETA_METHODS
 
 # The keys GridPoint.overrides() sets on every job (sweep/grid.py).
 GRID_KEYS = ("method", "train.lr", "method.beta", "seed")

@@ -28,7 +28,8 @@ from local_slurm import (
     stop_slurm_cluster,
 )
 from trainers.job.config import compose_job
-from trainers.world import EmbeddedWorld, WorldConfig, ensure_embedded_world
+from trainers.world.build import EmbeddedWorld, ensure_embedded_world
+from trainers.world.facts import WorldConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

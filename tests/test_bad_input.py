@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from trainers.data.mcq import DataError
+from trainers.recipe import run_job
 from trainers.runtime.errors import ConfigError
-from trainers.train import run_job
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench.run import main
-from trainers.world import EmbeddedWorld
+from trainers.world.build import EmbeddedWorld
 
 # the whole bench, two steps per row; in one pytest-xdist worker, so its module fixture runs once
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("bench_smoke")]

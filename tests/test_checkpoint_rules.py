@@ -19,8 +19,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import REPO_ROOT, _process_tree
 from trainers.job.prepare import load_model
+from trainers.recipe import run_job
 from trainers.runtime.run_dir import read_progress
-from trainers.train import run_job
 
 
 def test_ok_job_leaves_no_checkpoint_and_its_bf16_export_loads(job_cfg):

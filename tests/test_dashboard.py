@@ -15,7 +15,7 @@ import pytest
 
 from analysis.dashboard import ACCURACY, EVAL_M_THETA, SPEC_FILE, TRAIN_M_THETA, main, referenced_keys
 from analysis.report import build_report
-from trainers.train import run_job
+from trainers.recipe import run_job
 from wandb_records import offline_config, offline_history
 
 # in one pytest-xdist worker, so the module fixture below runs once

@@ -26,8 +26,8 @@ from trainers.job.config import save_job_config
 from trainers.job.prepare import prepare
 from trainers.model.reference import cached_scores
 from trainers.model.scoring import Scores, score_samples
+from trainers.recipe import run_job
 from trainers.runtime.run_dir import read_jsonl
-from trainers.train import run_job
 
 pytestmark = pytest.mark.slow
 

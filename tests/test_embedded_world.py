@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from trainers.world import EmbeddedWorld, WorldConfig, ensure_embedded_world
-from trainers.world.build import WORLD_VERSION
-from trainers.world.facts import CSV_COLUMNS
+from trainers.world.build import WORLD_VERSION, EmbeddedWorld, ensure_embedded_world
+from trainers.world.facts import CSV_COLUMNS, WorldConfig
 
 # Small enough to build in a few seconds; every code path of the real build still runs.
 SMALL = WorldConfig(
@@ -172,8 +171,7 @@ def test_each_world_seed_has_its_own_cache_directory_and_facts() -> None:
     """data.world_seed picks the world: the model and data paths follow it to a directory of its own (so two
     worlds never rebuild each other's cache), and another seed is another world of the same size."""
     from trainers.job.config import compose_job
-    from trainers.world import seeded_world, world_dir
-    from trainers.world.build import DEFAULT_WORLD
+    from trainers.world.build import DEFAULT_WORLD, seeded_world, world_dir
     from trainers.world.facts import make_facts
 
     for seed in (0, 1):

@@ -14,8 +14,8 @@ from conftest import REPO_ROOT
 from trainers.data.mcq import DataError, load_mcq, normalize_text
 from trainers.job.config import compose_job
 from trainers.job.prepare import load_items
+from trainers.recipe import run_job
 from trainers.runtime.run_dir import read_jsonl
-from trainers.train import run_job
 
 FINANCE_IQ = REPO_ROOT.parent / "shared" / "data" / "finance_iq"
 pytestmark = pytest.mark.skipif(not FINANCE_IQ.is_dir(), reason=f"FinanceIQ not found at {FINANCE_IQ}")

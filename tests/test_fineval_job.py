@@ -10,8 +10,8 @@ from tiny_chat import save_tiny_chat_checkpoint
 from conftest import REPO_ROOT
 from trainers.data.mcq import load_mcq
 from trainers.job.prepare import load_items
+from trainers.recipe import run_job
 from trainers.runtime.run_dir import read_jsonl
-from trainers.train import run_job
 
 FINEVAL = REPO_ROOT.parent / "shared" / "data" / "fineval"
 pytestmark = [pytest.mark.skipif(not FINEVAL.is_dir(), reason=f"FinEval not found at {FINEVAL}"), pytest.mark.slow]

@@ -109,3 +109,21 @@ def test_analysis_importing_sweep_breaks_the_independence_contract(tmp_path):
     result = lint_imports(root)
     assert result.returncode != 0
     assert "analysis is not allowed to import sweep" in result.stdout
+
+
+# What a sweep's own process imports: Hydra's plugin scan imports every module of hydra_plugins/, and the entry
+# is the sweeper's main module (and a joblib worker's, and a submitit job's). None of them trains.
+SWEEPER_SIDE = ("trainers.train", "sweep.status", "hydra_plugins.sftsweep_grid_sweeper",
+                "hydra_plugins.sftsweep_optuna_sweeper", "hydra_plugins.sftsweep_joblib_launcher",
+                "hydra_plugins.sftsweep_submitit_launcher")
+HEAVY = ("torch", "transformers", "datasets", "accelerate", "deepspeed", "peft", "pandas")
+
+
+def test_the_sweepers_process_imports_no_torch_until_a_job_runs_in_it():
+    """The modules a sweeper's process loads import none of the training stack (torch, transformers: some 5 s of
+    CPU per process on this machine); the recipe they name is imported where a job runs."""
+    code = (f"import importlib, sys\nfor m in {SWEEPER_SIDE!r}: importlib.import_module(m)\n"
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]", f"the sweeper's side imports {out.stdout.strip()}"

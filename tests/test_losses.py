@@ -182,3 +182,18 @@ def test_kl_sft_penalty_is_never_negative():
     lp = torch.tensor([-3.0, -5.1])
     penalty = LOSSES["kl_sft"](lp, None, n, 1.0, tokens=tokens) - LOSSES["sft"](lp, None, n, None)
     assert penalty[0] > 0 and penalty[1] == pytest.approx(0.0)
+
+
+def test_every_described_method_has_its_loss_and_its_conf_file():
+    """trainers/runtime/methods.py describes a method; LOSSES holds its function; conf/method/<name>.yaml composes
+    it. One without the others is a method the sweep accepts and the job cannot run (or the reverse)."""
+    from omegaconf import OmegaConf
+
+    from conftest import REPO_ROOT
+    from trainers.runtime.methods import METHODS
+
+    confs = {p.stem: OmegaConf.load(p) for p in (REPO_ROOT / "conf" / "method").glob("*.yaml")}
+    assert set(METHODS) == set(LOSSES) == set(confs)
+    for name, conf in confs.items():
+        assert conf.name == name
+        assert (conf.get("beta") is not None) == METHODS[name].takes_beta, name

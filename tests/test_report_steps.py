@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from trainers.job.callbacks import ReportSelection
+from trainers.recipe import run_job
 from trainers.runtime.run_dir import read_jsonl, request_stop
-from trainers.train import run_job
 
 
 def test_a_selection_report_equals_the_evaluations_selection_accuracy_at_the_same_step(job_cfg):

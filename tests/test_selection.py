@@ -9,9 +9,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from trainers.data.selection import REPORT, SELECT, assign_split, mark_splits, split_accuracy, validate_split_config
+from trainers.recipe import run_job
 from trainers.runtime.errors import ConfigError
 from trainers.runtime.run_dir import read_jsonl
-from trainers.train import run_job
 
 
 def test_assignment_is_stable_seeded_and_near_the_fraction():

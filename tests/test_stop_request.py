@@ -19,6 +19,7 @@ from conftest import kill_job_tree
 from sweep.status import point_status, render
 from trainers.job.callbacks import RunDirCallback
 from trainers.job.config import save_job_config
+from trainers.recipe import run_job
 from trainers.runtime.run_dir import (
     RESULT,
     STOP_REQUEST,
@@ -30,7 +31,6 @@ from trainers.runtime.run_dir import (
     reset_logs,
     write_progress,
 )
-from trainers.train import run_job
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

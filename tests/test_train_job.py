@@ -18,8 +18,8 @@ from trainers.job.config import compose_job, save_job_config
 from trainers.job.prepare import load_model, prepare
 from trainers.model import losses
 from trainers.model.loss_trainer import LossTrainer
+from trainers.recipe import run_job
 from trainers.runtime.run_dir import read_jsonl
-from trainers.train import run_job
 from wandb_records import offline_history
 
 RESULT_KEYS = {"method", "lr", "beta", "seed", "dataset", "model", "status", "error", "accuracy", "m_theta",
@@ -205,7 +205,7 @@ def test_killed_job_resumes_from_its_last_complete_checkpoint_never_a_torn_one(j
                  "train.keep_checkpoints=true")
     cfg = job_cfg(*overrides)
     run_dir, checkpoints = Path(cfg.run_dir), Path(cfg.run_dir) / "checkpoints"
-    code = (f"from trainers.job.config import load_job_config\nfrom trainers.train import run_job\n"
+    code = (f"from trainers.job.config import load_job_config\nfrom trainers.recipe import run_job\n"
             f"run_job(load_job_config({str(save_job_config(cfg))!r}))")
     assert kill_after_first_checkpoint(code, checkpoints) == ["checkpoint-2"]
     assert not (run_dir / "result.json").exists()
@@ -293,7 +293,7 @@ def test_wandb_service_killed_mid_job_is_a_warning_and_the_next_job_is_tracked_a
     import psutil
     from transformers import TrainerCallback
 
-    import trainers.train as train_module
+    import trainers.recipe as train_module
 
     class KillWandbService(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):

@@ -12,8 +12,8 @@ import pytest
 
 from trainers.job.config import compose_job
 from trainers.job.result import job_identity
-from trainers.world import WORLD0_SHA256, ensure_embedded_world, world_sha256
-from trainers.world.artifact import ARTIFACT_DIR, verify_artifact, write_sums
+from trainers.world.artifact import ARTIFACT_DIR, WORLD0_SHA256, verify_artifact, world_sha256, write_sums
+from trainers.world.build import ensure_embedded_world
 
 
 def sha256sum_hash(root: Path) -> str:

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from conftest import REPO_ROOT, TINY_WORLD
-from trainers.world import ensure_embedded_world, world_dir
+from trainers.world.build import ensure_embedded_world, world_dir
 
 pytestmark = pytest.mark.slow  # a sweep of real (tiny) training jobs
 

@@ -1,219 +1,38 @@
-"""One training job = one (method, lr, β, seed) point, read top to bottom:
+"""The entry of one job: `python -m trainers.train method=minor_sft train.lr=2e-4 method.beta=0.1`.
 
-    set up (checks, threads, seed) → prepare (embedded world, tokenizer and data, base-model scores,
-    reference log-probs: cached, shared by every job) → training model → start or resume → Trainer
-    with the method's loss → fit and evaluate → predictions and result.json → the model exported
-    (`train.save_model`), the checkpoints deleted (an ok end: they served resume only)
+Hydra composes the config; this module checks it and hands the job to where it runs: this process (a job run
+by hand), the sweep's job runner (a multirun: a job's death is recorded, not the sweeper's), or torchrun's
+workers (several processes). The job itself is trainers/recipe.py, read top to bottom.
 
-The run directory it writes is the contract of docs/architecture.md.
-
-    python -m trainers.train method=minor_sft train.lr=2e-4 method.beta=0.1
+No torch at import: in a sweep this module is the sweeper's main module (and a joblib worker's or a submitit
+job's), which checks and launches but never trains; the recipe is imported where a job runs.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 import hydra
-import torch
 from hydra.types import RunMode
 from omegaconf import DictConfig
-from transformers import PrinterCallback, TrainingArguments, set_seed
 
-from trainers.data.batching import TrainCollator
 from trainers.data.mcq import DataError
-from trainers.data.selection import assign_split, mark_splits
 from trainers.job.agent import launch
-from trainers.job.arguments import shards_the_model, training_arguments
-from trainers.job.callbacks import ReportSelection, RunDirCallback, StopOnRequest, mark_started
-from trainers.job.checkpoints import checkpoint_step, remove_checkpoints, start_or_resume
+from trainers.job.arguments import shards_the_model
 from trainers.job.config import CONF_DIR
 from trainers.job.console import hydra_mode, quiet_console, show_progress_bar
 from trainers.job.entry_errors import one_line_input_errors, restore_full_error
-from trainers.job.export import export_model
 from trainers.job.isolate import run_isolated
-from trainers.job.plan import check_fits, gradient_checkpointing, job_periodic_save_min, make_plan, on_gpu
-from trainers.job.prepare import Prepared, load_model, prepare
-from trainers.job.result import Fit, failed_result, training_result
-from trainers.job.save_request import SaveOnRequest, serving_save_requests
-from trainers.job.tracking import WandbTracking, finish_wandb, run_name, start_wandb
+from trainers.job.plan import check_fits, make_plan, on_gpu
+from trainers.job.save_request import serving_save_requests
 from trainers.job.validate import check_devices, validate_config
-from trainers.model.loss_trainer import DivergedError, LossTrainer
-from trainers.runtime.disk import no_space
 from trainers.runtime.errors import ConfigError
 from trainers.runtime.lifeline import hold
-from trainers.runtime.process import is_main_process, planned_world_size, training_device, world_size
-from trainers.runtime.run_dir import (
-    METRICS,
-    PREDICTIONS,
-    RESULT,
-    STOP_STATUSES,
-    atomic_write_json,
-    read_jsonl,
-    write_jsonl,
-)
+from trainers.runtime.process import planned_world_size
 
-log = logging.getLogger("trainers.train")
-
-
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Run one job, write its run directory, and return the result (also in result.json).
-
-    On N processes (`trainers.worker`) every rank runs this; rank 0 alone writes the run
-    directory, W&B and result.json, and decides whether to resume.
-    """
-    started = time.perf_counter()
-    run_dir = Path(cfg.run_dir).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if is_main_process():
-        mark_started(cfg, run_dir)
-    set_up(cfg)
-    prepared = prepare(cfg, device=training_device(), keep_model=not shards_the_model(cfg))
-    # decided before TrainingArguments exist: under ZeRO-3 they make every model built afterwards a partitioned
-    # one, the plan's empty (meta) model too, which DeepSpeed cannot partition
-    checkpointing = gradient_checkpointing(cfg)
-    args = training_arguments(cfg, run_dir)
-    model = training_model(cfg, prepared, checkpointing)
-    resume_from = start_or_resume(cfg, run_dir, Path(args.output_dir), prepared.base_accuracy,
-                                  len(prepared.eval_samples))
-    trainer = build_trainer(cfg, args, model, prepared, run_dir)
-    fit = fit_and_evaluate(cfg, trainer, run_dir, resume_from)
-    final = trainer.last_eval if fit.status == "ok" else None
-    predictions = final_predictions(cfg, run_dir, final)
-    if fit.status == "ok" and cfg.train.get("save_model"):
-        export_model(trainer, run_dir, cfg.train.save_model)
-    result = training_result(cfg, fit, final, predictions, read_jsonl(run_dir / METRICS), prepared, trainer, model,
-                             wall_s=time.perf_counter() - started, resumed_step=checkpoint_step(resume_from))
-    if is_main_process():
-        atomic_write_json(run_dir / RESULT, result)
-        if fit.status in ("ok", *STOP_STATUSES):  # final: nothing will resume from them
-            remove_checkpoints(cfg, Path(args.output_dir))
-    log.info("Result: %s accuracy=%s (base %.4f) m_theta=%s -> %s",
-             fit.status, result["accuracy"], prepared.base_accuracy, result["m_theta"], run_dir / RESULT)
-    return result
-
-
-def set_up(cfg: DictConfig) -> None:
-    """Refuse bad input before anything heavy starts, then fix the thread count and the seeds."""
-    validate_config(cfg, processes=world_size())
-    if cfg.train.num_threads:
-        torch.set_num_threads(cfg.train.num_threads)
-    set_seed(cfg.seed)
-
-
-def training_model(cfg: DictConfig, prepared: Prepared, checkpointing: bool) -> torch.nn.Module:
-    """The scoring pass's model; under FSDP/ZeRO-3 a fresh load, now that TrainingArguments set up sharding.
-    `checkpointing`: `gradient_checkpointing(cfg)`, the user's setting, else on only where the plan needs it."""
-    model = load_model(cfg, sharded=True) if shards_the_model(cfg) else prepared.model
-    if checkpointing:
-        model.gradient_checkpointing_enable()
-        if cfg.model.get("lora"):
-            model.enable_input_require_grads()  # frozen embeddings: checkpointed layers need inputs with grad
-    return model
-
-
-def build_trainer(cfg: DictConfig, args: TrainingArguments, model: torch.nn.Module, prepared: Prepared,
-                  run_dir: Path) -> LossTrainer:
-    """The HF Trainer with the method's loss over (sample, reference log-prob[, per-token]) rows."""
-    trainer = LossTrainer(
-        model=model,
-        args=args,
-        train_dataset=list(zip(prepared.train_samples, prepared.ref_logps,
-                               prepared.ref_token_logps or [None] * len(prepared.train_samples), strict=True)),
-        eval_dataset=prepared.eval_samples,
-        data_collator=TrainCollator(prepared.pad_id),
-        processing_class=prepared.tokenizer,
-        callbacks=[RunDirCallback(run_dir), StopOnRequest(run_dir),
-                   SaveOnRequest(run_dir, job_periodic_save_min(cfg))],
-        method=cfg.method.name,
-        beta=cfg.method.get("beta"),
-        eval_samples=prepared.eval_samples,
-        eval_ref_logps=prepared.base.logps,
-        letter_ids=prepared.letter_ids,
-        pad_id=prepared.pad_id,
-        track_m_theta=bool(cfg.train.track_m_theta),
-        eval_splits=[assign_split(s.id, *split_setting(cfg)) for s in prepared.eval_samples],
-    )
-    trainer.add_callback(ReportSelection(run_dir, cfg.train.get("report_steps") or 0, trainer.report_selection))
-    if args.disable_tqdm:  # else the Trainer prints every log dict; they are in metrics.jsonl and W&B
-        trainer.remove_callback(PrinterCallback)
-    return trainer
-
-
-def fit_and_evaluate(cfg: DictConfig, trainer: LossTrainer, run_dir: Path, resume_from: str | None) -> Fit:
-    """Train (from `resume_from` if set), then evaluate at the last step unless that just happened.
-
-    A non-finite loss ends the job as "diverged", a sweeper's stop request as "stopped" or "pruned"
-    (without a final evaluation: it never scores a length it did not train); the W&B run is closed
-    whatever happens, and a W&B failure is a warning (trainers.job.tracking), never the job's.
-    """
-    wandb_run = start_wandb(cfg, run_dir) if is_main_process() else None
-    if wandb_run is not None:  # a W&B failure from here on is a warning, never the job's end
-        trainer.add_callback(WandbTracking())
-    started, status, error, stop = time.perf_counter(), "ok", None, None
-    try:
-        log.info("Training <%s> (max_steps=%s)", run_name(cfg), cfg.train.max_steps)
-        trainer.train(resume_from_checkpoint=resume_from)
-        train_s = time.perf_counter() - started
-        stop = next((c.request for c in trainer.callback_handler.callbacks if isinstance(c, StopOnRequest)), None)
-        if stop:
-            status = stop["status"]
-            log.info("%s at step %s: %s", status.capitalize(), stop["step"], stop.get("reason"))
-        elif trainer.last_eval is None or trainer.last_eval["step"] != trainer.state.global_step:
-            trainer.evaluate()
-    except DivergedError as exc:
-        status, error = "diverged", str(exc)
-        train_s = time.perf_counter() - started
-        log.warning("Diverged: %s", exc)
-    finally:
-        finish_wandb(wandb_run, exit_code=1 if status == "diverged" else 0)
-    return Fit(status, error, train_s, stop_reason=stop.get("reason") if stop else None)
-
-
-def split_setting(cfg: DictConfig) -> tuple[float, int]:
-    """(select_fraction, select_seed) of trainers.data.selection: the split of every evaluation, mid-run and final."""
-    return cfg.data.get("select_fraction", 0.5), cfg.data.get("select_seed", 0)
-
-
-def final_predictions(cfg: DictConfig, run_dir: Path, final: dict[str, Any] | None) -> list[dict]:
-    """The final evaluation's rows with their select/report split marked; rank 0 writes predictions.jsonl."""
-    if final is None:
-        return []
-    predictions = mark_splits(final["predictions"], *split_setting(cfg))
-    if is_main_process():
-        write_jsonl(run_dir / PREDICTIONS, predictions)
-    return predictions
-
-
-def prepare_caches(cfg: DictConfig) -> None:
-    """The sweep's prepare job: tokenized data, base-model scores and reference log-probs, into the cache (the
-    model is not kept: a sharded strategy's scoring then casts it in place instead of copying it)."""
-    prepare(cfg, device=training_device(), reference=True, keep_model=False)
-
-
-def run_job(cfg: DictConfig) -> dict[str, Any]:
-    """`train` with failures recorded: an unexpected error leaves result.json with status "failed".
-
-    Input errors (ConfigError, DataError) are raised as they are: they are the user's to fix,
-    and no run has started.
-    """
-    try:
-        return train(cfg)
-    except (ConfigError, DataError):
-        raise
-    except Exception as exc:
-        if no_space(exc):  # no job's fault, and the same for every job: the sweeper says it once
-            log.error("Job failed: %s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        else:
-            log.exception("Job failed")
-        if is_main_process():  # another rank's failure ends the workers; the agent records it
-            error = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            atomic_write_json(Path(cfg.run_dir) / RESULT, failed_result(cfg, error))
-        raise
+RECIPE = "trainers.recipe"  # the job, by module name: imported by the process that runs it, never by the sweeper's
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
@@ -240,8 +59,10 @@ def main(cfg: DictConfig) -> float | None:
                 if distributed:
                     launch(cfg, quiet=multirun)
                 elif multirun:
-                    run_isolated("trainers.train:prepare_caches", cfg, quiet=multirun)
+                    run_isolated(f"{RECIPE}:prepare_caches", cfg, quiet=multirun)
                 else:
+                    from trainers.recipe import prepare_caches  # a job run by hand trains in this process
+
                     prepare_caches(cfg)
             return None
         quiet = multirun and not show_progress_bar(cfg)
@@ -249,8 +70,10 @@ def main(cfg: DictConfig) -> float | None:
             if distributed:
                 result = launch(cfg, quiet=quiet)
             elif multirun:  # in a sweep a job's death is recorded, never the sweeper's or its siblings'
-                result = run_isolated("trainers.train:run_job", cfg, quiet=quiet)
+                result = run_isolated(f"{RECIPE}:run_job", cfg, quiet=quiet)
             else:
+                from trainers.recipe import run_job  # a job run by hand trains in this process
+
                 result = run_job(cfg)
     except (ConfigError, DataError) as exc:
         if multirun:

@@ -20,8 +20,9 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from trainers.job.arguments import accelerate_on_cpu, deepspeed_on_cpu, process_group_timeout
 from trainers.job.config import load_job_config
-from trainers.runtime.process import barrier, is_main_process, rank
-from trainers.train import prepare_caches, run_job
+from trainers.recipe import prepare_caches, run_job
+from trainers.runtime.collectives import barrier
+from trainers.runtime.process import is_main_process, rank
 
 
 def setup_logging() -> None:

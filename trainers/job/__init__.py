@@ -1,3 +1,3 @@
 """Floor 5 of trainers/: the parts of one job — config checks, prepare, HF arguments, checkpoints, the
 result record, console, W&B, callbacks, and the torchrun agent. Imports every floor below, never
-`trainers.train` or `trainers.worker` (the agent starts the worker by module name)."""
+`trainers.recipe`, `trainers.train` or `trainers.worker` (the agent starts the worker by module name)."""

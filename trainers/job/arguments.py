@@ -8,16 +8,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
-from transformers import TrainingArguments
 
 from trainers.job.console import show_progress_bar
-from trainers.job.tracking import run_name
+from trainers.job.result import run_name
 from trainers.runtime.errors import ConfigError
-from trainers.runtime.process import world_size
+from trainers.runtime.process import gpus_visible, world_size
+
+if TYPE_CHECKING:
+    from transformers import TrainingArguments
 
 
 def grad_accumulation(cfg: DictConfig, processes: int) -> int:
@@ -35,14 +36,14 @@ def shards_the_model(cfg: DictConfig) -> bool:
 def deepspeed_on_cpu(cfg: DictConfig) -> bool:
     """ZeRO-3 on a machine without GPUs: DeepSpeed's CPU accelerator, its process group over gloo."""
     s = cfg.get("strategy")
-    return not torch.cuda.is_available() and bool(s is not None and s.get("deepspeed"))
+    return not gpus_visible() and bool(s is not None and s.get("deepspeed"))
 
 
 def accelerate_on_cpu(cfg: DictConfig) -> bool:
     """Whether accelerate runs this job in its CPU mode (gloo process group, `use_cpu`): on a machine without
     GPUs, except under DeepSpeed, which sets up the gloo group itself (accelerate's CPU mode would drop
     DeepSpeed and leave the ZeRO config seeing a world of one)."""
-    return not torch.cuda.is_available() and not deepspeed_on_cpu(cfg)
+    return not gpus_visible() and not deepspeed_on_cpu(cfg)
 
 
 def process_group_timeout(cfg: DictConfig) -> timedelta:
@@ -91,6 +92,8 @@ def training_arguments(cfg: DictConfig, run_dir: Path) -> TrainingArguments:
     `use_cpu` makes accelerate join the gloo process group (without it each rank trains alone), except
     under DeepSpeed (`accelerate_on_cpu`).
     """
+    from transformers import TrainingArguments  # here: the strategy facts above are read without torch
+
     t = cfg.train
     return TrainingArguments(
         output_dir=str(run_dir / "checkpoints"),
@@ -118,7 +121,7 @@ def training_arguments(cfg: DictConfig, run_dir: Path) -> TrainingArguments:
         save_total_limit=t.save_total_limit,
         remove_unused_columns=False,
         dataloader_num_workers=0,
-        dataloader_pin_memory=torch.cuda.is_available(),
+        dataloader_pin_memory=gpus_visible() > 0,
         disable_tqdm=not show_progress_bar(cfg),
         include_num_input_tokens_seen="no",  # LossTrainer counts them from the collator, without a device sync
         report_to=[],  # W&B: trainers.job.tracking.WandbTracking, on the run the job opened (train.fit_and_evaluate)

@@ -8,6 +8,7 @@ max_steps, last loss); the status view and the sweeper read it to tell a running
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -15,15 +16,28 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig
 from transformers import TrainerCallback
 
 from trainers.job.result import slurm_job_id
-from trainers.runtime.process import broadcast_from_main, is_main_process
-from trainers.runtime.run_dir import EVAL, METRICS, PROGRESS, append_jsonl, read_stop_request, write_progress
+from trainers.job.save_request import HOLD_S, REQUEST, SAVED
+from trainers.runtime.collectives import broadcast_from_main, dist_ready
+from trainers.runtime.process import is_main_process
+from trainers.runtime.run_dir import (
+    EVAL,
+    METRICS,
+    PROGRESS,
+    append_jsonl,
+    atomic_write_json,
+    read_stop_request,
+    write_progress,
+)
 
 _TRAIN_KEYS = {"loss": "loss", "m_theta": "m_theta", "learning_rate": "lr", "grad_norm": "grad_norm",
                "tokens_per_s": "tokens_per_s", "minor_coef": "minor_coef", "epoch": "epoch"}
+
+log = logging.getLogger(__name__)
 
 
 def mark_started(cfg: DictConfig, run_dir: Path) -> None:
@@ -110,4 +124,48 @@ class StopOnRequest(TrainerCallback):
             self.request = {**request, "step": state.global_step}
             control.should_training_stop = True
             control.should_evaluate = control.should_save = False
+        return control
+
+
+class SaveOnRequest(TrainerCallback):
+    """Save at the step boundary after a request (`request_save`), or after `every_min` minutes without a
+    save (0: never); after a requested save, answer and hold until the requeue ends the job."""
+
+    def __init__(self, run_dir: Path, every_min: float = 0.0, hold_s: float = HOLD_S):
+        self.run_dir, self.every_s, self.hold_s = Path(run_dir).resolve(), float(every_min) * 60.0, hold_s
+        self.last_save = time.monotonic()
+        self.requested = False
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.last_save = time.monotonic()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        wanted = 0
+        if is_main_process():
+            if (self.run_dir / REQUEST).exists():
+                wanted = 2
+            elif self.every_s and time.monotonic() - self.last_save >= self.every_s:
+                wanted = 1
+        if dist_ready():  # every rank saves at the same step, or a collective save deadlocks
+            flag = torch.tensor([wanted], device=args.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            wanted = int(flag.item())
+        if wanted:
+            control.should_save = True
+            self.requested = self.requested or wanted == 2
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        self.last_save = time.monotonic()
+        if not self.requested:
+            return control
+        self.requested = False
+        if is_main_process():
+            (self.run_dir / REQUEST).unlink(missing_ok=True)
+            atomic_write_json(self.run_dir / SAVED, {"step": state.global_step})
+            log.warning("Saved checkpoint-%d on the scheduler's warning; waiting for the requeue", state.global_step)
+        held = time.monotonic() + self.hold_s
+        while time.monotonic() < held:
+            time.sleep(1.0)
+        log.warning("No requeue came within %.0f s of the requested checkpoint; training on", self.hold_s)
         return control

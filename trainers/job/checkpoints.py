@@ -22,7 +22,8 @@ from omegaconf import DictConfig
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from trainers.runtime.process import broadcast_from_main, is_main_process, world_size
+from trainers.runtime.collectives import broadcast_from_main
+from trainers.runtime.process import is_main_process, world_size
 from trainers.runtime.run_dir import EVAL, append_jsonl, config_hash, reset_logs
 
 log = logging.getLogger(__name__)

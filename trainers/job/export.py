@@ -17,16 +17,17 @@ import torch
 from transformers import Trainer
 from transformers.utils import CONFIG_NAME
 
-from trainers.runtime.process import barrier, is_main_process
+from trainers.job.validate import EXPORT_DTYPES
+from trainers.runtime.collectives import barrier
+from trainers.runtime.process import is_main_process
 from trainers.runtime.run_dir import apply_umask
 
 MODEL_DIR = "model"
-EXPORT_DTYPES = {"bf16": torch.bfloat16}
 
 
 def export_model(trainer: Trainer, run_dir: Path, precision: str) -> Path:
     """Write the trained weights in `precision` (a key of EXPORT_DTYPES) to `<run_dir>/model`; its path."""
-    dtype = EXPORT_DTYPES[precision]
+    dtype = getattr(torch, EXPORT_DTYPES[precision])
     state = trainer.accelerator.get_state_dict(trainer.model_wrapped)  # every rank: gathers the shards
     out = Path(run_dir) / MODEL_DIR
     if is_main_process():

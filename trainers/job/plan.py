@@ -180,7 +180,7 @@ def _dtype_name(value: object) -> str | None:
 def model_shape(cfg: DictConfig) -> ModelShape:
     """The job's model shape from its config.json (the embedded model's without building it)."""
     if cfg.model.get("embedded"):
-        from trainers.world import embedded_model_config, seeded_world
+        from trainers.world.build import embedded_model_config, seeded_world
 
         world = seeded_world(int(cfg.data.get("world_seed") or 0))
         config = embedded_model_config(Path(cfg.paths.embedded_dir), world)

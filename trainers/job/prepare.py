@@ -35,7 +35,6 @@ from trainers.data.mcq import (
 )
 from trainers.data.prompts import PromptFormat, Sample, encode_items, letter_token_ids
 from trainers.job.validate import check_batch_fits, validate_paths
-from trainers.model.losses import REFERENCE_METHODS
 from trainers.model.reference import (
     cached_scores,
     file_digests,
@@ -46,10 +45,12 @@ from trainers.model.reference import (
     tokenizer_fingerprint,
 )
 from trainers.model.scoring import Scores, score_sharded
+from trainers.runtime.collectives import all_ranks_agree, barrier, dist_ready
 from trainers.runtime.errors import ConfigError
-from trainers.runtime.process import all_ranks_agree, barrier, dist_ready, is_main_process
+from trainers.runtime.methods import METHODS
+from trainers.runtime.process import is_main_process
 from trainers.runtime.run_dir import atomic_write_text
-from trainers.world import ensure_embedded_world, seeded_world
+from trainers.world.build import ensure_embedded_world, seeded_world
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class Prepared:
 
 def needs_reference(cfg: DictConfig) -> bool:
     """The loss reads reference log-probs, or m_theta is tracked (it needs them for every method)."""
-    return cfg.method.name in REFERENCE_METHODS or bool(cfg.train.track_m_theta)
+    return METHODS[cfg.method.name].reads_reference or bool(cfg.train.track_m_theta)
 
 
 def load_items(data: DictConfig) -> tuple[list[McqItem], list[McqItem]]:

@@ -12,16 +12,24 @@ import socket
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from omegaconf import DictConfig
 
 from trainers.data.selection import REPORT, SELECT, split_accuracy
-from trainers.job.tracking import run_name
 from trainers.runtime.process import world_size
 from trainers.runtime.run_dir import LATE_FRACTION, STOP_STATUSES, config_hash
-from trainers.world import world_sha256
+from trainers.world.artifact import world_sha256
+
+if TYPE_CHECKING:
+    import torch
+
+
+def run_name(cfg: DictConfig) -> str:
+    """Human-readable grid coordinates: method, learning rate, β (if any), seed."""
+    beta = cfg.method.get("beta")
+    beta_part = f"-b{beta:g}" if beta is not None else ""
+    return f"{cfg.method.name}-lr{cfg.train.lr:g}{beta_part}-s{cfg.seed}"
 
 
 def job_identity(cfg: DictConfig) -> dict[str, Any]:
@@ -108,6 +116,8 @@ def training_result(
     their split marked; `prepared` the job's `Prepared` inputs; `trainer` the `LossTrainer` after fit and
     `model` the model it was given.
     """
+    import torch  # loaded by the training that came before; module level would load it into the sweeper (failed_result)
+
     state = trainer.state
     per_device, accumulation = int(cfg.train.per_device_batch_size), int(trainer.args.gradient_accumulation_steps)
     train_tokens = int(state.num_input_tokens_seen)

@@ -5,11 +5,13 @@ preempted). submitit's handler, in the Hydra job's process, calls the submitted 
 method and then requeues the job and exits. The launcher's `checkpoint` (sweep/submitit_launchers.py)
 calls `request_save` here: it writes a request file into the running job's run directory and waits until
 the job has saved. The job's training (a job runner, or every torchrun worker) sees the request at its next
-step boundary through `SaveOnRequest`, which makes the Trainer save a complete checkpoint there, answers,
-and holds the job until the requeue ends it: training on would only do work that the requeued job redoes.
+step boundary through `SaveOnRequest` (trainers/job/callbacks.py), which makes the Trainer save a complete
+checkpoint there, answers, and holds the job until the requeue ends it: training on would only do work that the
+requeued job redoes.
 
 Every rank must save at the same step (a ZeRO-3 or FSDP save is collective), so on several processes the
 decision to save is all-reduced at each step end: rank 0's view of the request file and its clock win.
+This module is the protocol and the launcher's side: it imports no torch, as the launcher's process has none.
 """
 
 from __future__ import annotations
@@ -21,10 +23,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import torch
-from transformers import TrainerCallback
-
-from trainers.runtime.process import dist_ready, is_main_process
 from trainers.runtime.run_dir import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -69,47 +67,3 @@ def request_save(timeout_s: float, poll_s: float = 0.2) -> int | None:
         time.sleep(poll_s)
     log.warning("The job saved no checkpoint within %.0f s of the warning", timeout_s)
     return None
-
-
-class SaveOnRequest(TrainerCallback):
-    """Save at the step boundary after a request (`request_save`), or after `every_min` minutes without a
-    save (0: never); after a requested save, answer and hold until the requeue ends the job."""
-
-    def __init__(self, run_dir: Path, every_min: float = 0.0, hold_s: float = HOLD_S):
-        self.run_dir, self.every_s, self.hold_s = Path(run_dir).resolve(), float(every_min) * 60.0, hold_s
-        self.last_save = time.monotonic()
-        self.requested = False
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.last_save = time.monotonic()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        wanted = 0
-        if is_main_process():
-            if (self.run_dir / REQUEST).exists():
-                wanted = 2
-            elif self.every_s and time.monotonic() - self.last_save >= self.every_s:
-                wanted = 1
-        if dist_ready():  # every rank saves at the same step, or a collective save deadlocks
-            flag = torch.tensor([wanted], device=args.device)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            wanted = int(flag.item())
-        if wanted:
-            control.should_save = True
-            self.requested = self.requested or wanted == 2
-        return control
-
-    def on_save(self, args, state, control, **kwargs):
-        self.last_save = time.monotonic()
-        if not self.requested:
-            return control
-        self.requested = False
-        if is_main_process():
-            (self.run_dir / REQUEST).unlink(missing_ok=True)
-            atomic_write_json(self.run_dir / SAVED, {"step": state.global_step})
-            log.warning("Saved checkpoint-%d on the scheduler's warning; waiting for the requeue", state.global_step)
-        held = time.monotonic() + self.hold_s
-        while time.monotonic() < held:
-            time.sleep(1.0)
-        log.warning("No requeue came within %.0f s of the requested checkpoint; training on", self.hold_s)
-        return control

@@ -21,6 +21,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from transformers.integrations import WandbCallback
 
+from trainers.job.result import run_name
+
 log = logging.getLogger(__name__)
 
 _lost = False  # W&B failed during the open run: nothing more is sent to it, not even its finish
@@ -35,13 +37,6 @@ class _LostServiceNoise(logging.Filter):
 
 
 logging.getLogger("asyncio").addFilter(_LostServiceNoise())
-
-
-def run_name(cfg: DictConfig) -> str:
-    """Human-readable grid coordinates: method, learning rate, β (if any), seed."""
-    beta = cfg.method.get("beta")
-    beta_part = f"-b{beta:g}" if beta is not None else ""
-    return f"{cfg.method.name}-lr{cfg.train.lr:g}{beta_part}-s{cfg.seed}"
 
 
 def tracking_failed(what: str, exc: BaseException) -> None:

@@ -10,16 +10,16 @@ import math
 from importlib.util import find_spec
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig
 
 from trainers.data.selection import validate_split_config
-from trainers.job.export import EXPORT_DTYPES
-from trainers.model.losses import BETA_METHODS, LOSSES, ZERO_COEFFICIENT_METHODS, beta_error
 from trainers.runtime.errors import ConfigError
-from trainers.runtime.process import is_worker, planned_world_size, world_size
+from trainers.runtime.methods import BETA_METHODS, METHODS, beta_error
+from trainers.runtime.process import gpus_visible, is_worker, planned_world_size, world_size
 
 STRATEGIES = ("single", "ddp", "fsdp", "deepspeed_zero3")
+# train.save_model: the exported weights' precision -> its torch dtype name (trainers/job/export.py)
+EXPORT_DTYPES: dict[str, str] = {"bf16": "bfloat16"}
 
 def reports_while_training(train) -> bool:
     """The job writes its selection accuracy to eval.jsonl before it ends (`train.eval_steps` or
@@ -74,10 +74,11 @@ def validate_config(cfg: DictConfig, processes: int | None = None) -> None:
     """
     processes = planned_world_size(cfg) if processes is None else processes
     method = cfg.method.name
-    if method not in LOSSES:
+    if method not in METHODS:
         raise ConfigError(
-            f"method={method!r} is not a known method; use one of {', '.join(sorted(LOSSES))} "
-            "(a new one is a function in trainers/model/losses.py LOSSES and a file in conf/method/)"
+            f"method={method!r} is not a known method; use one of {', '.join(sorted(METHODS))} "
+            "(a new one is a function in trainers/model/losses.py LOSSES, its entry in trainers/runtime/methods.py "
+            "and a file in conf/method/)"
         )
     beta = cfg.method.get("beta")
     if (reason := beta_error(method, beta)) is not None:
@@ -85,7 +86,7 @@ def validate_config(cfg: DictConfig, processes: int | None = None) -> None:
             raise ConfigError(f"method.beta={beta} is invalid for {method}: {reason} (its loss never reads one); "
                               f"drop method.beta={beta}, or use a β method: "
                               f"{' / '.join(f'method={m} method.beta={beta}' for m in sorted(BETA_METHODS))}")
-        example = "method.beta=0.1; 0 is raw SFT" if method in ZERO_COEFFICIENT_METHODS else "method.beta=0.1"
+        example = "method.beta=0.1; 0 is raw SFT" if METHODS[method].beta_may_be_zero else "method.beta=0.1"
         raise ConfigError(f"method.beta={beta} is invalid for {method}: {reason} (e.g. {example})")
     strategy_config(cfg)
     t = cfg.train
@@ -179,8 +180,8 @@ def validate_paths(cfg: DictConfig) -> None:
 
 
 def check_devices(cfg: DictConfig, visible_gpus: int | None = None) -> None:
-    """Refuse what would silently change the experiment or re-enter Hydra per rank."""
-    gpus = torch.cuda.device_count() if visible_gpus is None else visible_gpus
+    """Refuse what would silently change the experiment or re-enter Hydra per rank (on the job's node)."""
+    gpus = gpus_visible() if visible_gpus is None else visible_gpus
     planned = planned_world_size(cfg)
     if planned == 1 and gpus > 1:
         raise ConfigError(
@@ -194,13 +195,13 @@ def check_devices(cfg: DictConfig, visible_gpus: int | None = None) -> None:
         )
     strategy_config(cfg)
     s = cfg.get("strategy")
-    if s is not None and s.name != "single" and torch.cuda.is_available() and gpus < int(s.nproc_per_node):
+    if s is not None and s.name != "single" and gpus > 0 and gpus < int(s.nproc_per_node):
         raise ConfigError(f"strategy.nproc_per_node={s.nproc_per_node} but {gpus} GPUs are visible on this node; "
                           f"lower it or request more GPUs (hydra.launcher.gpus_per_node)")
     # ZeRO-3 runs on a CPU (DeepSpeed's CPU accelerator over gloo: every rank holds its shard); FSDP does not
-    if s is not None and s.name == "fsdp" and not torch.cuda.is_available():
+    if s is not None and s.name == "fsdp" and gpus == 0:
         raise ConfigError(f"strategy={s.name} needs GPUs (on CPU the HF Trainer silently falls back to DDP); "
                           "use strategy=ddp or strategy=deepspeed_zero3 here")
-    if s is not None and s.name == "deepspeed_zero3" and not torch.cuda.is_available() and cfg.train.get("bf16"):
+    if s is not None and s.name == "deepspeed_zero3" and gpus == 0 and cfg.train.get("bf16"):
         raise ConfigError("strategy=deepspeed_zero3 with train.bf16=true needs GPUs (the HF Trainer refuses bf16 "
                           "without use_cpu, which would drop DeepSpeed); set train.bf16=false here")

@@ -22,8 +22,9 @@ from transformers import Trainer
 from trainers.data.prompts import Sample
 from trainers.data.selection import SELECT, split_accuracy
 from trainers.model.logprobs import answer_logps
-from trainers.model.losses import LOSSES, REFERENCE_TOKEN_METHODS, TOKEN_METHODS, TokenLogps, m_theta, minor_coefficient
+from trainers.model.losses import LOSSES, TokenLogps, m_theta, minor_coefficient
 from trainers.model.scoring import Scores, prediction_rows, score_sharded
+from trainers.runtime.methods import METHODS
 
 
 class DivergedError(RuntimeError):
@@ -83,8 +84,8 @@ class LossTrainer(Trainer):
         )
         ref_logps, n_tokens = inputs["ref_logps"], inputs["n_tokens"]
         tokens = None
-        if self.method in TOKEN_METHODS:
-            if self.method in REFERENCE_TOKEN_METHODS and "ref_token_logps" not in inputs:
+        if METHODS[self.method].reads_tokens:
+            if METHODS[self.method].reads_reference_tokens and "ref_token_logps" not in inputs:
                 raise ValueError(f"{self.method} needs the reference's per-token log-probs; none reached the batch")
             tokens = TokenLogps(policy=token_logps, sample=inputs["token_sample"], ref=inputs.get("ref_token_logps"))
         loss = self.loss_fn(policy_logps, ref_logps, n_tokens, self.beta, tokens=tokens).mean()
@@ -96,7 +97,7 @@ class LossTrainer(Trainer):
         with torch.no_grad():
             if self.track_m_theta:
                 self._metrics["m_theta"].append(m_theta(policy_logps, ref_logps, n_tokens).mean())
-            if self.method in ("dpo_sft", "minor_sft"):  # both weight SFT's gradient by σ(-βr) per sample
+            if METHODS[self.method].logs_minor_coefficient:
                 self._metrics["minor_coef"].append(minor_coefficient(policy_logps, ref_logps, self.beta).mean())
         return (loss, answer_logits) if return_outputs else loss
 

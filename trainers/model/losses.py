@@ -8,7 +8,8 @@ Every loss works on sequence-level quantities of the answer tokens only:
     r       = lp - lp_ref
 
 and returns one loss per sample; the batch loss is their mean. A new method is one function
-registered in LOSSES plus one YAML file in conf/method/.
+registered in LOSSES, its description in trainers/runtime/methods.py (what it reads, whether it takes β,
+its display name) and one YAML file in conf/method/.
 
 Token-level losses (DFT, KL-regularised SFT) also read the answer's per-token log-probs, passed
 as `tokens` (`TokenLogps`); the sequence-level losses ignore it. `method.beta` is each method's
@@ -17,7 +18,6 @@ coefficient: β for dpo_sft and minor_sft, λ (the KL weight) for kl_sft.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -140,26 +140,3 @@ LOSSES: dict[str, LossFn] = {
     "dft": dft_loss,
     "kl_sft": kl_sft_loss,
 }
-
-# Methods whose loss reads beta (its coefficient); the others run once per learning rate, not once per beta.
-BETA_METHODS: frozenset[str] = frozenset({"dpo_sft", "minor_sft", "kl_sft"})
-# Methods whose coefficient may be 0 (kl_sft at λ = 0 is raw SFT); for the others it must be > 0.
-ZERO_COEFFICIENT_METHODS: frozenset[str] = frozenset({"kl_sft"})
-
-
-def beta_error(method: str, beta: object) -> str | None:
-    """Why `beta` cannot be `method`'s β, or None: the one rule behind a job's `method.beta` and a grid's β lists
-    (a β-free method given a β would rerun the same job per β, or record a β its loss never read)."""
-    if method not in BETA_METHODS:
-        return None if beta is None else f"{method} takes no β"
-    number = isinstance(beta, (int, float)) and not isinstance(beta, bool) and math.isfinite(beta)
-    if method in ZERO_COEFFICIENT_METHODS:
-        return None if number and beta >= 0 else "its coefficient λ must be >= 0"
-    return None if number and beta > 0 else "β must be > 0"
-
-
-# Methods whose loss reads the reference log-probs (m_theta tracking needs them for every method).
-REFERENCE_METHODS: frozenset[str] = frozenset({"dpo_sft", "minor_sft", "kl_sft"})
-# Methods whose loss reads per-token log-probs (`tokens`), and those that also need the reference's.
-TOKEN_METHODS: frozenset[str] = frozenset({"dft", "kl_sft"})
-REFERENCE_TOKEN_METHODS: frozenset[str] = frozenset({"kl_sft"})

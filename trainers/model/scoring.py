@@ -21,7 +21,7 @@ from trainers.data.batching import collate
 from trainers.data.mcq import OPTION_LETTERS
 from trainers.data.prompts import Sample
 from trainers.model.logprobs import answer_mask, answer_targets, kept_logits, sum_per_sample, token_logps
-from trainers.runtime.process import dist_ready
+from trainers.runtime.collectives import dist_ready
 
 log = logging.getLogger(__name__)
 

@@ -1,15 +1,15 @@
 """Where this process stands in a job: one process, or one rank of torch's elastic launcher.
 
 Every fact here is read from the environment torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK,
-TORCHELASTIC_RUN_ID) or from the job's strategy config; nothing else in the package re-derives them.
+TORCHELASTIC_RUN_ID) or from the job's strategy config; nothing else in the package re-derives them. No torch
+here: the sweeper and a job's entry read these facts before anything loads torch (the collectives that need it
+are in trainers/runtime/collectives.py).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
 
-import torch
 from omegaconf import DictConfig
 
 
@@ -38,37 +38,9 @@ def is_worker() -> bool:
     return "TORCHELASTIC_RUN_ID" in os.environ
 
 
-def dist_ready() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized() and world_size() > 1
+def gpus_visible() -> int:
+    """GPUs torch sees in this process (0 without CUDA). torch is imported on first use, here only: the facts
+    above need none, and the sweeper's process, which reads them, never trains."""
+    import torch
 
-
-def broadcast_from_main(value: Any) -> Any:
-    """Rank 0's `value` on every rank (unchanged when running alone): one decision, taken once."""
-    if not dist_ready():
-        return value
-    box = [value if is_main_process() else None]
-    torch.distributed.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def all_ranks_agree(flag: bool) -> bool:
-    """True on every rank when `flag` is true on every rank (alone: `flag`): a decision each rank checks for
-    itself, then takes together, so that no rank enters a collective the others skip."""
-    if not dist_ready():
-        return flag
-    device = training_device() if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
-    votes = torch.tensor([int(flag)], device=device)
-    torch.distributed.all_reduce(votes, op=torch.distributed.ReduceOp.MIN)
-    return bool(votes.item())
-
-
-def barrier() -> None:
-    if dist_ready():
-        torch.distributed.barrier()
-
-
-def training_device() -> torch.device:
-    """The device the Trainer will use (this process's GPU under torchrun/accelerate, else CPU)."""
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
+    return torch.cuda.device_count()
