@@ -13,7 +13,6 @@ import json
 import logging
 import sys
 import time
-from collections import Counter
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -34,12 +33,12 @@ from sweep.launching import job_identity, launch_recorded, launcher_failure, sto
 from sweep.overrides import GRID_KEYS, grid_override_error
 from sweep.ownership import SweepDirRefused, hold
 from sweep.planning import apply_request, plan_jobs, sweep_lines, sweep_request
-from sweep.progress import PLAN, ProgressMonitor, statuses, write_plan
+from sweep.progress import PLAN, ProgressMonitor, plan_entries, summarize, write_plan
 from sweep.refine import RefineSpec, refine, refine_spec
 from trainers.job.validate import INTERMEDIATE_FIX, reports_while_training, validate_config, validate_paths
 from trainers.runtime.disk import no_space, no_space_message
 from trainers.runtime.errors import ConfigError
-from trainers.runtime.run_dir import STOP_STATUSES, SWEEP_SUMMARY, atomic_write_json, is_done, read_result
+from trainers.runtime.run_dir import is_done
 
 log = logging.getLogger(__name__)
 
@@ -273,35 +272,12 @@ class GridSweeper(Sweeper):
     def _summarize(self, sweep_dir: Path, points: list[GridPoint], run_dirs: list[Path],
                    returns: dict[int, JobReturn], refinement: list[dict[str, Any]] | None = None) -> None:
         """Final counts, failures by name, sweep_summary.json; exit 1 if any point failed or is missing."""
-        status = statuses(run_dirs)
-        counts = Counter(status)
-        rows: list[dict[str, Any]] = []
-        for i, (point, run_dir, s) in enumerate(zip(points, run_dirs, status, strict=True)):
-            row = {"method": point.method, "lr": point.lr, "beta": point.beta, "seed": point.seed,
-                   "status": s, "run_dir": str(run_dir)}
-            if point.setting is not None:
-                row["setting"] = point.setting.name
-            if s == "failed":
-                row["error"] = str((read_result(run_dir) or {}).get("error") or "")
-            elif s == "missing" and i in returns and returns[i].status == JobStatus.FAILED:
-                row["error"] = str(returns[i]._return_value).splitlines()[0]
-            rows.append(row)
-        summary = {"experiment": self.config.experiment_name, "counts": dict(counts), "points": rows}
-        if refinement is not None:
-            summary["refine"] = refinement
         try:
-            atomic_write_json(sweep_dir / SWEEP_SUMMARY, summary)
+            counts = summarize(sweep_dir, self.config.experiment_name, plan_entries(points, run_dirs, sweep_dir),
+                               run_dirs, returns, extra={"refine": refinement} if refinement is not None else None)
         except OSError as exc:
             if not no_space(exc):
                 raise
             fail(no_space_message(sweep_dir), code=1)
-        stopped = "".join(f"{counts[s]} {s}, " for s in STOP_STATUSES if counts[s])
-        print(f"[sweep] finished: {counts['ok']} ok, {stopped}{counts['diverged']} diverged, "
-              f"{counts['failed']} failed, {counts['missing']} missing of {len(points)} -> {sweep_dir}", flush=True)
-        for row in rows:
-            if row["status"] in ("failed", "missing"):
-                where = f"{row['setting']}: " if "setting" in row else ""
-                print(f"[sweep]   {row['status']}: {where}{row['method']} lr={row['lr']:g} beta={row['beta']} "
-                      f"seed={row['seed']} {row.get('error', '')} ({row['run_dir']})", flush=True)
         if counts["failed"] or counts["missing"]:
             raise SystemExit(1)

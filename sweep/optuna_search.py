@@ -36,13 +36,15 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra_plugins.hydra_optuna_sweeper._impl import create_optuna_distribution_from_override
 from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
+from sweep.grid import GridPoint
 from sweep.grid_sweeper import fail
 from sweep.identity import check, claim, difference, sweep_identity, way_out
 from sweep.launching import job_identity, launch_recorded, stop_on_sigterm
 from sweep.ownership import SweepDirRefused, hold
 from sweep.planning import apply_request, plan_jobs, sweep_request
+from sweep.progress import PLAN, extend_plan, plan_run_dir, read_plan, summarize
 from sweep.pruning import PruningMonitor
 from sweep.sweep_dir import sweep_dir_error
 from trainers.job.validate import INTERMEDIATE_FIX, reports_while_training, validate_config
@@ -105,6 +107,12 @@ def open_storage(url: str | None) -> Any:
     if url and url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     return url
+
+
+def trial_point(job_cfg: DictConfig) -> GridPoint:
+    """A trial as a point of the sweep's plan: the method, learning rate, β and seed its config ended up with."""
+    return GridPoint(method=job_cfg.method.name, lr=float(job_cfg.train.lr), beta=job_cfg.method.get("beta"),
+                     seed=int(job_cfg.seed))
 
 
 def trial_value(ret: Any) -> float | None:
@@ -177,6 +185,8 @@ class ResumableOptunaSweeper(OptunaSweeper):
               f"{pruning}) -> {impl.storage}", flush=True)
 
         job_idx = len(study.trials)
+        sweep_dir = Path(impl.config.hydra.sweep.dir)
+        plan_path, returned = sweep_dir / PLAN, {}
         stop_on_sigterm()
         try:
             while to_go > 0:
@@ -191,10 +201,12 @@ class ResumableOptunaSweeper(OptunaSweeper):
                 job_cfgs = [impl.hydra_context.config_loader.load_sweep_config(master_config=impl.config,
                                                                                sweep_overrides=job) for job in jobs]
                 run_dirs = [job_identity(c)[0] for c in job_cfgs]
+                extend_plan(plan_path, [trial_point(c) for c in job_cfgs], run_dirs)  # make status sees them now
                 with PruningMonitor(trials, run_dirs, since=time.time(), interval_s=self.poll_interval_s,
                                     prune=self.pruner is not None):
                     returns = launch_recorded(impl.launcher, jobs, job_cfgs, run_dirs, initial_job_idx=job_idx)
                 job_idx += len(returns)
+                returned.update({plan_run_dir(d, sweep_dir): ret for d, ret in zip(run_dirs, returns, strict=False)})
                 for trial, ret, run_dir in zip(trials, returns, run_dirs, strict=True):
                     print(f"[optuna] trial {trial.number} {trial.params}: {tell(study, trial, ret, run_dir)}",
                           flush=True)
@@ -206,7 +218,8 @@ class ResumableOptunaSweeper(OptunaSweeper):
         except OSError as exc:  # a full disk: no more trials; those that ended are recorded where they could be
             if not no_space(exc):
                 raise
-            fail(no_space_message(Path(impl.config.hydra.sweep.dir)), code=1)
+            fail(no_space_message(sweep_dir), code=1)
+        self._summarize(sweep_dir, plan_path, returned)
 
         completed = study.get_trials(deepcopy=False, states=(states.COMPLETE,))
         if not completed:
@@ -219,6 +232,19 @@ class ResumableOptunaSweeper(OptunaSweeper):
         OmegaConf.save(OmegaConf.create({"name": "optuna", "best_params": best.params, "best_value": best.value,
                                          "n_completed": len(completed)}),
                        Path(impl.config.hydra.sweep.dir) / "optimization_results.yaml")
+
+    def _summarize(self, sweep_dir: Path, plan_path: Path, returned: dict[str, Any]) -> None:
+        """sweep_summary.json over every trial the plan lists (this run's and a continued study's earlier ones),
+        as the grid sweeper writes it: the report's unfinished table and `make status` read it."""
+        entries = read_plan(plan_path)
+        try:
+            summarize(sweep_dir, self.sweeper.config.experiment_name, entries,
+                      [sweep_dir / e["run_dir"] for e in entries],
+                      {i: returned[e["run_dir"]] for i, e in enumerate(entries) if e["run_dir"] in returned})
+        except OSError as exc:
+            if not no_space(exc):
+                raise
+            fail(no_space_message(sweep_dir), code=1)
 
     def _own(self, search_space: dict[str, Any], direction: str) -> dict[str, Any]:
         """Hold the sweep directory and check that it holds this study's config (sweep.ownership, sweep.identity):

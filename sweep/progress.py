@@ -1,23 +1,28 @@
-"""Progress and summary of a sweep, read from the run directories' result.json files.
+"""Plan, progress and summary of a sweep, read from the run directories' result.json files.
 
 Reading results from disk rather than from the launcher works the same for every launcher:
-in-process, joblib workers, or SLURM jobs on other nodes sharing the filesystem. The sweeper writes
-its plan (`sweep_plan.json`: every point it will run and its run directory, refinement's included as
-they are added) before it launches anything, so that a status view can list the points that have not
-started, even after the sweeper itself has died.
+in-process, joblib workers, or SLURM jobs on other nodes sharing the filesystem. Both sweepers write
+their plan (`sweep_plan.json`: every point they will run and its run directory; refinement's points and
+an Optuna study's trials are added as they are asked for) before they launch them, so that a status view
+can list the points that have not started, even after the sweeper itself has died; and at their end the
+summary (`sweep_summary.json`: each point's status, a failure's reason), which the report reads.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus
 
 from sweep.grid import GridPoint
-from trainers.runtime.run_dir import RESULT, atomic_write_json, read_result
+from trainers.runtime.run_dir import RESULT, STOP_STATUSES, SWEEP_SUMMARY, atomic_write_json, read_result
 
 PLAN = "sweep_plan.json"
 
@@ -34,14 +39,66 @@ def plan_run_dir(run_dir: Path, sweep_dir: Path) -> str:
     return str(run_dir.relative_to(sweep_dir)) if run_dir.is_relative_to(sweep_dir) else str(run_dir)
 
 
+def plan_entries(points: Sequence[GridPoint], run_dirs: Sequence[Path], sweep_dir: Path) -> list[dict[str, Any]]:
+    """One sweep_plan.json entry per point: its coordinates, label and run directory (`plan_run_dir`)."""
+    return [{"method": p.method, "lr": p.lr, "beta": p.beta, "seed": p.seed, "label": p.label(),
+             "run_dir": plan_run_dir(d, sweep_dir), **({"setting": p.setting.name} if p.setting else {})}
+            for p, d in zip(points, run_dirs, strict=True)]
+
+
 def write_plan(path: Path, points: Sequence[GridPoint], run_dirs: Sequence[Path]) -> None:
     """sweep_plan.json: every planned point with its run directory (`plan_run_dir`), written atomically."""
-    atomic_write_json(path, {"points": [
-        {"method": p.method, "lr": p.lr, "beta": p.beta, "seed": p.seed, "label": p.label(),
-         "run_dir": plan_run_dir(d, path.parent),
-         **({"setting": p.setting.name} if p.setting else {})}
-        for p, d in zip(points, run_dirs, strict=True)
-    ]})
+    atomic_write_json(path, {"points": plan_entries(points, run_dirs, path.parent)})
+
+
+def read_plan(path: Path) -> list[dict[str, Any]]:
+    """The entries of a sweep_plan.json ([] when there is none, or it cannot be read)."""
+    try:
+        return list(json.loads(path.read_text(encoding="utf-8"))["points"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def extend_plan(path: Path, points: Sequence[GridPoint], run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
+    """Add points to sweep_plan.json, keeping the ones it holds (a continued Optuna study's earlier trials); a
+    point whose run directory is already there replaces it. The whole plan, as written."""
+    new = plan_entries(points, run_dirs, path.parent)
+    added = {e["run_dir"] for e in new}
+    entries = [e for e in read_plan(path) if e.get("run_dir") not in added] + new
+    atomic_write_json(path, {"points": entries})
+    return entries
+
+
+def summarize(sweep_dir: Path, experiment: str, entries: Sequence[dict[str, Any]], run_dirs: Sequence[Path],
+              returns: dict[int, JobReturn], extra: dict[str, Any] | None = None) -> Counter:
+    """sweep_summary.json and the sweep's last lines: each planned point's status (`entries` as the plan lists
+    them, `run_dirs` where they are), a failure's reason from its result.json or, for a point with none, from the
+    launcher's return of it (`returns`, by index). Prints the counts and each failed or missing point; returns
+    the counts."""
+    status = statuses(run_dirs)
+    counts = Counter(status)
+    rows: list[dict[str, Any]] = []
+    for i, (entry, run_dir, s) in enumerate(zip(entries, run_dirs, status, strict=True)):
+        row = {"method": entry["method"], "lr": entry["lr"], "beta": entry["beta"], "seed": entry["seed"],
+               "status": s, "run_dir": str(run_dir)}
+        if entry.get("setting") is not None:
+            row["setting"] = entry["setting"]
+        if s == "failed":
+            row["error"] = str((read_result(run_dir) or {}).get("error") or "")
+        elif s == "missing" and i in returns and returns[i].status == JobStatus.FAILED:
+            row["error"] = str(returns[i]._return_value).splitlines()[0]
+        rows.append(row)
+    atomic_write_json(sweep_dir / SWEEP_SUMMARY, {"experiment": experiment, "counts": dict(counts), "points": rows,
+                                                  **(extra or {})})
+    stopped = "".join(f"{counts[s]} {s}, " for s in STOP_STATUSES if counts[s])
+    print(f"[sweep] finished: {counts['ok']} ok, {stopped}{counts['diverged']} diverged, "
+          f"{counts['failed']} failed, {counts['missing']} missing of {len(entries)} -> {sweep_dir}", flush=True)
+    for row in rows:
+        if row["status"] in ("failed", "missing"):
+            where = f"{row['setting']}: " if "setting" in row else ""
+            print(f"[sweep]   {row['status']}: {where}{row['method']} lr={row['lr']:g} beta={row['beta']} "
+                  f"seed={row['seed']} {row.get('error', '')} ({row['run_dir']})", flush=True)
+    return counts
 
 
 def statuses(run_dirs: Sequence[Path], since: float | None = None) -> list[str]:

@@ -35,7 +35,8 @@ def load_study(tmp_path: Path) -> optuna.Study:
 
 def test_rerun_continues_the_same_journal_study_with_new_trials_told_their_selection_accuracy(tiny_world, tmp_path):
     """On journal:/// storage (the one for a shared filesystem): the rerun resumes the study, and each trial's
-    value is its run's accuracy on the selection split, counted here from its predictions.jsonl."""
+    value is its run's accuracy on the selection split, counted here from its predictions.jsonl. The sweep's plan
+    and summary list every trial of both runs, as a grid's do (`make status`, the report's unfinished table)."""
     journal = tmp_path / "search" / "optuna.journal"
     storage = f"hydra.sweeper.storage=journal://{journal}"
     first = run_search(tiny_world, tmp_path, 3, storage)
@@ -70,6 +71,16 @@ def test_rerun_continues_the_same_journal_study_with_new_trials_told_their_selec
         assert trial.value == sum(select.values()) / len(select)
     assert len(select_ids) == 1  # every trial is scored on the same questions
     assert (tmp_path / "search" / "optimization_results.yaml").exists()
+    plan = json.loads((tmp_path / "search" / "sweep_plan.json").read_text())["points"]
+    assert sorted(tmp_path / "search" / p["run_dir"] for p in plan) == sorted(run_dirs.values())
+    assert sorted(p["beta"] for p in plan) == sorted(betas)
+    summary = json.loads((tmp_path / "search" / "sweep_summary.json").read_text())
+    assert summary["counts"] == {"ok": 5} and len(summary["points"]) == 5
+    assert "[sweep] finished: 5 ok, 0 diverged, 0 failed, 0 missing of 5" in second.stdout
+    status = subprocess.run([sys.executable, "-m", "sweep.status", str(tmp_path / "search")], capture_output=True,
+                            text=True, cwd=REPO_ROOT, timeout=120)
+    assert status.returncode == 0, status.stderr[-2000:]
+    assert status.stdout.strip().splitlines()[-1] == "5 points: 5 ok"
 
 
 def test_diverged_trials_are_failed_trials_not_a_crash(tiny_world, tmp_path):
@@ -78,6 +89,8 @@ def test_diverged_trials_are_failed_trials_not_a_crash(tiny_world, tmp_path):
     assert "no trial completed" in out.stdout
     states = [t.state for t in load_study(tmp_path).trials]
     assert states == [optuna.trial.TrialState.FAIL] * 2
+    summary = json.loads((tmp_path / "search" / "sweep_summary.json").read_text())
+    assert summary["counts"] == {"diverged": 2}
 
 
 def test_beta_search_for_a_beta_free_method_is_refused_before_any_trial(tiny_world, tmp_path):

@@ -7,7 +7,7 @@
     result.json        written last and atomically
     stop_request.json  written by a sweeper (never the job), atomically: "end now" (read at step boundaries)
 
-and, one level up, the sweep directory's sweep_summary.json (the grid sweeper's record of every point).
+and, one level up, the sweep directory's sweep_summary.json (the sweeper's record of every point).
 
 A reader (the sweep's resume logic, analysis/, the status view) can trust any result.json it finds:
 it is either absent or complete. Without one, progress.json says whether the job is still at work.
@@ -31,7 +31,7 @@ PREDICTIONS = "predictions.jsonl"
 RESULT = "result.json"
 PROGRESS = "progress.json"
 STOP_REQUEST = "stop_request.json"  # the one file a sweeper writes into a job's run directory
-SWEEP_SUMMARY = "sweep_summary.json"  # in the sweep directory, written by the grid sweeper at its end
+SWEEP_SUMMARY = "sweep_summary.json"  # in the sweep directory, written by the sweeper (grid or Optuna) at its end
 
 OK, DIVERGED, FAILED = "ok", "diverged", "failed"
 SCORED_STATUSES = (OK, DIVERGED)
