@@ -35,6 +35,7 @@ from sweep.ownership import SweepDirRefused, hold
 from sweep.planning import apply_request, plan_jobs, sweep_lines, sweep_request
 from sweep.progress import PLAN, ProgressMonitor, plan_entries, summarize, write_plan
 from sweep.refine import RefineSpec, refine, refine_spec
+from trainers.job.plan import Plan
 from trainers.job.validate import INTERMEDIATE_FIX, reports_while_training, validate_config, validate_paths
 from trainers.runtime.disk import no_space, no_space_message
 from trainers.runtime.errors import ConfigError
@@ -90,8 +91,7 @@ class GridSweeper(Sweeper):
                  f"train.report_steps={cfg.train.get('report_steps')}: jobs would report no intermediate accuracy to "
                  f"stop by; {INTERMEDIATE_FIX}")
         jobs = [self._job(fixed, point) for point in points]
-        job_cfgs = self._validate(points, jobs)
-        plans = plan_jobs(job_cfgs)
+        job_cfgs, plans = self._validate(points, jobs)
         request = apply_request(self.launcher, sweep_request(job_cfgs, plans))
         self._own(sweep_dir)
         if self.plan_only:
@@ -163,7 +163,7 @@ class GridSweeper(Sweeper):
 
         def launch(new: list[GridPoint], what: str) -> list[Path]:
             jobs = [self._job(fixed, p) for p in new]
-            job_cfgs = self._validate(new, jobs)
+            job_cfgs, _ = self._validate(new, jobs)
             ids = [job_identity(c) for c in job_cfgs]
             pending = [i for i, (run_dir, digest) in enumerate(ids) if not is_done(run_dir, digest, self.rerun_stopped)]
             print(f"[sweep] refine, {what}: {len(new)} points, {len(new) - len(pending)} already done, "
@@ -215,18 +215,18 @@ class GridSweeper(Sweeper):
             fixed.append(override.input_line)
         return fixed
 
-    def _validate(self, points: list[GridPoint], jobs: list[list[str]]) -> list[DictConfig]:
+    def _validate(self, points: list[GridPoint], jobs: list[list[str]]) -> tuple[list[DictConfig], list[Plan]]:
         """Compose and check every job's config, its resource plan included, before anything launches;
-        report every bad point."""
+        report every bad point. Each job's config and plan."""
         loader = self.hydra_context.config_loader
-        job_cfgs, errors = [], []
+        job_cfgs, plans, errors = [], [], []
         for point, overrides in zip(points, jobs, strict=True):
             try:
                 job_cfg = loader.load_sweep_config(master_config=self.config, sweep_overrides=overrides)
                 validate_config(job_cfg)
                 if not job_cfg.model.get("embedded"):
                     validate_paths(job_cfg)
-                plan_jobs([job_cfg])
+                (plan,) = plan_jobs([job_cfg])
             except ConfigError as exc:
                 errors.append(f"{point.label()}: {exc}")
                 continue
@@ -234,6 +234,7 @@ class GridSweeper(Sweeper):
                 errors.append(f"{point.label()}: {str(exc).splitlines()[0]}")
                 continue
             job_cfgs.append(job_cfg)
+            plans.append(plan)
         messages = {line.split(": ", 1)[1] for line in errors}
         if len(errors) == len(points) > 1 and len(messages) == 1:  # one cause for every point (a model): one line
             fail(f"{errors[0]} (the same for all {len(errors)} grid points)")
@@ -241,7 +242,7 @@ class GridSweeper(Sweeper):
             for line in errors[:-1]:
                 print(f"error: {line}", file=sys.stderr)
             fail(errors[-1] + (f" ({len(errors)} grid points are invalid)" if len(errors) > 1 else ""))
-        return job_cfgs
+        return job_cfgs, plans
 
     def _prepare(self, jobs: list[list[str]], job_cfgs: list[DictConfig]) -> None:
         """One prepare job per (model, data): tokenized data, base scores and reference log-probs cached.
