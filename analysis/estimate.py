@@ -38,7 +38,16 @@ from analysis import method_sort_key
 from analysis.rundirs import Sweep
 from analysis.stats import percentile_interval, question_weights, seed_resample
 from trainers.data.selection import best_of, peak
-from trainers.runtime.run_dir import DIVERGED, FAILED, LATE_FRACTION, OK, SCORED_STATUSES, STOP_STATUSES, STOPPED
+from trainers.runtime.run_dir import (
+    DIVERGED,
+    FAILED,
+    LATE_FRACTION,
+    OK,
+    PREDICTIONS,
+    SCORED_STATUSES,
+    STOP_STATUSES,
+    STOPPED,
+)
 
 N_RESAMPLES = 2000
 SEED = 0
@@ -170,12 +179,12 @@ def _question_matrix(sweep: Sweep, scored: pd.DataFrame, base: float) -> tuple[n
             break
     if split is not None and split.notna().all() and (split == "select").any() and (split == "report").any():
         select = (split == "select").to_numpy()
-        source = "predictions.jsonl"
+        source = PREDICTIONS
     else:
         select = np.ones(len(ids), dtype=bool)
         source = "none: selection and report are the same questions"
     n_sel = int(select.sum())
-    n_rep = len(ids) - n_sel if source == "predictions.jsonl" else len(ids)
+    n_rep = len(ids) - n_sel if source == PREDICTIONS else len(ids)
     return matrix, select, SettingInfo(len(ids), n_sel, n_rep, source, notes)
 
 
@@ -196,7 +205,7 @@ def estimate(sweep: Sweep, n_resamples: int = N_RESAMPLES, seed: int = SEED) -> 
         scored = sr[sr["status"].isin(SCORED_STATUSES)]
         matrix, select, info = _question_matrix(sweep, scored, base)
         settings[setting] = info
-        same = info.split_source != "predictions.jsonl"
+        same = info.split_source != PREDICTIONS
         report = select if same else ~select
         w_sel = question_weights(int(select.sum()), n_resamples, rng)
         w_rep = w_sel if same else question_weights(int(report.sum()), n_resamples, rng)

@@ -28,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import method_name
+from trainers.runtime.run_dir import PREDICTIONS
 
 FINGERPRINT_FIELDS = ("data_fingerprint", "tokenizer_fingerprint", "model_fingerprint")
 """result.json's content hashes of what a run ran on (trainers/job/prepare.py: `input_fingerprints`)."""
@@ -149,7 +150,7 @@ def _legacy_key(g: pd.DataFrame) -> str:
 def _questions(g: pd.DataFrame) -> str:
     """Hash of the (id, gold) pairs of the first ok run's predictions.jsonl, "" when no ok run has one."""
     for r in g[g["status"] == "ok"].sort_values("run").itertuples():
-        path = Path(r.path) / "predictions.jsonl"
+        path = Path(r.path) / PREDICTIONS
         if not path.is_file():
             continue
         pairs = []
@@ -189,7 +190,7 @@ def _describe(g: pd.DataFrame, key: str) -> str:
 def _signature(r: pd.Series) -> tuple:
     """A run's result, as comparable values (NaN as None) and its predictions.jsonl's hash."""
     values = tuple(None if isinstance(r[c], float) and math.isnan(r[c]) else r[c] for c in SIGNATURE)
-    path = Path(r["path"]) / "predictions.jsonl"
+    path = Path(r["path"]) / PREDICTIONS
     return (*values, hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None)
 
 

@@ -34,7 +34,7 @@ from analysis.plots import Plot, all_plots, search_plots, slug
 from analysis.render import html_page, png_img, to_html_table, to_markdown
 from analysis.rundirs import Sweep, load_sweeps
 from trainers.runtime.disk import no_space, no_space_message
-from trainers.runtime.run_dir import LATE_FRACTION
+from trainers.runtime.run_dir import LATE_FRACTION, PREDICTIONS
 from trainers.runtime.run_dir import atomic_write_bytes as write_bytes
 from trainers.runtime.run_dir import atomic_write_text as write_text
 
@@ -139,7 +139,7 @@ def _notes(sweep: Sweep, est: Estimates) -> list[str]:
         if len(train_n):
             notes.append(f"{setting}: trained on {', '.join(str(int(n)) for n in sorted(train_n))} questions "
                          "(result.json train_n).")
-        if info.split_source == "predictions.jsonl":
+        if info.split_source == PREDICTIONS:
             notes.append(f"{setting}: β and lr chosen on {info.n_select} selection questions, accuracies "
                          f"reported on {info.n_report} other questions (split from predictions.jsonl).")
         else:

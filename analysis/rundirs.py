@@ -21,7 +21,7 @@ import pandas as pd
 
 from analysis import method_name
 from analysis.inputs import count_once, inputs_key, key_settings
-from trainers.runtime.run_dir import STOP_STATUSES
+from trainers.runtime.run_dir import EVAL, METRICS, PREDICTIONS, RESULT, STOP_STATUSES
 
 STATUSES = ("ok", "diverged", "failed", *STOP_STATUSES)
 """stopped/pruned: ended early on a sweeper's request; neither ok nor failed, never a final accuracy."""
@@ -123,7 +123,7 @@ class Sweep:
         per run.
         """
         if run not in self._predictions:
-            path = self.root / run / "predictions.jsonl"
+            path = self.root / run / PREDICTIONS
             if not path.exists():
                 return None
             records, problems = read_jsonl(path)
@@ -179,7 +179,7 @@ def find_run_dirs(root: Path) -> tuple[list[Path], list[Path]]:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.startswith("_"))
         here = Path(dirpath)
-        if "result.json" in filenames:
+        if RESULT in filenames:
             finished.append(here)
         elif (here / ".hydra" / "config.yaml").is_file():
             hydra_only.append(here)
@@ -308,9 +308,9 @@ def _read_sweep(root: Path) -> Sweep:
     for d in finished:
         rel = d.relative_to(root).as_posix() or "."
         try:
-            row = parse_result(d / "result.json")
+            row = parse_result(d / RESULT)
         except ValueError as e:
-            problems.append(f"{d / 'result.json'}: {e}; run skipped")
+            problems.append(f"{d / RESULT}: {e}; run skipped")
             continue
         info = row.pop("subject_info", None)
         if isinstance(info, dict) and info:
@@ -318,12 +318,12 @@ def _read_sweep(root: Path) -> Sweep:
         if warned := row.pop("data_warnings", None):
             data_warnings[rel] = warned
         row["run"], row["path"], row["source"] = rel, str(d), str(root)
-        row["finished_at_from"] = "result.json" if row["finished_at"] is not None else "mtime"
+        row["finished_at_from"] = RESULT if row["finished_at"] is not None else "mtime"
         if row["finished_at"] is None:
-            mtime = (d / "result.json").stat().st_mtime
+            mtime = (d / RESULT).stat().st_mtime
             row["finished_at"] = pd.Timestamp(mtime, unit="s", tz="UTC")
         rows.append(row)
-        for name, frames in (("metrics.jsonl", metrics_frames), ("eval.jsonl", eval_frames)):
+        for name, frames in ((METRICS, metrics_frames), (EVAL, eval_frames)):
             p = d / name
             if not p.exists():
                 continue

@@ -18,6 +18,7 @@ import pandas as pd
 from analysis import method_name, method_sort_key
 from analysis.rundirs import Sweep
 from trainers.data.selection import best_of
+from trainers.runtime.run_dir import RESULT
 
 SEARCH_MIN_BETAS = 3
 
@@ -82,7 +83,7 @@ def trials(sweep: Sweep) -> pd.DataFrame:
                     "method": method_name(method),
                     "trial": range(len(g)),
                     "finished_at": [
-                        t.isoformat(timespec="seconds") + ("" if src == "result.json" else " (mtime)")
+                        t.isoformat(timespec="seconds") + ("" if src == RESULT else " (mtime)")
                         for t, src in zip(g["finished_at"], g["finished_at_from"], strict=True)
                     ],
                     "lr": g["lr"],

@@ -18,6 +18,7 @@ from analysis.estimate import MIN_SEEDS, Estimates
 from analysis.rundirs import Sweep
 from analysis.search import search_keys
 from analysis.stats import bootstrap_p, percentile_interval
+from trainers.runtime.run_dir import PREDICTIONS
 
 COMPARISONS: tuple[tuple[str, str], ...] = (("minor_sft", "sft"), ("minor_sft", "dpo_sft"))
 """(subject, baseline) pairs of the paired table; Δ = subject − baseline."""
@@ -100,7 +101,7 @@ def _grid_cell(p: pd.Series) -> float | str:
 
 def _ci_method(est: Estimates, setting: str, n_seeds: int) -> str:
     info = est.settings[setting]
-    split = "report split" if info.split_source == "predictions.jsonl" else "all questions (no split)"
+    split = "report split" if info.split_source == PREDICTIONS else "all questions (no split)"
     return f"bootstrap: {n_seeds} seed(s) × {info.n_report} questions, {split}"
 
 

@@ -38,7 +38,7 @@ from bench.gpu import SHAPES, flops_per_token, mfu, non_embedding_params, peak_t
 from trainers.job.config import compose_job
 from trainers.job.plan import make_plan
 from trainers.job.save_request import REQUEST, SAVED
-from trainers.runtime.run_dir import atomic_write_json, read_jsonl
+from trainers.runtime.run_dir import METRICS, RESULT, atomic_write_json, read_jsonl
 
 RESULT_NAME = "gpu_check.json"
 WARMUP_STEPS = 3  # logged steps left out of MFU: the first holds CUDA/NCCL warm-up and allocator growth
@@ -113,7 +113,7 @@ def summary(run_dir: Path, overrides: list[str]) -> dict[str, Any]:
     warm-up, (6·N + 6·L·d·S)·tokens/s ÷ the device's dense bf16 peak (bench/gpu.py flops_per_token), S the
     mean sequence length the job trained on (its tokens ÷ steps ÷ samples per step). The LM head, computed at
     the answer positions only, is not counted: a few per cent low for a 0.5B model with short answers."""
-    r = json.loads((run_dir / "result.json").read_text())
+    r = json.loads((run_dir / RESULT).read_text())
     cfg = compose_job(overrides)
     plan = make_plan(cfg)
     plan_gb = plan.device.total(plan.gradient_checkpointing) / 2**30
@@ -124,7 +124,7 @@ def summary(run_dir: Path, overrides: list[str]) -> dict[str, Any]:
         "tokens_per_s_whole_fit": r.get("tokens_per_s"), "peak_gpu_memory_gb": peak_mem, "plan_gpu_gb": plan_gb,
         "peak_over_plan": peak_mem / plan_gb if peak_mem is not None else None,
         "gradient_checkpointing": plan.gradient_checkpointing}
-    rows = read_jsonl(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
+    rows = read_jsonl(run_dir / METRICS) if (run_dir / METRICS).exists() else []
     tokens_per_s = step_throughput(rows)
     out["tokens_per_s_after_warmup"] = tokens_per_s
     out["warmup_steps"] = WARMUP_STEPS
@@ -145,8 +145,8 @@ def summary(run_dir: Path, overrides: list[str]) -> dict[str, Any]:
 def first_m_theta(run_dir: Path) -> float | None:
     """m_theta logged at training step 1: the policy's own forward before any update, against the cached
     reference (0 up to float noise when the reference is scored in the precision training computes in)."""
-    rows = [row for row in read_jsonl(run_dir / "metrics.jsonl") if row.get("step") == 1] \
-        if (run_dir / "metrics.jsonl").exists() else []
+    rows = [row for row in read_jsonl(run_dir / METRICS) if row.get("step") == 1] \
+        if (run_dir / METRICS).exists() else []
     return rows[0].get("m_theta") if rows else None
 
 
@@ -154,10 +154,10 @@ def request_save(run_dir: Path, after_step: int, deadline: Deadline) -> int | st
     """Once the job has logged `after_step`, write the request SLURM's warning makes the launcher write
     (trainers/job/save_request.py) and wait for the job's answer: the step it saved at, or why not."""
     while deadline.left() > 0:
-        rows = read_jsonl(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
+        rows = read_jsonl(run_dir / METRICS) if (run_dir / METRICS).exists() else []
         if rows and max(row.get("step", 0) for row in rows) >= after_step:
             break
-        if (run_dir / "result.json").exists():
+        if (run_dir / RESULT).exists():
             return f"the job ended before step {after_step}"
         time.sleep(0.2)
     else:
@@ -166,7 +166,7 @@ def request_save(run_dir: Path, after_step: int, deadline: Deadline) -> int | st
     while deadline.left() > 0:
         if (run_dir / SAVED).exists():
             return int(json.loads((run_dir / SAVED).read_text())["step"])
-        if (run_dir / "result.json").exists():
+        if (run_dir / RESULT).exists():
             return "the job ended before it saw the request: give it more steps"
         time.sleep(0.2)
     return "no checkpoint within the budget"
@@ -290,7 +290,7 @@ class Check:
         if rc is None:
             self.not_measured(stage, "cut at the budget's end")
             return None
-        if rc != 0 or not (run_dir / "result.json").exists():
+        if rc != 0 or not (run_dir / RESULT).exists():
             self.fail(stage, f"exit {rc}: {tail(log)}")
             return None
         return run_dir

@@ -33,13 +33,13 @@ from sweep.launching import job_identity, launch_recorded, launcher_failure, sto
 from sweep.overrides import GRID_KEYS, grid_override_error
 from sweep.ownership import SweepDirRefused, hold
 from sweep.planning import apply_request, plan_jobs, sweep_lines, sweep_request
-from sweep.progress import PLAN, ProgressMonitor, plan_entries, summarize, write_plan
+from sweep.progress import ProgressMonitor, plan_entries, summarize, write_plan
 from sweep.refine import RefineSpec, refine, refine_spec
 from trainers.job.plan import Plan
 from trainers.job.validate import INTERMEDIATE_FIX, reports_while_training, validate_config, validate_paths
 from trainers.runtime.disk import no_space, no_space_message
 from trainers.runtime.errors import ConfigError
-from trainers.runtime.run_dir import is_done
+from trainers.runtime.run_dir import SWEEP_PLAN, is_done
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ class GridSweeper(Sweeper):
         return overrides
 
     def _plan_path(self) -> Path:
-        return Path(self.config.hydra.sweep.dir) / PLAN
+        return Path(self.config.hydra.sweep.dir) / SWEEP_PLAN
 
     def _fixed_overrides(self, arguments: list[str]) -> list[str]:
         """The user's overrides, applied to every job; sweeps over them belong in the grid."""

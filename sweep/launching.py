@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 from trainers.job.result import failed_result
 from trainers.runtime import lifeline
 from trainers.runtime.disk import no_space
-from trainers.runtime.run_dir import RESULT, atomic_write_json, config_hash, read_progress, read_result
+from trainers.runtime.run_dir import FAILED, RESULT, atomic_write_json, config_hash, read_progress, read_result
 
 
 def job_identity(job_cfg: DictConfig) -> tuple[Path, str]:
@@ -136,7 +136,7 @@ def launch_recorded(launcher: Launcher, jobs: list[list[str]], job_cfgs: list[Di
         ended_by_launcher = ret.status == JobStatus.FAILED and isinstance(ret._return_value, EndedByLauncher)
         if ended_since(run_dir, since):
             written = read_result(run_dir) or {}
-            if not (ended_by_launcher and written.get("status") == "failed"):
+            if not (ended_by_launcher and written.get("status") == FAILED):
                 continue  # its own result stands; a job that died says less about why than its scheduler
         if ret.status == JobStatus.FAILED:
             reason = str(ret._return_value).strip().splitlines()[0] if str(ret._return_value).strip() else "failed"

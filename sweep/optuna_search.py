@@ -44,14 +44,14 @@ from sweep.identity import check, claim, difference, sweep_identity, way_out
 from sweep.launching import job_identity, launch_recorded, stop_on_sigterm
 from sweep.ownership import SweepDirRefused, hold
 from sweep.planning import apply_request, plan_jobs, sweep_request
-from sweep.progress import PLAN, extend_plan, plan_run_dir, read_plan, summarize
+from sweep.progress import extend_plan, plan_run_dir, read_plan, summarize
 from sweep.pruning import PruningMonitor
 from sweep.sweep_dir import sweep_dir_error
 from trainers.job.validate import INTERMEDIATE_FIX, reports_while_training, validate_config
 from trainers.runtime.disk import no_space, no_space_message
 from trainers.runtime.errors import ConfigError
 from trainers.runtime.methods import BETA_METHODS
-from trainers.runtime.run_dir import PRUNED, read_result
+from trainers.runtime.run_dir import PRUNED, SWEEP_PLAN, read_result
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ class ResumableOptunaSweeper(OptunaSweeper):
 
         job_idx = len(study.trials)
         sweep_dir = Path(impl.config.hydra.sweep.dir)
-        plan_path, returned = sweep_dir / PLAN, {}
+        plan_path, returned = sweep_dir / SWEEP_PLAN, {}
         stop_on_sigterm()
         try:
             while to_go > 0:

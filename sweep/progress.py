@@ -22,9 +22,14 @@ from typing import Any
 from hydra.core.utils import JobReturn, JobStatus
 
 from sweep.grid import GridPoint
-from trainers.runtime.run_dir import RESULT, STOP_STATUSES, SWEEP_SUMMARY, atomic_write_json, read_result
-
-PLAN = "sweep_plan.json"
+from trainers.runtime.run_dir import (
+    FAILED,
+    RESULT,
+    STOP_STATUSES,
+    SWEEP_SUMMARY,
+    atomic_write_json,
+    read_result,
+)
 
 
 def _fmt_duration(seconds: float) -> str:
@@ -83,7 +88,7 @@ def summarize(sweep_dir: Path, experiment: str, entries: Sequence[dict[str, Any]
                "status": s, "run_dir": str(run_dir)}
         if entry.get("setting") is not None:
             row["setting"] = entry["setting"]
-        if s == "failed":
+        if s == FAILED:
             row["error"] = str((read_result(run_dir) or {}).get("error") or "")
         elif s == "missing" and i in returns and returns[i].status == JobStatus.FAILED:
             row["error"] = str(returns[i]._return_value).splitlines()[0]
@@ -94,7 +99,7 @@ def summarize(sweep_dir: Path, experiment: str, entries: Sequence[dict[str, Any]
     print(f"[sweep] finished: {counts['ok']} ok, {stopped}{counts['diverged']} diverged, "
           f"{counts['failed']} failed, {counts['missing']} missing of {len(entries)} -> {sweep_dir}", flush=True)
     for row in rows:
-        if row["status"] in ("failed", "missing"):
+        if row["status"] in (FAILED, "missing"):
             where = f"{row['setting']}: " if "setting" in row else ""
             print(f"[sweep]   {row['status']}: {where}{row['method']} lr={row['lr']:g} beta={row['beta']} "
                   f"seed={row['seed']} {row.get('error', '')} ({row['run_dir']})", flush=True)
@@ -110,7 +115,7 @@ def statuses(run_dirs: Sequence[Path], since: float | None = None) -> list[str]:
         if result is None or (since is not None and path.stat().st_mtime < since):
             out.append("missing")
         else:
-            out.append(result.get("status", "failed"))
+            out.append(result.get("status", FAILED))
     return out
 
 

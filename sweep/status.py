@@ -25,11 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sweep.progress import PLAN
 from trainers.runtime.run_dir import (
+    FAILED,
+    OK,
     PROGRESS,
     RESULT,
     STOP_STATUSES,
+    SWEEP_PLAN,
     SWEEP_SUMMARY,
     read_progress,
     read_result,
@@ -59,7 +61,7 @@ def planned_points(sweep_dir: Path) -> list[tuple[str, Path]]:
     """(label, run directory) of every planned point: the sweeper's plan, else its summary, else every run
     directory found under the sweep directory. The plan's run directories are relative to the sweep directory
     (sweep.progress.plan_run_dir): a moved or copied sweep reads its own runs, never the original's."""
-    for name in (PLAN, SWEEP_SUMMARY):
+    for name in (SWEEP_PLAN, SWEEP_SUMMARY):
         try:
             points = json.loads((sweep_dir / name).read_text(encoding="utf-8"))["points"]
             return [(p.get("label") or _label(p), sweep_dir / p["run_dir"]) for p in points]  # relative: moved
@@ -92,8 +94,8 @@ def point_status(label: str, run_dir: Path, now: float | None = None, host: str 
     result, progress = read_result(run_dir), read_progress(run_dir)
     result_time = (run_dir / RESULT).stat().st_mtime if result is not None else -math.inf
     if result is not None and (progress is None or float(progress.get("started_at", 0)) <= result_time + 1):
-        state = result.get("status", "failed")
-        if state == "ok":
+        state = result.get("status", FAILED)
+        if state == OK:
             accuracy = result.get("select_accuracy", result.get("accuracy"))
             detail = f"accuracy {accuracy:.3f}" if isinstance(accuracy, (int, float)) else "accuracy n/a"
             if result.get("steps") is not None:
@@ -174,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
               "(make status SWEEP_DIR=outputs/sweeps/<experiment>)", file=sys.stderr)
         return 2
     if not planned_points(args.sweep_dir):
-        print(f"error: SWEEP_DIR={args.sweep_dir} holds no sweep (no {PLAN} and no run directory under it); give "
+        print(f"error: SWEEP_DIR={args.sweep_dir} holds no sweep (no {SWEEP_PLAN} and no run directory under it); give "
               "a sweep's directory (make status SWEEP_DIR=outputs/sweeps/<experiment>), or wait for the sweeper "
               "to write its plan", file=sys.stderr)
         return 2

@@ -38,7 +38,9 @@ from trainers.runtime.disk import no_space
 from trainers.runtime.errors import ConfigError
 from trainers.runtime.process import is_main_process, world_size
 from trainers.runtime.run_dir import (
+    DIVERGED,
     METRICS,
+    OK,
     PREDICTIONS,
     RESULT,
     STOP_STATUSES,
@@ -72,15 +74,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                                   len(prepared.eval_samples))
     trainer = build_trainer(cfg, args, model, prepared, run_dir)
     fit = fit_and_evaluate(cfg, trainer, run_dir, resume_from)
-    final = trainer.last_eval if fit.status == "ok" else None
+    final = trainer.last_eval if fit.status == OK else None
     predictions = final_predictions(cfg, run_dir, final)
-    if fit.status == "ok" and cfg.train.get("save_model"):
+    if fit.status == OK and cfg.train.get("save_model"):
         export_model(trainer, run_dir, cfg.train.save_model)
     result = training_result(cfg, fit, final, predictions, read_jsonl(run_dir / METRICS), prepared, trainer, model,
                              wall_s=time.perf_counter() - started, resumed_step=checkpoint_step(resume_from))
     if is_main_process():
         atomic_write_json(run_dir / RESULT, result)
-        if fit.status in ("ok", *STOP_STATUSES):  # final: nothing will resume from them
+        if fit.status in (OK, *STOP_STATUSES):  # final: nothing will resume from them
             remove_checkpoints(cfg, Path(args.output_dir))
     log.info("Result: %s accuracy=%s (base %.4f) m_theta=%s -> %s",
              fit.status, result["accuracy"], prepared.base_accuracy, result["m_theta"], run_dir / RESULT)
@@ -144,7 +146,7 @@ def fit_and_evaluate(cfg: DictConfig, trainer: LossTrainer, run_dir: Path, resum
     wandb_run = start_wandb(cfg, run_dir) if is_main_process() else None
     if wandb_run is not None:  # a W&B failure from here on is a warning, never the job's end
         trainer.add_callback(WandbTracking())
-    started, status, error, stop = time.perf_counter(), "ok", None, None
+    started, status, error, stop = time.perf_counter(), OK, None, None
     try:
         log.info("Training <%s> (max_steps=%s)", run_name(cfg), cfg.train.max_steps)
         trainer.train(resume_from_checkpoint=resume_from)
@@ -156,11 +158,11 @@ def fit_and_evaluate(cfg: DictConfig, trainer: LossTrainer, run_dir: Path, resum
         elif trainer.last_eval is None or trainer.last_eval["step"] != trainer.state.global_step:
             trainer.evaluate()
     except DivergedError as exc:
-        status, error = "diverged", str(exc)
+        status, error = DIVERGED, str(exc)
         train_s = time.perf_counter() - started
         log.warning("Diverged: %s", exc)
     finally:
-        finish_wandb(wandb_run, exit_code=1 if status == "diverged" else 0)
+        finish_wandb(wandb_run, exit_code=1 if status == DIVERGED else 0)
     return Fit(status, error, train_s, stop_reason=stop.get("reason") if stop else None)
 
 

@@ -32,7 +32,7 @@ from trainers.job.isolate import await_the_end, noting_sigterm
 from trainers.job.result import failed_result
 from trainers.runtime.errors import ConfigError
 from trainers.runtime.process import planned_world_size
-from trainers.runtime.run_dir import RESULT, atomic_write_json, read_result
+from trainers.runtime.run_dir import FAILED, RESULT, atomic_write_json, read_result
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def launch(cfg: DictConfig, worker: tuple[str, ...] = WORKER, quiet: bool = Fals
         message = str(message.get("message", message) if isinstance(message, dict) else message)
         error = f"rank {failed_rank}: {(message.strip() or f'exit code {failure.exitcode}').splitlines()[0]}"
         result = read_result(run_dir)
-        if result is None or result.get("status") == "failed":
+        if result is None or result.get("status") == FAILED:
             atomic_write_json(run_dir / RESULT, failed_result(
                 cfg, error, world_size=planned_world_size(cfg), strategy=cfg.strategy.name))
         raise RuntimeError(f"distributed job failed: {error}") from exc

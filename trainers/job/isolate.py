@@ -35,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainers.job.console import quiet_console
 from trainers.job.result import failed_result
-from trainers.runtime.run_dir import RESULT, atomic_write_json, read_result
+from trainers.runtime.run_dir import FAILED, RESULT, atomic_write_json, read_result
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ def run_isolated(target: str, cfg: DictConfig, quiet: bool = False) -> Any:
     log.error("Job process %s %s", pid, reason)
     run_dir = Path(cfg.run_dir)
     written = read_result(run_dir)
-    if written is not None and written.get("status") != "failed":
+    if written is not None and written.get("status") != FAILED:
         return written  # it died after its result was complete: nothing was lost
     atomic_write_json(run_dir / RESULT, failed_result(cfg, reason))
     raise JobDied(reason)

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from trainers.data.selection import REPORT, SELECT, split_accuracy
 from trainers.runtime.process import world_size
-from trainers.runtime.run_dir import LATE_FRACTION, STOP_STATUSES, config_hash
+from trainers.runtime.run_dir import FAILED, LATE_FRACTION, STOP_STATUSES, config_hash
 from trainers.world.artifact import world_sha256
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ def job_identity(cfg: DictConfig) -> dict[str, Any]:
 
 def failed_result(cfg: DictConfig, error: str, **extra: Any) -> dict[str, Any]:
     """The record of a job that ended without a result of its own (an exception, a killed worker)."""
-    return {**job_identity(cfg), "status": "failed", "error": error, "accuracy": None, "m_theta": None, **extra}
+    return {**job_identity(cfg), "status": FAILED, "error": error, "accuracy": None, "m_theta": None, **extra}
 
 
 def slurm_job_id() -> str | None:

@@ -31,6 +31,7 @@ PREDICTIONS = "predictions.jsonl"
 RESULT = "result.json"
 PROGRESS = "progress.json"
 STOP_REQUEST = "stop_request.json"  # the one file a sweeper writes into a job's run directory
+SWEEP_PLAN = "sweep_plan.json"  # in the sweep directory: every point the sweeper will run, before it runs it
 SWEEP_SUMMARY = "sweep_summary.json"  # in the sweep directory, written by the sweeper (grid or Optuna) at its end
 
 OK, DIVERGED, FAILED = "ok", "diverged", "failed"
