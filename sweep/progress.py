@@ -64,14 +64,12 @@ def read_plan(path: Path) -> list[dict[str, Any]]:
         return []
 
 
-def extend_plan(path: Path, points: Sequence[GridPoint], run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
+def extend_plan(path: Path, points: Sequence[GridPoint], run_dirs: Sequence[Path]) -> None:
     """Add points to sweep_plan.json, keeping the ones it holds (a continued Optuna study's earlier trials); a
-    point whose run directory is already there replaces it. The whole plan, as written."""
+    point whose run directory is already there replaces it."""
     new = plan_entries(points, run_dirs, path.parent)
     added = {e["run_dir"] for e in new}
-    entries = [e for e in read_plan(path) if e.get("run_dir") not in added] + new
-    atomic_write_json(path, {"points": entries})
-    return entries
+    atomic_write_json(path, {"points": [e for e in read_plan(path) if e.get("run_dir") not in added] + new})
 
 
 def summarize(sweep_dir: Path, experiment: str, entries: Sequence[dict[str, Any]], run_dirs: Sequence[Path],
