@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -339,3 +340,33 @@ def test_disk_at_peak_counts_running_jobs_and_the_checkpoints_ended_jobs_keep(tm
     assert plan.checkpoint == 12 * P_7B
     (line,) = [x for x in sweep_lines(cfg, [cfg] * 3, [plan] * 3) if x.startswith("[plan] disk at peak:")]
     assert line.startswith(f"[plan] disk at peak: {48 * P_7B / 2**30:.1f} GB of checkpoints"), line
+
+
+def test_a_models_shape_is_kept_by_its_config_and_read_back_without_torch(tmp_path):
+    """The sweeper plans a model it has planned before without importing torch (some 5 s of CPU per sweep):
+    the shape is kept under the user's cache by config.json's content, so a config one layer deeper is counted
+    afresh, exactly one decoder layer more, and a damaged cache file is counted afresh too."""
+    three = _checkpoint_dir(tmp_path / "three", TINY_QWEN2)
+    four = _checkpoint_dir(tmp_path / "four", {**TINY_QWEN2, "num_hidden_layers": 4})
+    code = ("import json, sys\nfrom omegaconf import OmegaConf\nfrom trainers.job.plan import model_shape\n"
+            "shapes = [model_shape(OmegaConf.create({'model': {'path': p, 'name': 'm', 'lora': None, "
+            "'trust_remote_code': False, 'embedded': False}})).params for p in sys.argv[1:]]\n"
+            "print(json.dumps({'params': shapes, 'torch': 'torch' in sys.modules}))")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+
+    def plan(*dirs: Path) -> dict:
+        out = subprocess.run([sys.executable, "-c", code, *map(str, dirs)], cwd=REPO_ROOT, env=env,
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return json.loads(out.stdout.splitlines()[-1])
+
+    first = plan(three, four)
+    model = Qwen2ForCausalLM(Qwen2Config(**TINY_QWEN2))
+    layer = sum(p.numel() for p in model.model.layers[0].parameters())
+    assert first == {"params": [sum(p.numel() for p in model.parameters()),
+                                sum(p.numel() for p in model.parameters()) + layer], "torch": True}
+    kept = sorted((tmp_path / "cache" / "sftsweep" / "model-shapes").glob("*.json"))
+    assert len(kept) == 2
+    assert plan(three, four) == {"params": first["params"], "torch": False}
+    kept[0].write_text("{\"params\": ")  # torn
+    assert plan(three, four) == {"params": first["params"], "torch": True}

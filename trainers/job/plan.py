@@ -49,6 +49,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from trainers.job.shape_cache import read_shape, shape_key, write_shape
 from trainers.runtime.errors import ConfigError
 
 GB = 1024**3
@@ -178,24 +179,40 @@ def _dtype_name(value: object) -> str | None:
 
 
 def model_shape(cfg: DictConfig) -> ModelShape:
-    """The job's model shape from its config.json (the embedded model's without building it)."""
+    """The job's model shape from its config.json (the embedded model's without building it), kept on disk by
+    config.json's content (trainers/job/shape_cache.py): a sweeper that has planned this model before imports
+    no torch."""
+    lora = cfg.model.get("lora")
+    lora_json = json.dumps(OmegaConf.to_container(lora, resolve=True) if lora else None, sort_keys=True)
+    trust = bool(cfg.model.trust_remote_code)
+    config_file = Path(cfg.model.path) / "config.json"
+    key = None
+    if config_file.is_file():
+        settings = {"name": cfg.model.name, "lora": lora_json, "trust_remote_code": trust}
+        key = shape_key(config_file.read_bytes(), settings, Path(__file__))
+        cached = read_shape(key, ModelShape)
+        if cached is not None:
+            return cached
+    shape = _shape(cfg.model.name, _model_config(cfg).to_json_string(use_diff=False), lora_json, trust)
+    if key is not None:
+        write_shape(key, shape)
+    return shape
+
+
+def _model_config(cfg: DictConfig):
+    """transformers' config of the job's model: its config.json, or the embedded world's before it is built."""
     if cfg.model.get("embedded"):
         from trainers.world.build import embedded_model_config, seeded_world
 
         world = seeded_world(int(cfg.data.get("world_seed") or 0))
-        config = embedded_model_config(Path(cfg.paths.embedded_dir), world)
-    else:
-        from transformers import AutoConfig
+        return embedded_model_config(Path(cfg.paths.embedded_dir), world)
+    from transformers import AutoConfig
 
-        try:
-            config = AutoConfig.from_pretrained(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"model.path={cfg.model.path}: its config.json cannot be read for the resource plan "
-                              f"({str(exc).splitlines()[0]}); point model.path at a checkpoint directory") from exc
-    lora = cfg.model.get("lora")
-    lora_json = json.dumps(OmegaConf.to_container(lora, resolve=True) if lora else None, sort_keys=True)
-    return _shape(cfg.model.name, config.to_json_string(use_diff=False), lora_json,
-                  bool(cfg.model.trust_remote_code))
+    try:
+        return AutoConfig.from_pretrained(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"model.path={cfg.model.path}: its config.json cannot be read for the resource plan "
+                          f"({str(exc).splitlines()[0]}); point model.path at a checkpoint directory") from exc
 
 
 # ------------------------------------------------------------------------------------------- memory
