@@ -24,12 +24,13 @@ SWEEP_LINE = re.compile(
 )
 
 
-def _job(world, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+def _job(world, tmp_path: Path, output: str, *extra: str) -> subprocess.CompletedProcess:
+    """A 4-step job by hand; the jobs of one test share their cache (tokenized data, base scores)."""
     return subprocess.run(
         [sys.executable, "-m", "trainers.train", "method=sft", "logger=none", "model.embedded=false",
          f"paths.embedded_dir={world.root}", f"paths.cache_dir={tmp_path / 'cache'}",
-         f"paths.output_dir={tmp_path / 'out'}", "train.max_steps=4", "train.logging_steps=1",
-         "train.global_batch_size=8", "train.per_device_batch_size=8", "train.eval_steps=0",
+         f"paths.output_dir={tmp_path / output}", "data.n_train=40", "data.n_eval=20", "train.max_steps=4",
+         "train.logging_steps=1", "train.global_batch_size=8", "train.per_device_batch_size=8", "train.eval_steps=0",
          "train.num_threads=1", *extra],
         capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
     )
@@ -55,10 +56,10 @@ def test_sweep_prints_one_line_per_job_and_no_step_logs(tiny_world, tmp_path, mo
 
 @pytest.mark.slow
 def test_job_by_hand_shows_a_progress_bar_unless_told_otherwise(tiny_world, tmp_path):
-    shown = _job(tiny_world, tmp_path)
+    shown = _job(tiny_world, tmp_path, "shown")
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert "4/4 [" in shown.stderr  # tqdm's bar through the Trainer
-    hidden = _job(tiny_world, tmp_path / "quiet", "train.progress_bar=false")
+    hidden = _job(tiny_world, tmp_path, "hidden", "train.progress_bar=false")
     assert hidden.returncode == 0, hidden.stderr[-2000:]
     assert "4/4 [" not in hidden.stderr
     # without the bar the Trainer would print its raw log dicts instead (PrinterCallback): not here

@@ -130,14 +130,14 @@ def test_the_sweeper_stops_the_point_past_the_threshold_and_runs_every_other_to_
            "SFTSWEEP_TEST_SELECT": "1e-4:0.6,3e-4:0.8,1e-3:0.5,3e-3:0.2", "SFTSWEEP_TEST_STEP_DELAY": "0.02"}
     args = sweep_args(tiny_world, tmp_path, "launcher=local", "~grid.methods.dpo_sft", "~grid.methods.minor_sft",
                       "grid.methods.sft.lr=[1e-4,3e-4,1e-3,3e-3]", "grid.early_stop.enabled=true",
-                      "train.max_steps=100", "train.report_steps=5", "train.logging_steps=5")
+                      "train.max_steps=40", "train.report_steps=5", "train.logging_steps=5")
     done = subprocess.run([sys.executable, "-m", "trainers.train", *args], capture_output=True, text=True,
                           cwd=REPO_ROOT, timeout=900, env=env)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     results = {r["lr"]: r for r in map(json.loads, map(lambda p: p.read_text(), (tmp_path / "sweep").rglob(
         "result.json"))) if "lr" in r}
     assert {lr: r["status"] for lr, r in results.items()} == {1e-4: "ok", 3e-4: "ok", 1e-3: "ok", 3e-3: "stopped"}
-    assert results[3e-3]["steps"] < 100 and all(results[lr]["steps"] == 100 for lr in (1e-4, 3e-4, 1e-3))
+    assert results[3e-3]["steps"] < 40 and all(results[lr]["steps"] == 40 for lr in (1e-4, 3e-4, 1e-3))
 
 
 def test_the_monitor_asks_a_running_condemned_point_to_stop_from_its_run_directory(tmp_path):

@@ -30,9 +30,9 @@ def common(world, tmp_path: Path) -> list[str]:
             "logger=none", "data.n_train=40", "data.n_eval=20", "train.num_threads=1", "train.logging_steps=5"]
 
 
-def start(args: list[str]) -> subprocess.Popen:
+def start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "trainers.train", *args], cwd=REPO_ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, env=env)
 
 
 def kill_first_training_job(root: Path, proc: subprocess.Popen, timeout: float = 300) -> Path:
@@ -71,7 +71,7 @@ def test_killed_job_is_failed_and_the_sweep_finishes(launcher, report_and_rerun,
     and four jobs, prepare included)."""
     sweep_dir = tmp_path / "sweep"
     args = ["-m", "experiment=smoke", f"launcher={launcher}", *TWO_POINTS, *common(tiny_world, tmp_path),
-            "train.max_steps=80", f"hydra.sweep.dir={sweep_dir}", "hydra.sweeper.poll_interval_s=0.5"]
+            "train.max_steps=40", f"hydra.sweep.dir={sweep_dir}", "hydra.sweeper.poll_interval_s=0.5"]
     if launcher == "submitit_local":  # each of its jobs is a fresh Python: no prepare job, one Python start less;
         args.append("hydra.sweeper.prepare=false")  # the two jobs fill the caches themselves, under their lock
     proc = start(args)
@@ -82,7 +82,7 @@ def test_killed_job_is_failed_and_the_sweep_finishes(launcher, report_and_rerun,
     result = json.loads((killed / "result.json").read_text())
     assert result["status"] == "failed" and result["error"] == "killed by signal 9 (SIGKILL: out of memory?)"
     (sibling,) = [p for p in sweep_dir.rglob("result.json") if p.parent != killed and "_prepare" not in p.parts]
-    assert json.loads(sibling.read_text())["status"] == "ok" and json.loads(sibling.read_text())["steps"] == 80
+    assert json.loads(sibling.read_text())["status"] == "ok" and json.loads(sibling.read_text())["steps"] == 40
     summary = json.loads((sweep_dir / "sweep_summary.json").read_text())
     assert summary["counts"] == {"ok": 1, "failed": 1}
     assert [p["error"] for p in summary["points"] if p["status"] == "failed"] == [result["error"]]
@@ -187,12 +187,14 @@ def _parent(pid: int) -> int:
 def test_a_dead_joblib_worker_loses_its_pool_and_the_sweep_records_it_and_goes_on(tiny_world, tmp_path):
     """SIGKILL of a joblib worker itself (not its job): loky ends the other worker with its job, the killed
     worker's job ends with its worker (it must not run on with nobody to collect it). The two are recorded
-    failed with the pool's reason, the job that never started runs, exit 1."""
+    failed with the pool's reason, the job that never started runs, exit 1. The two jobs meet at their first
+    step (tests/fault_site's rendezvous), so both train at once however slowly the second worker starts."""
     sweep_dir = tmp_path / "sweep"
     args = ["-m", "experiment=smoke", "launcher=joblib", "~grid.methods.dpo_sft", "grid.methods.minor_sft.lr=[1e-3]",
-            *common(tiny_world, tmp_path), "train.max_steps=300", f"hydra.sweep.dir={sweep_dir}",
+            *common(tiny_world, tmp_path), "train.max_steps=60", f"hydra.sweep.dir={sweep_dir}",
             "hydra.sweeper.poll_interval_s=0.5"]
-    proc = start(args)
+    proc = start(args, env={**os.environ, "PYTHONPATH": str(REPO_ROOT / "tests" / "fault_site"),
+                            "SFTSWEEP_TEST_RENDEZVOUS": str(sweep_dir)})
     deadline = time.monotonic() + 300
     while True:  # both pool workers' jobs are training
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
