@@ -52,6 +52,7 @@ $(STAMP): pyproject.toml
 # `make sweep` on a fresh clone does not wait for the test tools (about 30 s of installing)
 $(DEV_STAMP): $(STAMP)
 	@$(PY) -m pip install -q -e ".[dev]"
+	@$(PY) tests/deepspeed_cpu_op.py 2>&1 | tail -1
 	@touch $(DEV_STAMP)
 	@echo "test tools ready: $(VENV)"
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
+from deepspeed_cpu_op import extensions_dir
 from local_slurm import (
     PARTITION,
     ensure_slurm_cluster,
@@ -63,6 +64,10 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ[_SCRATCH_VAR] = str(scratch)
     for var, sub in _SCRATCH_ENV.items():
         os.environ[var] = sub if var == "WANDB_MODE" else str(scratch / sub)
+    # compiled torch extensions (DeepSpeed's CPU shm op) stay in the environment, built by `make test`'s install
+    extensions = extensions_dir()
+    if extensions is not None:
+        os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(extensions))
     config._sftsweep_scratch = scratch  # type: ignore[attr-defined]
     if os.environ.get(_NO_LEFTOVER_CHECK) != "1":
         config._sftsweep_before = _machine_snapshot()  # type: ignore[attr-defined]
@@ -127,25 +132,31 @@ def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> EmbeddedWorld:
     return ensure_embedded_world(root / "embedded", TINY_WORLD)
 
 
+def tiny_job(world: EmbeddedWorld, root: Path, *overrides: str, run: str = "run",
+             cache: Path | None = None) -> DictConfig:
+    """A short training job's config on the tiny world, writing under `root` (its run directory `root/run`)."""
+    base = [
+        f"run_dir={root / run}",
+        f"paths.cache_dir={cache or root / 'cache'}",
+        f"paths.embedded_dir={world.root}",
+        "model.embedded=false",
+        "logger=none",
+        "train.max_steps=6",
+        "train.global_batch_size=8",
+        "train.per_device_batch_size=8",
+        "train.logging_steps=2",
+        "train.eval_steps=3",
+        "train.num_threads=1",
+    ]
+    return compose_job(base + list(overrides))
+
+
 @pytest.fixture
 def job_cfg(tiny_world: EmbeddedWorld, tmp_path: Path) -> Callable[..., DictConfig]:
     """Factory of short training-job configs on the tiny world, writing under tmp_path."""
 
     def make(*overrides: str, run: str = "run", cache: Path | None = None) -> DictConfig:
-        base = [
-            f"run_dir={tmp_path / run}",
-            f"paths.cache_dir={cache or tmp_path / 'cache'}",
-            f"paths.embedded_dir={tiny_world.root}",
-            "model.embedded=false",
-            "logger=none",
-            "train.max_steps=6",
-            "train.global_batch_size=8",
-            "train.per_device_batch_size=8",
-            "train.logging_steps=2",
-            "train.eval_steps=3",
-            "train.num_threads=1",
-        ]
-        return compose_job(base + list(overrides))
+        return tiny_job(tiny_world, tmp_path, *overrides, run=run, cache=cache)
 
     return make
 

@@ -20,10 +20,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from conftest import kill_after_first_checkpoint
+from conftest import kill_after_first_checkpoint, tiny_job
 from trainers.job.agent import launch
 from trainers.job.config import save_job_config
-from trainers.job.prepare import prepare
+from trainers.job.prepare import Prepared, prepare
 from trainers.model.reference import cached_scores
 from trainers.model.scoring import Scores, score_samples
 from trainers.recipe import run_job
@@ -187,19 +187,43 @@ def _torchrun(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, timeout=timeout, env=env)
 
 
+@pytest.fixture(scope="module")
+def two_rank_probes(tiny_world, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path, Prepared]:
+    """tests/two_rank_probes.py on 2 ranks, once for the tests below: (its torchrun, its output directory, the
+    prepared job whose first 31 evaluation samples it scores). The cache entry it looks up is written first:
+    stale scores (7.0), which rank 0 reads and rank 1 cannot."""
+    root = tmp_path_factory.mktemp("two-rank-probes")
+    prepared = prepare(tiny_job(tiny_world, root), reference=False)
+    samples = prepared.eval_samples[:31]
+    stale = Scores(logps=torch.full((3,), 7.0), preds=torch.zeros(3, dtype=torch.long),
+                   token_logps=torch.full((3,), 7.0))
+    cached_scores(root / "scores", "reference-test", lambda: stale)
+    spec = {"model_dir": str(tiny_world.model_dir), "cache_dir": str(root / "scores"), "cache_key": "reference-test",
+            "samples": [[s.id, s.subject, s.input_ids, s.prompt_len, s.gold] for s in samples],
+            "letters": prepared.letter_ids, "pad": prepared.pad_id, "batch_size": 5}
+    (root / "spec.json").write_text(json.dumps(spec))
+    out = _torchrun(str(REPO_ROOT / "tests" / "two_rank_probes.py"), str(root / "spec.json"), str(root))
+    return out, root, prepared
+
+
+# the tests below read one torchrun: pytest-xdist (--dist loadgroup) gives them to one worker, which runs it once
+SHARES_PROBES = pytest.mark.xdist_group("two_rank_probes")
+
+
+def _probe(two_rank_probes, name: str) -> dict:
+    out, root, _ = two_rank_probes
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads((root / f"{name}.json").read_text())
+
+
+@SHARES_PROBES
 @pytest.mark.parametrize("mode", ["fsdp", "ddp"])
-def test_sharded_scoring_equals_one_process(job_cfg, tmp_path, mode):
+def test_sharded_scoring_equals_one_process(two_rank_probes, mode):
     """Evaluation and the reference pass split over 2 ranks, on a model FSDP2 shards (every rank must join
     every forward: 31 samples in batches of 5 give shards of 16 and 15, padded to equal batch counts)."""
-    prepared = prepare(job_cfg(), reference=False)
+    got = _probe(two_rank_probes, f"score_{mode}")
+    prepared = two_rank_probes[2]
     samples = prepared.eval_samples[:31]
-    spec = {"samples": [[s.id, s.subject, s.input_ids, s.prompt_len, s.gold] for s in samples],
-            "letters": prepared.letter_ids, "pad": prepared.pad_id, "batch_size": 5}
-    (tmp_path / "samples.json").write_text(json.dumps(spec))
-    out = _torchrun(str(REPO_ROOT / "tests" / "fsdp_score_worker.py"), str(Path(job_cfg().model.path)),
-                    str(tmp_path / "samples.json"), str(tmp_path / "out.json"), mode)
-    assert out.returncode == 0, out.stderr[-3000:]
-    got = json.loads((tmp_path / "out.json").read_text())
     expected = score_samples(prepared.model, samples, prepared.letter_ids, prepared.pad_id, 5)
     assert got["preds"] == expected.preds.tolist()
     assert len(got["logps"]) == 31 and len(got["token_logps"]) == sum(s.n_tokens for s in samples)
@@ -207,14 +231,19 @@ def test_sharded_scoring_equals_one_process(job_cfg, tmp_path, mode):
     torch.testing.assert_close(torch.tensor(got["token_logps"]), expected.token_logps, rtol=0, atol=1e-5)
 
 
-def test_fsdp_rank_1_loads_on_meta_and_receives_rank_0s_weights(job_cfg, tmp_path):
+@SHARES_PROBES
+def test_fsdp_rank_1_loads_on_meta_and_receives_rank_0s_weights(two_rank_probes):
     """Only rank 0 reads the checkpoint (issue 20: 8 full copies per node); rank 1 starts on the meta device
     and, once accelerate's FSDP2 preparation has broadcast rank 0's weights, holds exactly the checkpoint."""
-    out = _torchrun(str(REPO_ROOT / "tests" / "fsdp_load_worker.py"), str(Path(job_cfg().model.path)),
-                    str(tmp_path / "out.json"))
-    assert out.returncode == 0, out.stderr[-3000:]
-    got = json.loads((tmp_path / "out.json").read_text())
-    assert got == {"loaded_on": ["meta"], "worst": 0.0, "sharded": True}
+    assert _probe(two_rank_probes, "fsdp_load") == {"loaded_on": ["meta"], "worst": 0.0, "sharded": True}
+
+
+@SHARES_PROBES
+def test_every_rank_agrees_on_the_reference_cache_before_a_collective(two_rank_probes):
+    """A cache entry rank 0 reads but rank 1 cannot: both compute it together (rank 1 alone in the scoring
+    collectives would hang the job), and both get the same scores."""
+    ranks = [_probe(two_rank_probes, f"cache_agree_rank{r}") for r in (0, 1)]
+    assert ranks == [{"computed": True, "logps": [3.0, 3.0, 3.0]}] * 2  # 1 + 2, all-reduced over both ranks
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "deepspeed_zero3"])
@@ -283,16 +312,3 @@ def test_zero3_on_two_processes_killed_and_resumed_matches_one_process(job_cfg):
     for name, weight in exported[0].items():
         assert weight.dtype == torch.bfloat16
         torch.testing.assert_close(weight, exported[1][name])  # bf16's own tolerance: one rounding step
-
-
-def test_every_rank_agrees_on_the_reference_cache_before_a_collective(tmp_path):
-    """A cache entry rank 0 reads but rank 1 cannot: both compute it together (rank 1 alone in the scoring
-    collectives would hang the job), and both get the same scores."""
-    key, cache = "reference-test", tmp_path / "scores"
-    stale = Scores(logps=torch.full((3,), 7.0), preds=torch.zeros(3, dtype=torch.long),
-                   token_logps=torch.full((3,), 7.0))
-    cached_scores(cache, key, lambda: stale)
-    out = _torchrun(str(REPO_ROOT / "tests" / "cache_agree_worker.py"), str(cache), key, str(tmp_path), timeout=240)
-    assert out.returncode == 0, out.stderr[-3000:]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert ranks == [{"computed": True, "logps": [3.0, 3.0, 3.0]}] * 2  # 1 + 2, all-reduced over both ranks
