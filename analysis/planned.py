@@ -1,9 +1,10 @@
 """The planned grid of a sweep, read from the files the sweeper leaves next to the runs.
 
-Run directories only say what ran. A point that never started leaves nothing behind, so the report
-reads the plan too: `sweep_summary.json` (every point the grid sweeper planned, refinement rounds
-included) or, when the sweep was killed before writing it, the `grid:` of `multirun.yaml`. A planned
-point is finished when a run with its coordinates ended "ok" or "diverged"; the others are listed.
+Run directories only say what ran. A point that never started leaves nothing behind, so the report reads the
+sweeper's own list of points: `sweep_summary.json` once the sweep has finished, else `sweep_plan.json`, which the
+sweeper writes before it launches anything and extends with each refinement round and each batch of Optuna
+trials (so a killed sweep's plan has its β rules, refinement points and trials, as the sweeper expanded them). A
+planned point is finished when a run with its coordinates ended "ok" or "diverged"; the others are listed.
 """
 
 from __future__ import annotations
@@ -13,11 +14,9 @@ import math
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
-from trainers.runtime.run_dir import FAILED, SCORED_STATUSES, STOP_STATUSES, SWEEP_SUMMARY
+from trainers.runtime.run_dir import FAILED, SCORED_STATUSES, STOP_STATUSES, SWEEP_PLAN, SWEEP_SUMMARY
 
-MULTIRUN = "multirun.yaml"
 PLAN_COLUMNS = ["method", "lr", "beta", "seed", "source", "grid_setting"]
 UNFINISHED_COLUMNS = ["method", "lr", "beta", "seed", "status", "source", "error"]
 """`grid_setting`: the grid.settings entry a point belongs to (its run directories' top folder), else None."""
@@ -28,40 +27,23 @@ def _float(v: object) -> float:
 
 
 def read_plan(root: Path) -> tuple[pd.DataFrame, list[str]]:
-    """(planned points, problems): from sweep_summary.json, else multirun.yaml's grid, else empty."""
+    """(planned points, problems): the points of sweep_summary.json, else of sweep_plan.json, else none."""
     problems: list[str] = []
-    summary = root / SWEEP_SUMMARY
-    if summary.is_file():
+    for name in (SWEEP_SUMMARY, SWEEP_PLAN):
+        path = root / name
+        if not path.is_file():
+            continue
         try:
-            data = json.loads(summary.read_text(encoding="utf-8"))
             rows = [
                 {"method": str(p["method"]), "lr": float(p["lr"]), "beta": _float(p.get("beta")),
-                 "seed": int(p.get("seed", 0)), "source": SWEEP_SUMMARY, "grid_setting": p.get("setting")}
-                for p in data.get("points", [])
+                 "seed": int(p.get("seed", 0)), "source": name, "grid_setting": p.get("setting")}
+                for p in json.loads(path.read_text(encoding="utf-8"))["points"]
             ]
             return pd.DataFrame(rows, columns=PLAN_COLUMNS), problems
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
-            problems.append(f"{summary}: unreadable ({e}); the planned grid is not checked")
-    multirun = root / MULTIRUN
-    if multirun.is_file():
-        try:
-            grid = (yaml.safe_load(multirun.read_text(encoding="utf-8")) or {}).get("grid") or {}
-            seeds = grid.get("seeds", [0])
-            seeds = [seeds] if isinstance(seeds, int) else list(seeds)
-            rows = []
-            for method, spec in (grid.get("methods") or {}).items():
-                spec = spec or {}
-                lrs = spec.get("lr", [])
-                lrs = lrs if isinstance(lrs, list) else [lrs]
-                betas = spec.get("beta")
-                betas = [None] if betas is None else (betas if isinstance(betas, list) else [betas])
-                rows += [{"method": method, "lr": float(lr), "beta": _float(b), "seed": int(s), "source": MULTIRUN,
-                          "grid_setting": setting}
-                         for setting in (list(grid.get("settings") or {}) or [None])
-                         for lr in lrs for b in betas for s in seeds]
-            return pd.DataFrame(rows, columns=PLAN_COLUMNS), problems
-        except (yaml.YAMLError, AttributeError, TypeError, ValueError) as e:
-            problems.append(f"{multirun}: unreadable grid ({e}); the planned grid is not checked")
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
+            problems.append(f"{path}: unreadable ({e})")
+    if problems:
+        problems[-1] += "; the planned grid is not checked"
     return pd.DataFrame(columns=PLAN_COLUMNS), problems
 
 

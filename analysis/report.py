@@ -109,7 +109,7 @@ EXPLAIN = {
     "category's questions, resampled). Diverged seeds have no per-question predictions and are left out.",
     "subjects": "The same per exam subject. A subject with few questions says so: its interval is too wide to "
     f"rank it against another (fewer than {SJ.FEW_QUESTIONS} questions).",
-    "unfinished": "Points of the planned grid (sweep_summary.json, else multirun.yaml) without an ok or "
+    "unfinished": "Points of the planned grid (sweep_summary.json, else sweep_plan.json) without an ok or "
     "diverged run: <i>failed</i> runs are missing data (never a \"degrades\" signal), <i>never finished</i> "
     "ones left nothing or were killed; <i>stopped</i>/<i>pruned</i> ones were ended early by the sweeper "
     "(early stopping, an Optuna pruner) and have no final accuracy.",

@@ -298,9 +298,24 @@ def test_planned_grid_lists_what_never_finished(tmp_path):
     assert list(zip(u["lr"], u["status"], strict=True)) == [(1e-3, "failed"), (1e-2, "never finished")]
 
 
-def test_planned_grid_from_multirun_yaml(tmp_path):
-    (tmp_path / "multirun.yaml").write_text(
-        "grid:\n  seeds: [0, 1]\n  methods:\n    sft: {lr: [0.001]}\n    minor_sft: {lr: [0.001, 0.01], beta: [0.1]}\n"
-    )
-    planned, _ = read_plan(tmp_path)
-    assert len(planned) == 6 and set(planned["source"]) == {"multirun.yaml"}
+def test_a_sweep_killed_before_its_summary_is_planned_from_its_sweep_plan_as_the_sweeper_expanded_it(tmp_path):
+    """sweep_plan.json lists the points as the sweeper expanded them (a refinement midpoint at 3e-3, no β for
+    sft): the report's plan is that list, not a re-expansion of multirun.yaml's grid (which says otherwise here);
+    a summary that cannot be read leaves the plan to sweep_plan.json, and is named."""
+    s = build(tmp_path, {("sft", None): {1e-3: 0.3}})
+    points = [{"method": "sft", "lr": 1e-3, "beta": None, "seed": 0, "label": "a", "run_dir": "sft/a"},
+              {"method": "sft", "lr": 3e-3, "beta": None, "seed": 0, "label": "b", "run_dir": "sft/b"},
+              {"method": "minor_sft", "lr": 1e-3, "beta": 0.1, "seed": 1, "label": "c", "run_dir": "m/c"}]
+    (tmp_path / "sweep_plan.json").write_text(json.dumps({"points": points}))
+    (tmp_path / "multirun.yaml").write_text("grid:\n  seeds: [0]\n  methods:\n    sft: {lr: [0.001, 0.01]}\n")
+    planned, problems = read_plan(tmp_path)
+    assert problems == [] and set(planned["source"]) == {"sweep_plan.json"}
+    assert list(zip(planned["method"], planned["lr"], planned["seed"], strict=True)) == [
+        ("sft", 1e-3, 0), ("sft", 3e-3, 0), ("minor_sft", 1e-3, 1)]
+    assert planned["beta"].isna().tolist() == [True, True, False]
+    u = unfinished(planned, s.runs)
+    assert list(zip(u["method"], u["lr"], u["status"], strict=True)) == [
+        ("sft", 3e-3, "never finished"), ("minor_sft", 1e-3, "never finished")]
+    (tmp_path / "sweep_summary.json").write_text("{\"points\": [")  # torn
+    planned, problems = read_plan(tmp_path)
+    assert len(planned) == 3 and len(problems) == 1 and problems[0].startswith(f"{tmp_path / 'sweep_summary.json'}")
