@@ -45,6 +45,12 @@ MUTATIONS: tuple[Mutation, ...] = (
     # losses
     Mutation("dft weights lose their stop-gradient", "trainers/model/losses.py",
              "weights = tokens.policy.detach().exp()", "weights = tokens.policy.exp()", ("tests/test_losses.py",)),
+    Mutation("every method file's method takes β", "trainers/runtime/methods.py",
+             'takes_beta=conf.get("beta") is not None', "takes_beta=True",
+             ("tests/test_adding_a_method.py", "-k", "not sweep_and_the_report")),
+    Mutation("a method's spec counted in the config hash", "trainers/runtime/run_dir.py",
+             'resolved.get("method", {}).pop("spec", None)', "pass",
+             ("tests/test_adding_a_method.py", "-k", "not sweep_and_the_report")),
     Mutation("minor_sft coefficient without its 2", "trainers/model/losses.py",
              "return -(2.0 / (beta * n_tokens)) * F.logsigmoid(", "return -(1.0 / (beta * n_tokens)) * F.logsigmoid(",
              ("tests/test_losses.py",)),

@@ -10,11 +10,11 @@ import math
 from importlib.util import find_spec
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from trainers.data.selection import validate_split_config
 from trainers.runtime.errors import ConfigError
-from trainers.runtime.methods import BETA_METHODS, METHODS, beta_error
+from trainers.runtime.methods import BETA_METHODS, METHODS, beta_error, spec_error
 from trainers.runtime.process import gpus_visible, is_worker, planned_world_size, world_size
 
 STRATEGIES = ("single", "ddp", "fsdp", "deepspeed_zero3")
@@ -77,9 +77,10 @@ def validate_config(cfg: DictConfig, processes: int | None = None) -> None:
     if method not in METHODS:
         raise ConfigError(
             f"method={method!r} is not a known method; use one of {', '.join(sorted(METHODS))} "
-            "(a new one is a function in trainers/model/losses.py LOSSES, its entry in trainers/runtime/methods.py "
-            "and a file in conf/method/)"
+            "(a new one is its loss function and a file in conf/method/ that names it: docs/losses.md)"
         )
+    if (reason := spec_error(OmegaConf.to_container(cfg.method, resolve=True))) is not None:
+        raise ConfigError(reason)
     beta = cfg.method.get("beta")
     if (reason := beta_error(method, beta)) is not None:
         if method not in BETA_METHODS:

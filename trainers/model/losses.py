@@ -8,8 +8,8 @@ Every loss works on sequence-level quantities of the answer tokens only:
     r       = lp - lp_ref
 
 and returns one loss per sample; the batch loss is their mean. A new method is one function
-registered in LOSSES, its description in trainers/runtime/methods.py (what it reads, whether it takes β,
-its display name) and one YAML file in conf/method/.
+and one YAML file in conf/method/ that names it and says what it reads, whether it takes β and its display name
+(trainers/runtime/methods.py); LOSSES maps each method to its function.
 
 Token-level losses (DFT, KL-regularised SFT) also read the answer's per-token log-probs, passed
 as `tokens` (`TokenLogps`); the sequence-level losses ignore it. `method.beta` is each method's
@@ -18,6 +18,7 @@ coefficient: β for dpo_sft and minor_sft, λ (the KL weight) for kl_sft.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from trainers.model.logprobs import answer_mask, answer_targets, sum_per_sample, token_logps
+from trainers.runtime.methods import METHODS, Method
 
 
 @dataclass(frozen=True)
@@ -133,10 +135,14 @@ def minor_coefficient(policy_logps: torch.Tensor, ref_logps: torch.Tensor, beta:
     return 2.0 * torch.sigmoid(-beta * (policy_logps - ref_logps))
 
 
-LOSSES: dict[str, LossFn] = {
-    "sft": sft_loss,
-    "dpo_sft": dpo_sft_loss,
-    "minor_sft": minor_sft_loss,
-    "dft": dft_loss,
-    "kl_sft": kl_sft_loss,
-}
+def _loss_function(method: Method) -> LossFn:
+    """The function a method's spec names (`spec.loss`, module.function), imported."""
+    module, _, name = method.loss.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"conf/method/{method.name}.yaml: spec.loss={method.loss} cannot be imported ({exc}); "
+                         "name a function as module.function, e.g. trainers.model.losses.sft_loss") from exc
+
+
+LOSSES: dict[str, LossFn] = {name: _loss_function(method) for name, method in METHODS.items()}

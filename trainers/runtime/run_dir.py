@@ -188,7 +188,8 @@ def read_result(run_dir: Path) -> dict[str, Any] | None:
 
 
 # Keys that do not change a job's numbers: where it writes, how it logs, how many CPU threads
-# or processes it uses (1 process × accumulation k ≡ k processes), the whole grid it belongs to, its resource plan.
+# or processes it uses (1 process × accumulation k ≡ k processes), the whole grid it belongs to, its resource plan;
+# and `method.spec`, the description of the method its name already fixes.
 # A rerun that differs only in these reuses an ok result.
 _UNHASHED = ("hydra", "run_dir", "paths", "logger", "grid", "prepare_only", "launcher", "strategy",
              "plan")
@@ -208,6 +209,7 @@ def hashed_settings(cfg: Any) -> dict[str, Any]:
         resolved.pop(key, None)
     for key in _UNHASHED_TRAIN:
         resolved.get("train", {}).pop(key, None)
+    resolved.get("method", {}).pop("spec", None)  # what the method is (trainers/runtime/methods.py), not a setting
     return resolved
 
 
