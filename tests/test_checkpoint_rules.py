@@ -71,7 +71,7 @@ def test_scheduler_warning_saves_a_checkpoint_and_the_requeued_job_resumes_from_
            "~grid.methods.dpo_sft", "~grid.methods.minor_sft", "grid.methods.sft.lr=[1e-3]",
            "model.embedded=false", f"paths.embedded_dir={tiny_world.root}", f"paths.cache_dir={tmp_path / 'cache'}",
            f"hydra.sweep.dir={sweep_dir}", "logger=none", "data.n_train=40", "data.n_eval=20",
-           "train.num_threads=1", "train.max_steps=150", "train.logging_steps=10", "train.save_steps=0",
+           "train.num_threads=1", "train.max_steps=60", "train.logging_steps=10", "train.save_steps=0",
            "hydra.sweeper.prepare=false"]  # one point: the job prepares its caches itself, one submitit process less
     sweep = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              start_new_session=True)
@@ -91,7 +91,7 @@ def test_scheduler_warning_saves_a_checkpoint_and_the_requeued_job_resumes_from_
             sweep.communicate()
     assert sweep.returncode == 0, stdout[-2000:] + stderr[-3000:]
     result = json.loads((run_dir / "result.json").read_text())
-    assert (result["status"], result["steps"]) == ("ok", 150)
-    assert 10 <= result["resumed_from_step"] < 150, result
+    assert (result["status"], result["steps"]) == ("ok", 60)
+    assert 10 <= result["resumed_from_step"] < 60, result
     assert not (run_dir / "checkpoints").exists()
-    print(f"warned at step >= 10: saved and resumed from step {result['resumed_from_step']}, ended ok at 150")
+    print(f"warned at step >= 10: saved and resumed from step {result['resumed_from_step']}, ended ok at 60")

@@ -342,10 +342,10 @@ def test_disk_at_peak_counts_running_jobs_and_the_checkpoints_ended_jobs_keep(tm
     assert line.startswith(f"[plan] disk at peak: {48 * P_7B / 2**30:.1f} GB of checkpoints"), line
 
 
-def test_a_models_shape_is_kept_by_its_config_and_read_back_without_torch(tmp_path):
+def test_a_models_shape_is_kept_by_its_config_and_read_back_without_torch(tmp_path, monkeypatch):
     """The sweeper plans a model it has planned before without importing torch (some 5 s of CPU per sweep):
     the shape is kept under the user's cache by config.json's content, so a config one layer deeper is counted
-    afresh, exactly one decoder layer more, and a damaged cache file is counted afresh too."""
+    afresh, exactly one decoder layer more, and a damaged cache file is counted afresh and written whole."""
     three = _checkpoint_dir(tmp_path / "three", TINY_QWEN2)
     four = _checkpoint_dir(tmp_path / "four", {**TINY_QWEN2, "num_hidden_layers": 4})
     code = ("import json, sys\nfrom omegaconf import OmegaConf\nfrom trainers.job.plan import model_shape\n"
@@ -368,5 +368,9 @@ def test_a_models_shape_is_kept_by_its_config_and_read_back_without_torch(tmp_pa
     kept = sorted((tmp_path / "cache" / "sftsweep" / "model-shapes").glob("*.json"))
     assert len(kept) == 2
     assert plan(three, four) == {"params": first["params"], "torch": False}
-    kept[0].write_text("{\"params\": ")  # torn
-    assert plan(three, four) == {"params": first["params"], "torch": True}
+    whole = {path: path.read_text() for path in kept}
+    for path in kept:
+        path.write_text("{\"params\": ")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert [make_plan(_cfg(d, "data.n_train=64")).shape.params for d in (three, four)] == first["params"]
+    assert {path: path.read_text() for path in kept} == whole

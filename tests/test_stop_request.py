@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_sweep import SMOKE_POINTS, run_sweep
+from test_sweep import run_sweep
 
 from conftest import kill_job_tree
 from sweep.status import point_status, render
@@ -129,18 +129,21 @@ def test_status_shows_a_stopped_point_by_its_last_intermediate_accuracy_and_a_pe
     assert render(tmp_path, [point_status("p", pruned)]).splitlines()[-1] == "1 points: 1 pruned"
 
 
+TWO_SFT_POINTS = ("~grid.methods.dpo_sft", "~grid.methods.minor_sft", "train.max_steps=2")  # sft at 1e-3, 1e-2
+
+
 @pytest.mark.slow
 def test_a_grid_rerun_skips_a_stopped_point_unless_asked_to_rerun_it(tiny_world, tmp_path):
-    first = run_sweep(tiny_world, tmp_path, "train.max_steps=2")
+    first = run_sweep(tiny_world, tmp_path, *TWO_SFT_POINTS)
     assert first.returncode == 0, first.stderr[-3000:]
     stopped = next((tmp_path / "sweep" / "sft").rglob("result.json"))
     stopped.write_text(json.dumps({**json.loads(stopped.read_text()), "status": "stopped", "accuracy": None}))
-    again = run_sweep(tiny_world, tmp_path, "train.max_steps=2")
+    again = run_sweep(tiny_world, tmp_path, *TWO_SFT_POINTS)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert f"{SMOKE_POINTS} grid points, {SMOKE_POINTS} already done, 0 to run" in again.stdout
+    assert "2 grid points, 2 already done, 0 to run" in again.stdout
     summary = json.loads((tmp_path / "sweep" / "sweep_summary.json").read_text())
-    assert summary["counts"] == {"ok": SMOKE_POINTS - 1, "stopped": 1}
-    asked = run_sweep(tiny_world, tmp_path, "train.max_steps=2", "hydra.sweeper.rerun_stopped=true")
+    assert summary["counts"] == {"ok": 1, "stopped": 1}
+    asked = run_sweep(tiny_world, tmp_path, *TWO_SFT_POINTS, "hydra.sweeper.rerun_stopped=true")
     assert asked.returncode == 0, asked.stderr[-3000:]
-    assert f"{SMOKE_POINTS} grid points, {SMOKE_POINTS - 1} already done, 1 to run" in asked.stdout
+    assert "2 grid points, 1 already done, 1 to run" in asked.stdout
     assert json.loads(stopped.read_text())["status"] == "ok"

@@ -121,7 +121,7 @@ def test_failing_and_diverging_jobs_are_recorded_and_the_rest_go_on(tiny_world, 
 def test_killed_sweep_resumes_with_exactly_one_ok_result_per_point(tiny_world, tmp_path):
     """SIGKILL mid-sweep, rerun: only unfinished points run again and no result file is truncated."""
     args = [sys.executable, "-m", "trainers.train",
-            *sweep_args(tiny_world, tmp_path, "train.max_steps=40", "train.logging_steps=5")]
+            *sweep_args(tiny_world, tmp_path, "train.max_steps=20", "train.logging_steps=5")]
     proc = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + 300
@@ -134,7 +134,7 @@ def test_killed_sweep_resumes_with_exactly_one_ok_result_per_point(tiny_world, t
     done_before = len(results(tmp_path / "sweep"))
     assert 2 <= done_before < SMOKE_POINTS, "the kill should land mid-sweep"
 
-    rerun = run_sweep(tiny_world, tmp_path, "train.max_steps=40", "train.logging_steps=5")
+    rerun = run_sweep(tiny_world, tmp_path, "train.max_steps=20", "train.logging_steps=5")
     print(next(line for line in rerun.stdout.splitlines() if "already done" in line))
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert f"{done_before} already done, {SMOKE_POINTS - done_before} to run" in rerun.stdout
@@ -142,7 +142,7 @@ def test_killed_sweep_resumes_with_exactly_one_ok_result_per_point(tiny_world, t
     assert len(found) == SMOKE_POINTS and all(r["status"] == "ok" for r in found)
     for run_dir in {p.parent for p in (tmp_path / "sweep").rglob("result.json")}:
         steps = [m["step"] for m in read_jsonl(run_dir / "metrics.jsonl")]
-        assert steps == sorted(set(steps)) and steps[-1] == 40  # the killed job's partial log was reset
+        assert steps == sorted(set(steps)) and steps[-1] == 20  # the killed job's partial log was reset
 
 
 def test_joblib_launcher_runs_two_jobs_at_once_in_different_processes(tiny_world, tmp_path):
