@@ -28,6 +28,7 @@ from analysis import method_name, method_sort_key  # noqa: E402
 from analysis.estimate import Estimates  # noqa: E402
 from analysis.rundirs import Sweep  # noqa: E402
 from analysis.tables import fmt_beta, fmt_lr  # noqa: E402
+from trainers.runtime.run_dir import OK, STOPPED  # noqa: E402
 
 METHOD_COLORS = {"sft": "tab:blue", "dpo_sft": "tab:orange", "minor_sft": "tab:green"}
 OTHER_COLORS = ["tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray"]
@@ -143,85 +144,85 @@ def m_theta_curves(sweep: Sweep, setting: str, crv: dict) -> Plot:
     )
 
 
-def accuracy_vs_lr(sweep: Sweep, setting: str, crv: dict, pts: pd.DataFrame, peaks: dict) -> Plot:
-    """Accuracy against lr (log axis): all methods' best-β curves, then one panel per method with each β."""
-    methods = sorted((m for s, m in crv if s == setting), key=method_sort_key)
-    sp = pts[pts["setting"] == setting]
-    base = sp["base_accuracy"].mean()
-    fig = Figure(figsize=(4.4 * (len(methods) + 1), 4.2), layout="constrained")
-    axes = fig.subplots(1, len(methods) + 1, squeeze=False, sharey=True)[0]
+def _lr_axes(fig: Figure, n: int, base: float) -> list:
+    """n panels sharing the accuracy axis, each on a log lr axis with the base model's accuracy dotted."""
+    axes = fig.subplots(1, n, squeeze=False, sharey=True)[0]
     for ax in axes:
         ax.set_xscale("log")
         ax.grid(alpha=0.3, which="both")
         if math.isfinite(base):
             ax.axhline(base, color="gray", ls=":", lw=1.2, label=f"base {base:.3f}")
         ax.set_xlabel("learning rate")
+    return axes
+
+
+def _best_beta_curve(ax, method: str, color: str, curve: pd.DataFrame, mp: pd.DataFrame) -> None:
+    """The method's best-β accuracy at each lr, with the seed s.d. of that β's point as error bars."""
+    ok = curve[curve["status"] == OK]
+    sd = [
+        mp.loc[
+            (mp["lr"] == r.lr) & ((mp["beta"] == r.beta) | (mp["beta"].isna() & math.isnan(r.beta))),
+            "accuracy_sd",
+        ].iloc[0]
+        for r in ok.itertuples()
+    ]
+    ax.errorbar(ok["lr"], ok["accuracy"], yerr=np.nan_to_num(np.asarray(sd, dtype=float)), color=color, marker="o",
+                capsize=3, label=method_name(method))
+
+
+def _beta_lines(ax, method: str, color: str, mp: pd.DataFrame) -> None:
+    """One line per β of the method (its points with a finished seed), fading with each further β."""
+    for k, (beta, g) in enumerate(mp.groupby("beta", dropna=False, sort=True)):
+        g = g[g["n_ok"] > 0].sort_values("lr")
+        lab = method_name(method) if math.isnan(beta) else f"β={beta:g}"
+        ax.plot(g["lr"], g["accuracy"], color=color, marker=BETA_MARKERS[k % len(BETA_MARKERS)],
+                alpha=1.0 - 0.25 * min(k, 3), lw=1.4, label=lab)
+
+
+def _unscored_marks(axes: tuple, color: str, curve: pd.DataFrame) -> None:
+    """Red × at lrs where no seed finished ok; an open ▽ at a stopped lr's last intermediate accuracy (evidence,
+    not a score: where the sweeper saw it, at an earlier step). Labelled in the last panel of `axes` only."""
+    bad = curve[~curve["status"].isin([OK, STOPPED])]
+    stopped = curve[curve["status"] == STOPPED]
+    for a in axes:
+        labelled = a is axes[-1]
+        if len(bad):
+            a.scatter(bad["lr"], np.zeros(len(bad)), marker="x", color="red", s=50, zorder=5,
+                      label="diverged/failed" if labelled else None)
+        if len(stopped):
+            a.scatter(stopped["lr"], stopped["stop_accuracy"], marker="v", facecolor="none", edgecolor=color,
+                      s=60, zorder=5, label="stopped early (last eval)" if labelled else None)
+
+
+def _threshold_marks(axes: tuple, color: str, peak) -> str:
+    """★ at the threshold in every panel of `axes`; its lr line and the vertex's 95% band in the last one. The
+    title's suffix: " — not bracketed" where the peak is an end of the grid."""
+    for a in axes:
+        a.scatter([peak.lr], [peak.select_accuracy], marker="*", s=220, color=color, edgecolor="black", zorder=6)
+    ax = axes[-1]
+    ax.axvline(peak.lr, color=color, ls="--", lw=1, label=f"threshold lr {fmt_lr(peak.lr)}")
+    if math.isfinite(peak.lr_ci_low) and peak.lr_ci_high > peak.lr_ci_low:
+        ax.axvspan(peak.lr_ci_low, peak.lr_ci_high, color=color, alpha=0.12,
+                   label=f"vertex {fmt_lr(peak.vertex_lr)}, 95% interval")
+    return " — not bracketed" if peak.bracket else ""
+
+
+def accuracy_vs_lr(sweep: Sweep, setting: str, crv: dict, pts: pd.DataFrame, peaks: dict) -> Plot:
+    """Accuracy against lr (log axis): all methods' best-β curves, then one panel per method with each β."""
+    methods = sorted((m for s, m in crv if s == setting), key=method_sort_key)
+    sp = pts[pts["setting"] == setting]
+    fig = Figure(figsize=(4.4 * (len(methods) + 1), 4.2), layout="constrained")
+    axes = _lr_axes(fig, len(methods) + 1, sp["base_accuracy"].mean())
     axes[0].set_ylabel("accuracy (selection split)")
     axes[0].set_title("best β at each lr", fontsize=10)
-    for j, method in enumerate(methods, start=1):
-        color = method_color(method, methods)
-        curve = crv[(setting, method)]
-        ok = curve[curve["status"] == "ok"]
-        mp = sp[sp["method"] == method]
-        sd = [
-            mp.loc[
-                (mp["lr"] == r.lr) & ((mp["beta"] == r.beta) | (mp["beta"].isna() & math.isnan(r.beta))),
-                "accuracy_sd",
-            ].iloc[0]
-            for r in ok.itertuples()
-        ]
-        axes[0].errorbar(
-            ok["lr"],
-            ok["accuracy"],
-            yerr=np.nan_to_num(np.asarray(sd, dtype=float)),
-            color=color,
-            marker="o",
-            capsize=3,
-            label=method_name(method),
-        )
-        bad = curve[~curve["status"].isin(["ok", "stopped"])]
-        stopped = curve[curve["status"] == "stopped"]
-        ax = axes[j]
-        for k, (beta, g) in enumerate(mp.groupby("beta", dropna=False, sort=True)):
-            g = g[g["n_ok"] > 0].sort_values("lr")
-            lab = method_name(method) if math.isnan(beta) else f"β={beta:g}"
-            ax.plot(
-                g["lr"],
-                g["accuracy"],
-                color=color,
-                marker=BETA_MARKERS[k % len(BETA_MARKERS)],
-                alpha=1.0 - 0.25 * min(k, 3),
-                lw=1.4,
-                label=lab,
-            )
-        for a in (axes[0], ax):
-            if len(bad):
-                a.scatter(
-                    bad["lr"],
-                    np.zeros(len(bad)),
-                    marker="x",
-                    color="red",
-                    s=50,
-                    zorder=5,
-                    label="diverged/failed" if a is ax else None,
-                )
-            if len(stopped):  # evidence, not a score: where the sweeper saw it, at an earlier step
-                a.scatter(stopped["lr"], stopped["stop_accuracy"], marker="v", facecolor="none", edgecolor=color,
-                          s=60, zorder=5, label="stopped early (last eval)" if a is ax else None)
+    for ax, method in zip(axes[1:], methods, strict=True):
+        color, curve, mp = method_color(method, methods), crv[(setting, method)], sp[sp["method"] == method]
+        _best_beta_curve(axes[0], method, color, curve, mp)
+        _beta_lines(ax, method, color, mp)
+        _unscored_marks((axes[0], ax), color, curve)
         peak = peaks[(setting, method)]
-        title = method_name(method)
-        if peak is not None:
-            for a in (axes[0], ax):
-                a.scatter(
-                    [peak.lr], [peak.select_accuracy], marker="*", s=220, color=color, edgecolor="black", zorder=6
-                )
-            ax.axvline(peak.lr, color=color, ls="--", lw=1, label=f"threshold lr {fmt_lr(peak.lr)}")
-            if math.isfinite(peak.lr_ci_low) and peak.lr_ci_high > peak.lr_ci_low:
-                ax.axvspan(peak.lr_ci_low, peak.lr_ci_high, color=color, alpha=0.12,
-                           label=f"vertex {fmt_lr(peak.vertex_lr)}, 95% interval")
-            if peak.bracket:
-                title += " — not bracketed"
-        ax.set_title(title, fontsize=10)
+        suffix = _threshold_marks((axes[0], ax), color, peak) if peak is not None else ""
+        ax.set_title(method_name(method) + suffix, fontsize=10)
         ax.legend(fontsize=7, loc="best")
     axes[0].legend(fontsize=7, loc="best")
     lrs = sorted(sp["lr"].unique())
