@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import os
+from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 from typing import TypeVar
@@ -35,11 +36,18 @@ def shape_key(config_json: bytes, settings: dict, computed_in: Path) -> str:
     """sha256 of config.json's bytes, the job's settings that change the shape, the installed versions of the
     packages that compute it and the source of the module `computed_in` that does."""
     digest = hashlib.sha256()
-    versions = {name: _version(name) for name in _COMPUTED_BY}
-    digest.update(json.dumps({"settings": settings, "versions": versions}, sort_keys=True).encode())
+    digest.update(json.dumps(settings, sort_keys=True).encode())
     digest.update(hashlib.sha256(config_json).digest())
-    digest.update(hashlib.sha256(computed_in.read_bytes()).digest())
+    digest.update(_computed_by(computed_in))
     return digest.hexdigest()
+
+
+@lru_cache(maxsize=4)
+def _computed_by(computed_in: Path) -> bytes:
+    """sha256 of the installed versions of the packages that count and of the counting module's source: fixed for
+    the process, read once (the plan asks for a job's shape several times per grid point)."""
+    versions = json.dumps({name: _version(name) for name in _COMPUTED_BY}, sort_keys=True).encode()
+    return hashlib.sha256(versions + hashlib.sha256(computed_in.read_bytes()).digest()).digest()
 
 
 def _version(name: str) -> str | None:
