@@ -127,3 +127,40 @@ def test_the_sweepers_process_imports_no_torch_until_a_job_runs_in_it():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]", f"the sweeper's side imports {out.stdout.strip()}"
+
+
+def test_a_jobs_entry_in_a_sweep_checks_and_hands_off_without_the_training_stack(tiny_world, tmp_path):
+    """What a job's entry does in the launcher's process before it hands the job to the process that trains it
+    (trainers/train.py: the device check, validation, a quiet console) loads no torch or transformers on a
+    machine without a GPU driver: a joblib worker or the local launcher's sweeper would pay some 4 s of CPU per
+    process for nothing."""
+    overrides = [f"run_dir={tmp_path / 'run'}", f"paths.cache_dir={tmp_path / 'cache'}",
+                 f"paths.embedded_dir={tiny_world.root}", "model.embedded=false", "logger=none"]
+    code = ("import logging, sys\n"
+            "from trainers.job.config import compose_job\n"
+            "from trainers.job.console import quiet_console\n"
+            "from trainers.job.validate import check_devices, validate_config\n"
+            f"cfg = compose_job({overrides!r})\n"
+            "check_devices(cfg)\nvalidate_config(cfg)\n"
+            "with quiet_console(True, library_bars=False):\n    logging.getLogger('x').info('handed off')\n"
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]", f"a job's entry imports {out.stdout.strip()}"
+
+
+def test_gpus_are_counted_by_torch_only_where_a_gpu_driver_is(monkeypatch, tmp_path):
+    """No driver node: 0 GPUs, and torch is never asked (an import of it would fail here). A driver node: torch's
+    count, whatever it is."""
+    import torch
+
+    from trainers.runtime import process
+
+    monkeypatch.setattr(process, "GPU_DRIVER_NODES", (str(tmp_path / "no-nvidiactl"),))
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
+    assert process.gpus_visible() == 0
+    monkeypatch.setitem(sys.modules, "torch", torch)
+    (tmp_path / "nvidiactl").touch()
+    monkeypatch.setattr(process, "GPU_DRIVER_NODES", (str(tmp_path / "no-nvidiactl"), str(tmp_path / "nvidiactl")))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    assert process.gpus_visible() == 3

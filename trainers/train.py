@@ -55,7 +55,7 @@ def main(cfg: DictConfig) -> float | None:
         if on_gpu(cfg):  # a job that cannot fit its GPU is refused before it loads anything
             check_fits(cfg, make_plan(cfg))
         if cfg.get("prepare_only"):  # the sweep's prepare job: on the same devices as its grid jobs
-            with quiet_console(multirun):
+            with quiet_console(multirun, library_bars=False):  # in a multirun the job runs in another process
                 if distributed:
                     launch(cfg, quiet=multirun)
                 elif multirun:
@@ -66,7 +66,7 @@ def main(cfg: DictConfig) -> float | None:
                     prepare_caches(cfg)
             return None
         quiet = multirun and not show_progress_bar(cfg)
-        with quiet_console(quiet), serving_save_requests(Path(cfg.run_dir)):
+        with quiet_console(quiet, library_bars=False), serving_save_requests(Path(cfg.run_dir)):
             if distributed:
                 result = launch(cfg, quiet=quiet)
             elif multirun:  # in a sweep a job's death is recorded, never the sweeper's or its siblings'

@@ -44,24 +44,35 @@ class _Quiet(logging.Filter):
 
 
 @contextlib.contextmanager
-def quiet_console(enabled: bool, keep: tuple[str, ...] = ("trainers.world",)) -> Iterator[None]:
+def quiet_console(enabled: bool, keep: tuple[str, ...] = ("trainers.world",),
+                  library_bars: bool = True) -> Iterator[None]:
     """While the block runs: the console shows warnings and errors only (the job's .log file keeps
-    everything) and transformers' own progress bars ("Loading weights") are off; both restored
-    afterwards, so the launcher's line for the next job still shows."""
+    everything) and, with `library_bars`, transformers' own progress bars ("Loading weights") are off; both
+    restored afterwards, so the launcher's line for the next job still shows. A block that hands its job to
+    another process (which quiets its own console) passes library_bars=False and loads no transformers
+    (about 1 s of CPU) for bars it never shows."""
     if not enabled:
         yield
         return
-    from transformers.utils import logging as hf_logging
-
     handlers, quiet = _console_handlers(), _Quiet(keep)
-    bars = hf_logging.is_progress_bar_enabled()
     for handler in handlers:
         handler.addFilter(quiet)
+    with _no_transformers_bars() if library_bars else contextlib.nullcontext():
+        try:
+            yield
+        finally:
+            for handler in handlers:
+                handler.removeFilter(quiet)
+
+
+@contextlib.contextmanager
+def _no_transformers_bars() -> Iterator[None]:
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
         yield
     finally:
-        for handler in handlers:
-            handler.removeFilter(quiet)
         if bars:
             hf_logging.enable_progress_bar()

@@ -38,9 +38,17 @@ def is_worker() -> bool:
     return "TORCHELASTIC_RUN_ID" in os.environ
 
 
+# The device nodes of a GPU driver: NVIDIA's, AMD's ROCm (which torch.cuda also counts) and WSL2's GPU bridge.
+# Without any of them torch sees no GPU, so the count needs no torch.
+GPU_DRIVER_NODES = ("/dev/nvidiactl", "/proc/driver/nvidia", "/dev/kfd", "/dev/dxg")
+
+
 def gpus_visible() -> int:
-    """GPUs torch sees in this process (0 without CUDA). torch is imported on first use, here only: the facts
-    above need none, and the sweeper's process, which reads them, never trains."""
+    """GPUs torch sees in this process (0 without CUDA). torch is imported on first use, and only on a machine
+    with a GPU driver: the facts above need none, and a job's entry on a CPU machine (a joblib worker, the local
+    launcher's sweeper, a submitit job) would pay some 4 s of CPU to learn there is none."""
+    if not any(os.path.exists(node) for node in GPU_DRIVER_NODES):
+        return 0
     import torch
 
     return torch.cuda.device_count()
