@@ -162,8 +162,11 @@ def _cli(tiny_world, tmp_path, *overrides: str, patch: str = "") -> subprocess.C
 
 
 def test_one_process_seeing_several_gpus_is_refused(tiny_world, tmp_path):
-    # simulated: this machine has no GPU, so torch is told it sees two
-    out = _cli(tiny_world, tmp_path, patch="import torch\ntorch.cuda.device_count = lambda: 2")
+    # simulated: this machine has no GPU, so it is given a driver's device node and torch is told it sees two
+    (tmp_path / "nvidiactl").touch()
+    out = _cli(tiny_world, tmp_path, patch=(
+        "import torch\ntorch.cuda.device_count = lambda: 2\nimport trainers.runtime.process as process\n"
+        f"process.GPU_DRIVER_NODES = ({str(tmp_path / 'nvidiactl')!r},)"))
     assert out.returncode == 2, out.stderr[-2000:]
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "2 GPUs are visible to one process" in lines[0]
