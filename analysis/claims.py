@@ -35,6 +35,7 @@ from analysis.estimate import MIN_SEEDS, Estimates
 from analysis.search import search_keys
 from analysis.stats import bootstrap_p, percentile_interval, welch
 from analysis.tables import fmt_beta, fmt_lr, paired_delta
+from trainers.runtime.run_dir import FAILED, STOPPED
 
 HOLDS, FAILS, UNDECIDED = "holds", "does not hold", "undecided"
 NOT_MEASURED = UNDECIDED  # a claim the sweep cannot measure is undecided; the evidence says why
@@ -130,9 +131,9 @@ def _point(est: Estimates, pid: int) -> pd.Series:
 
 def _curve_value(r) -> str:
     """A curve point in a claim's evidence: its selection accuracy, or what stands in for one."""
-    if r.status == "stopped":
-        return f"stopped at step {r.stop_step:.0f} ({_acc(r.stop_accuracy)} then)"
-    return "failed" if r.status == "failed" else _acc(r.accuracy)
+    if r.status == STOPPED:
+        return f"{STOPPED} at step {r.stop_step:.0f} ({_acc(r.stop_accuracy)} then)"
+    return str(FAILED) if r.status == FAILED else _acc(r.accuracy)
 
 
 def _threshold_claim(est: Estimates, setting: str, method: str) -> dict:

@@ -364,7 +364,7 @@ def find_peak(
     n = len(lrs)
     # a stopped lr above the peak is past the threshold (it was stopped for being clearly worse): it closes the
     # bracket from above when no scored lr does, though it has no full-length accuracy to compare
-    stopped_above = sorted(float(v) for v in curve.loc[curve["status"] == "stopped", "lr"] if v > lrs[i])
+    stopped_above = sorted(float(v) for v in curve.loc[curve["status"] == STOPPED, "lr"] if v > lrs[i])
     high = min([*lrs[i + 1:i + 2], *stopped_above[:1]], default=math.nan)
     if n == 1 and not stopped_above:
         flag = "threshold not bracketed: a single learning rate; extend the grid up and down"

@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import method_name
-from trainers.runtime.run_dir import PREDICTIONS
+from trainers.runtime.run_dir import FAILED, OK, PREDICTIONS
 
 FINGERPRINT_FIELDS = ("data_fingerprint", "tokenizer_fingerprint", "model_fingerprint")
 """result.json's content hashes of what a run ran on (trainers/job/prepare.py: `input_fingerprints`)."""
@@ -90,7 +90,7 @@ def count_once(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, list[str
         if g["source"].nunique() < 2:
             continue  # one directory is read as its sweep wrote it (a search may run a trial twice)
         by_source = dict(tuple(g.groupby("source", sort=True)))
-        finished = {src: sg for src, sg in by_source.items() if (sg["status"] != "failed").any()}
+        finished = {src: sg for src, sg in by_source.items() if (sg["status"] != FAILED).any()}
         copies = finished or by_source  # a directory holding only a failure is missing data another supplies
         results = {src: sorted(repr(_signature(r)) for _, r in sg.iterrows()) for src, sg in copies.items()}
         first = min(copies)
@@ -149,7 +149,7 @@ def _legacy_key(g: pd.DataFrame) -> str:
 
 def _questions(g: pd.DataFrame) -> str:
     """Hash of the (id, gold) pairs of the first ok run's predictions.jsonl, "" when no ok run has one."""
-    for r in g[g["status"] == "ok"].sort_values("run").itertuples():
+    for r in g[g["status"] == OK].sort_values("run").itertuples():
         path = Path(r.path) / PREDICTIONS
         if not path.is_file():
             continue
@@ -198,7 +198,7 @@ def _conflict(g: pd.DataFrame, copies: pd.DataFrame) -> str:
     """One conflicting point: where it is and what each copy got."""
     r = g.iloc[0]
     beta = "" if pd.isna(r["beta"]) else f" β {r['beta']:g}"
-    got = " vs ".join(f"{c['status'] if c['status'] != 'ok' else f'{c.accuracy:.4f}'} in {c['source']}"
+    got = " vs ".join(f"{c['status'] if c['status'] != OK else f'{c.accuracy:.4f}'} in {c['source']}"
                       for _, c in copies.iterrows())
     return f"{method_name(r['method'])} lr {r['lr']:g}{beta} seed {int(r['seed'])} ({got})"
 

@@ -9,21 +9,23 @@ planned point is finished when a run with its coordinates ended "ok" or "diverge
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import pandas as pd
 
-from trainers.runtime.run_dir import FAILED, SCORED_STATUSES, STOP_STATUSES, SWEEP_PLAN, SWEEP_SUMMARY
+from trainers.runtime.run_dir import (
+    FAILED,
+    SCORED_STATUSES,
+    STOP_STATUSES,
+    SWEEP_PLAN,
+    SWEEP_SUMMARY,
+    read_planned_points,
+)
 
 PLAN_COLUMNS = ["method", "lr", "beta", "seed", "source", "grid_setting"]
 UNFINISHED_COLUMNS = ["method", "lr", "beta", "seed", "status", "source", "error"]
 """`grid_setting`: the grid.settings entry a point belongs to (its run directories' top folder), else None."""
-
-
-def _float(v: object) -> float:
-    return math.nan if v is None else float(v)  # type: ignore[arg-type]
 
 
 def read_plan(root: Path) -> tuple[pd.DataFrame, list[str]]:
@@ -34,13 +36,10 @@ def read_plan(root: Path) -> tuple[pd.DataFrame, list[str]]:
         if not path.is_file():
             continue
         try:
-            rows = [
-                {"method": str(p["method"]), "lr": float(p["lr"]), "beta": _float(p.get("beta")),
-                 "seed": int(p.get("seed", 0)), "source": name, "grid_setting": p.get("setting")}
-                for p in json.loads(path.read_text(encoding="utf-8"))["points"]
-            ]
+            rows = [{"method": p.method, "lr": p.lr, "beta": math.nan if p.beta is None else p.beta, "seed": p.seed,
+                     "source": name, "grid_setting": p.setting} for p in read_planned_points(path)]
             return pd.DataFrame(rows, columns=PLAN_COLUMNS), problems
-        except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
+        except (OSError, ValueError) as e:
             problems.append(f"{path}: unreadable ({e})")
     if problems:
         problems[-1] += "; the planned grid is not checked"

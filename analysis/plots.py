@@ -75,7 +75,7 @@ def _chosen_runs(
     out = []
     for r in curve.itertuples():
         at = runs[runs["lr"] == r.lr]
-        beta = r.beta if r.status == "ok" else at["beta"].sort_values(na_position="first").iloc[0]
+        beta = r.beta if r.status == OK else at["beta"].sort_values(na_position="first").iloc[0]
         sel = at[(at["beta"] == beta) | (at["beta"].isna() & (isinstance(beta, float) and math.isnan(beta)))]
         out.append((r.lr, beta, list(sel["run"]), r.status))
     return out
@@ -100,16 +100,16 @@ def m_theta_curves(sweep: Sweep, setting: str, crv: dict) -> Plot:
                     continue
                 mean = d.groupby("step")["m_theta"].mean()
                 label = f"lr {fmt_lr(lr)}" + (f" β={fmt_beta(beta)}" if not math.isnan(beta) else "")
-                if status == "stopped":
+                if status == STOPPED:
                     label += f" (stopped at step {int(d['step'].max())})"
-                elif status != "ok":
+                elif status != OK:
                     label += f" ({status})"
                 ax.plot(
                     mean.index,
                     mean.values,
                     color=cmap(norm(lr)),
                     lw=1.6,
-                    ls="-" if status == "ok" else "--",
+                    ls="-" if status == OK else "--",
                     marker="." if len(mean) < 30 else None,
                     label=label,
                 )
@@ -261,7 +261,7 @@ def accuracy_vs_lr_by_setting(est: Estimates) -> Plot:
             if (setting, method) not in est.curves:
                 continue
             color, curve = method_color(method, methods), est.curves[(setting, method)]
-            ok = curve[curve["status"] == "ok"]
+            ok = curve[curve["status"] == OK]
             ax.plot(ok["lr"], ok["accuracy"], color=color, marker="o", lw=1.4, label=method_name(method))
             peak = est.peaks[(setting, method)]
             if peak is not None:
@@ -289,7 +289,7 @@ def m_theta_vs_accuracy(sweep: Sweep, setting: str, crv: dict, pts: pd.DataFrame
     """Final eval mθ against accuracy, every ok run, lines joining a (method, β) across learning rates."""
     methods = sorted((m for s, m in crv if s == setting), key=method_sort_key)
     sp = pts[(pts["setting"] == setting) & (pts["n_ok"] > 0)]
-    runs = sweep.runs[(sweep.runs["setting"] == setting) & (sweep.runs["status"] == "ok")]
+    runs = sweep.runs[(sweep.runs["setting"] == setting) & (sweep.runs["status"] == OK)]
     fig = Figure(figsize=(7.5, 5.2), layout="constrained")
     ax = fig.subplots()
     for method in methods:
@@ -365,7 +365,7 @@ def _search_panels(tr: pd.DataFrame, setting: str, width: float = 5.2):
 
 def _mark_not_ok(ax, x, g: pd.DataFrame) -> None:
     """Diverged/failed trials as red × on the x axis: they have no accuracy, and must still be seen."""
-    bad = g[g["status"] != "ok"]
+    bad = g[g["status"] != OK]
     if len(bad):
         ax.scatter(x[bad.index], np.zeros(len(bad)), marker="x", color="red", s=60, zorder=5,
                    label=f"diverged/failed ({len(bad)})", clip_on=False)
@@ -383,7 +383,7 @@ def optimisation_history(tr: pd.DataFrame, setting: str) -> Plot:
     methods = [m for m, _, _ in panels]
     for method, g, ax in panels:
         color = method_color(method, methods)
-        ok = g[g["status"] == "ok"]
+        ok = g[g["status"] == OK]
         ax.scatter(ok["trial"], ok["accuracy"], color=color, s=30, zorder=4, label="trial (ok)")
         ax.step(g["trial"], g["running_best"], where="post", color=color, lw=1.6, label="running best")
         _mark_not_ok(ax, g["trial"], g)
@@ -412,7 +412,7 @@ def beta_vs_accuracy(tr: pd.DataFrame, setting: str) -> Plot:
     lrs = sorted(tr.loc[tr["setting"] == setting, "lr"].unique())
     norm, cmap = _lr_norm(lrs), colormaps["viridis"]
     for method, g, ax in panels:
-        ok = g[g["status"] == "ok"]
+        ok = g[g["status"] == OK]
         colors = [cmap(norm(lr)) for lr in ok["lr"]] if len(lrs) > 1 else method_color(method, methods)
         label = "trial (ok)" if len(lrs) > 1 else f"trial (ok), lr {fmt_lr(lrs[0])}"
         ax.scatter(ok["beta"], ok["accuracy"], c=colors, s=34, zorder=4, edgecolor="black", lw=0.4,

@@ -15,6 +15,7 @@ import numbers
 import pandas as pd
 
 from analysis.tables import fmt_beta, fmt_lr
+from trainers.runtime.run_dir import DIVERGED, FAILED, OK
 
 LR_COLUMNS = {"lr", "threshold_lr", "next_lr", "bracket_low", "bracket_high", "vertex_lr", "lr_ci_low", "lr_ci_high",
               "baseline_vertex_lr"}
@@ -61,9 +62,9 @@ HEADERS = {
     "wall_s": "wall s",
     "tokens_per_s": "tokens/s",
     "n_trials": "trials",
-    "n_ok": "ok",
-    "n_diverged": "diverged",
-    "n_failed": "failed",
+    "n_ok": str(OK),
+    "n_diverged": str(DIVERGED),
+    "n_failed": str(FAILED),
     "n_stopped": "stopped early",
 }
 
@@ -147,7 +148,7 @@ def _cell_class(text: str) -> str:
     t = text.lower()
     if t == "holds":
         return "good"
-    if t == "does not hold" or t.startswith(("diverged", "failed")) or "diverged)" in t or "failed)" in t:
+    if t == "does not hold" or t.startswith((DIVERGED, FAILED)) or f"{DIVERGED})" in t or f"{FAILED})" in t:
         return "bad"
     if t in ("not measured", "undecided") or t.startswith(("threshold not bracketed", "no threshold")):
         return "warn"

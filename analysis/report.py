@@ -34,7 +34,7 @@ from analysis.plots import Plot, all_plots, search_plots, slug
 from analysis.render import html_page, png_img, to_html_table, to_markdown
 from analysis.rundirs import Sweep, load_sweeps
 from trainers.runtime.disk import no_space, no_space_message
-from trainers.runtime.run_dir import LATE_FRACTION, PREDICTIONS
+from trainers.runtime.run_dir import DIVERGED, FAILED, LATE_FRACTION, OK, PREDICTIONS, STOP_STATUSES
 from trainers.runtime.run_dir import atomic_write_bytes as write_bytes
 from trainers.runtime.run_dir import atomic_write_text as write_text
 
@@ -335,9 +335,10 @@ def _html(
 ) -> str:
     r = sweep.runs
     counts = r["status"].value_counts()
+    stopped = sum(counts.get(s, 0) for s in STOP_STATUSES)
     summary = (
-        f"{len(r)} finished runs: {counts.get('ok', 0)} ok, {counts.get('diverged', 0)} diverged, "
-        f"{counts.get('failed', 0)} failed, {counts.get('stopped', 0) + counts.get('pruned', 0)} stopped early; "
+        f"{len(r)} finished runs: {counts.get(OK, 0)} {OK}, {counts.get(DIVERGED, 0)} {DIVERGED}, "
+        f"{counts.get(FAILED, 0)} {FAILED}, {stopped} stopped early; "
         f"{len(sweep.incomplete)} unfinished. "
         f"Settings: {', '.join(sorted(r['setting'].unique()))}. "
         f"Methods: {', '.join(sorted(r['method_name'].unique()))}."

@@ -21,10 +21,8 @@ import pandas as pd
 
 from analysis import method_name
 from analysis.inputs import count_once, inputs_key, key_settings
-from trainers.runtime.run_dir import EVAL, METRICS, PREDICTIONS, RESULT, STOP_STATUSES
+from trainers.runtime.run_dir import EVAL, METRICS, OK, PREDICTIONS, RESULT, STOP_STATUSES, RunStatus
 
-STATUSES = ("ok", "diverged", "failed", *STOP_STATUSES)
-"""stopped/pruned: ended early on a sweeper's request; neither ok nor failed, never a final accuracy."""
 SPLITS = ("select", "report")
 """predictions.jsonl's `split`: best lr and β are chosen on "select" questions, scored on "report"."""
 SKIP_DIRS = {".hydra", "wandb", "report", "__pycache__", ".git", ".submitit"}
@@ -236,8 +234,8 @@ def parse_result(path: Path) -> dict:
     if not isinstance(data["method"], str) or not data["method"]:
         raise ValueError(f"'method' must be a non-empty string, got {data['method']!r}")
     status = data["status"]
-    if status not in STATUSES:
-        raise ValueError(f"'status' must be one of {', '.join(STATUSES)}, got {status!r}")
+    if status not in tuple(RunStatus):
+        raise ValueError(f"'status' must be one of {', '.join(RunStatus)}, got {status!r}")
     row: dict = {"method": data["method"], "status": status}
     try:
         row["lr"] = _number(data["lr"])
@@ -248,7 +246,7 @@ def parse_result(path: Path) -> dict:
         raise ValueError(f"a numeric field is not a number ({e})") from None
     if not (math.isfinite(row["lr"]) and row["lr"] > 0):
         raise ValueError(f"'lr' must be a positive number, got {data['lr']!r}")
-    if status == "ok":
+    if status == OK:
         acc = row["accuracy"]
         if not (math.isfinite(acc) and 0.0 <= acc <= 1.0):
             raise ValueError(

@@ -18,7 +18,7 @@ import pandas as pd
 from analysis import method_name, method_sort_key
 from analysis.rundirs import Sweep
 from trainers.data.selection import best_of
-from trainers.runtime.run_dir import RESULT
+from trainers.runtime.run_dir import DIVERGED, FAILED, OK, RESULT
 
 SEARCH_MIN_BETAS = 3
 
@@ -75,7 +75,7 @@ def trials(sweep: Sweep) -> pd.DataFrame:
     for setting, method in search_keys(runs):
         g = runs[(runs["setting"] == setting) & (runs["method"] == method)]
         g = g.sort_values(["finished_at", "run"]).reset_index(drop=True)
-        acc = g["accuracy"].where(g["status"] == "ok")
+        acc = g["accuracy"].where(g["status"] == OK)
         frames.append(
             pd.DataFrame(
                 {
@@ -113,9 +113,9 @@ def best_beta(tr: pd.DataFrame) -> pd.DataFrame:
             "setting": setting,
             "method": method_name(method_id),
             "n_trials": len(g),
-            **{f"n_{s}": int((g["status"] == s).sum()) for s in ("ok", "diverged", "failed")},
+            **{f"n_{s}": int((g["status"] == s).sum()) for s in (OK, DIVERGED, FAILED)},
         }
-        ok = g[g["status"] == "ok"]
+        ok = g[g["status"] == OK]
         if ok.empty:
             row["note"] = "no trial finished ok"
             rows.append(row)

@@ -18,7 +18,7 @@ from analysis.estimate import MIN_SEEDS, Estimates
 from analysis.rundirs import Sweep
 from analysis.search import search_keys
 from analysis.stats import bootstrap_p, percentile_interval
-from trainers.runtime.run_dir import PREDICTIONS
+from trainers.runtime.run_dir import FAILED, PREDICTIONS, STOPPED
 
 COMPARISONS: tuple[tuple[str, str], ...] = (("minor_sft", "sft"), ("minor_sft", "dpo_sft"))
 """(subject, baseline) pairs of the paired table; Δ = subject − baseline."""
@@ -142,7 +142,7 @@ def threshold_table(est: Estimates, sweep: Sweep) -> pd.DataFrame:
         base = est.points.loc[est.points["setting"] == setting, "base_accuracy"].mean()
         row: dict = {"setting": setting, "method": method_name(method), "base_accuracy": base}
         peak = est.peaks[(setting, method)]
-        missing, stopped = curve[curve["status"] == "failed"], curve[curve["status"] == "stopped"]
+        missing, stopped = curve[curve["status"] == FAILED], curve[curve["status"] == STOPPED]
         notes = []
         if len(missing):
             notes.append(f"lr {', '.join(map(fmt_lr, missing['lr']))}: every run failed (missing data, not "

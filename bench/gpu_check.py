@@ -38,7 +38,7 @@ from bench.gpu import SHAPES, flops_per_token, mfu, non_embedding_params, peak_t
 from trainers.job.config import compose_job
 from trainers.job.plan import make_plan
 from trainers.job.save_request import REQUEST, SAVED
-from trainers.runtime.run_dir import METRICS, RESULT, atomic_write_json, read_jsonl
+from trainers.runtime.run_dir import METRICS, OK, RESULT, atomic_write_json, read_jsonl
 
 RESULT_NAME = "gpu_check.json"
 WARMUP_STEPS = 3  # logged steps left out of MFU: the first holds CUDA/NCCL warm-up and allocator growth
@@ -320,7 +320,7 @@ class Check:
         if run_dir:
             s = summary(run_dir, [*overrides, f"run_dir={run_dir}"])
             self.record["stages"][f"job-{strategy}"] = {"bf16": bf16, **s}
-            if s["status"] != "ok":
+            if s["status"] != OK:
                 self.fail(f"job-{strategy}", f"status {s['status']}: {s['error']}")
             if not self.on_gpu:
                 self.not_measured(f"job-{strategy} MFU and GPU memory", "no GPU visible")
@@ -366,7 +366,7 @@ class Check:
         if rerun:
             s = summary(rerun, [*overrides, f"run_dir={rerun}"])
             self.record["stages"][stage] = {"saved_at_step": saved, **s}
-            if s["status"] != "ok" or s["resumed_from_step"] != saved:
+            if s["status"] != OK or s["resumed_from_step"] != saved:
                 self.fail(stage, f"status {s['status']}, resumed from {s['resumed_from_step']} (saved {saved})")
 
     def stage_bench_gpu(self) -> None:

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from trainers.runtime.run_dir import PROGRESS, RESULT, read_progress, request_stop
+from trainers.runtime.run_dir import PROGRESS, RESULT, STOPPED, read_progress, request_stop
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SLACK_S = 1.0  # the promise's allowance beyond one step
@@ -66,9 +66,9 @@ def measure(launcher: str, warm_steps: int, max_steps: int, timeout_s: float) ->
             last = read_progress(run_dir())
             mean_step = (last["updated_at"] - first["updated_at"]) / max(last["step"] - first["step"], 1)
             d = run_dir()
-            request_stop(d, "stopped", "bench.stop_latency")
+            request_stop(d, STOPPED, "bench.stop_latency")
             requested_at = json.loads((d / "stop_request.json").read_text())["requested_at"]
-            wait_for(lambda: (d / RESULT).exists(), timeout_s, "result.json", proc)
+            wait_for(lambda: (d / RESULT).exists(), timeout_s, RESULT, proc)
             result = json.loads((d / RESULT).read_text())
             latency = (d / RESULT).stat().st_mtime - requested_at
             proc.wait(timeout=timeout_s)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from sweep.overrides import GRID_KEYS
 from trainers.runtime.methods import METHODS, beta_error
+from trainers.runtime.run_dir import point_label
 
 
 class GridError(ValueError):
@@ -59,9 +60,7 @@ class GridPoint:
         return [*(self.setting.overrides if self.setting else ()), *own]
 
     def label(self) -> str:
-        beta = "" if self.beta is None else f" β={self.beta:g}"
-        where = f"{self.setting.name}: " if self.setting else ""
-        return f"{where}{self.method} lr={self.lr:g}{beta} seed={self.seed}"
+        return point_label(self.method, self.lr, self.beta, self.seed, self.setting.name if self.setting else None)
 
 
 _SETTING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")

@@ -33,13 +33,13 @@ from sweep.launching import job_identity, launch_recorded, launcher_failure, sto
 from sweep.overrides import GRID_KEYS, grid_override_error
 from sweep.ownership import SweepDirRefused, hold
 from sweep.planning import apply_request, plan_jobs, sweep_lines, sweep_request
-from sweep.progress import ProgressMonitor, plan_entries, summarize, write_plan
+from sweep.progress import ProgressMonitor, planned, summarize, write_plan
 from sweep.refine import RefineSpec, refine, refine_spec
 from trainers.job.plan import Plan
 from trainers.job.validate import INTERMEDIATE_FIX, reports_while_training, validate_config, validate_paths
 from trainers.runtime.disk import no_space, no_space_message
 from trainers.runtime.errors import ConfigError
-from trainers.runtime.run_dir import SWEEP_PLAN, is_done
+from trainers.runtime.run_dir import FAILED, MISSING, SWEEP_PLAN, is_done
 
 log = logging.getLogger(__name__)
 
@@ -274,11 +274,11 @@ class GridSweeper(Sweeper):
                    returns: dict[int, JobReturn], refinement: list[dict[str, Any]] | None = None) -> None:
         """Final counts, failures by name, sweep_summary.json; exit 1 if any point failed or is missing."""
         try:
-            counts = summarize(sweep_dir, self.config.experiment_name, plan_entries(points, run_dirs, sweep_dir),
+            counts = summarize(sweep_dir, self.config.experiment_name, planned(points, run_dirs, sweep_dir),
                                run_dirs, returns, extra={"refine": refinement} if refinement is not None else None)
         except OSError as exc:
             if not no_space(exc):
                 raise
             fail(no_space_message(sweep_dir), code=1)
-        if counts["failed"] or counts["missing"]:
+        if counts[FAILED] or counts[MISSING]:
             raise SystemExit(1)

@@ -139,7 +139,7 @@ def launch_recorded(launcher: Launcher, jobs: list[list[str]], job_cfgs: list[Di
             if not (ended_by_launcher and written.get("status") == FAILED):
                 continue  # its own result stands; a job that died says less about why than its scheduler
         if ret.status == JobStatus.FAILED:
-            reason = str(ret._return_value).strip().splitlines()[0] if str(ret._return_value).strip() else "failed"
+            reason = str(ret._return_value).strip().splitlines()[0] if str(ret._return_value).strip() else FAILED
         else:
             reason = "ended without a result.json"
         full = full or (ret.status == JobStatus.FAILED and no_space(ret._return_value))

@@ -239,8 +239,8 @@ class ResumableOptunaSweeper(OptunaSweeper):
         entries = read_plan(plan_path)
         try:
             summarize(sweep_dir, self.sweeper.config.experiment_name, entries,
-                      [sweep_dir / e["run_dir"] for e in entries],
-                      {i: returned[e["run_dir"]] for i, e in enumerate(entries) if e["run_dir"] in returned})
+                      [sweep_dir / e.run_dir for e in entries],
+                      {i: returned[e.run_dir] for i, e in enumerate(entries) if e.run_dir in returned})
         except OSError as exc:
             if not no_space(exc):
                 raise

@@ -10,7 +10,7 @@ summary (`sweep_summary.json`: each point's status, a failure's reason), which t
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import threading
 import time
@@ -23,11 +23,16 @@ from hydra.core.utils import JobReturn, JobStatus
 
 from sweep.grid import GridPoint
 from trainers.runtime.run_dir import (
+    DIVERGED,
     FAILED,
+    MISSING,
+    OK,
     RESULT,
     STOP_STATUSES,
     SWEEP_SUMMARY,
+    PlannedPoint,
     atomic_write_json,
+    read_planned_points,
     read_result,
 )
 
@@ -44,35 +49,39 @@ def plan_run_dir(run_dir: Path, sweep_dir: Path) -> str:
     return str(run_dir.relative_to(sweep_dir)) if run_dir.is_relative_to(sweep_dir) else str(run_dir)
 
 
-def plan_entries(points: Sequence[GridPoint], run_dirs: Sequence[Path], sweep_dir: Path) -> list[dict[str, Any]]:
-    """One sweep_plan.json entry per point: its coordinates, label and run directory (`plan_run_dir`)."""
-    return [{"method": p.method, "lr": p.lr, "beta": p.beta, "seed": p.seed, "label": p.label(),
-             "run_dir": plan_run_dir(d, sweep_dir), **({"setting": p.setting.name} if p.setting else {})}
+def planned(points: Sequence[GridPoint], run_dirs: Sequence[Path], sweep_dir: Path) -> list[PlannedPoint]:
+    """The plan's record of each point: its coordinates and run directory (`plan_run_dir`)."""
+    return [PlannedPoint(p.method, p.lr, p.beta, p.seed, plan_run_dir(d, sweep_dir),
+                         p.setting.name if p.setting else None)
             for p, d in zip(points, run_dirs, strict=True)]
+
+
+def _write_plan_file(path: Path, points: Sequence[PlannedPoint]) -> None:
+    atomic_write_json(path, {"points": [p.to_json() for p in points]})
 
 
 def write_plan(path: Path, points: Sequence[GridPoint], run_dirs: Sequence[Path]) -> None:
     """sweep_plan.json: every planned point with its run directory (`plan_run_dir`), written atomically."""
-    atomic_write_json(path, {"points": plan_entries(points, run_dirs, path.parent)})
+    _write_plan_file(path, planned(points, run_dirs, path.parent))
 
 
-def read_plan(path: Path) -> list[dict[str, Any]]:
-    """The entries of a sweep_plan.json ([] when there is none, or it cannot be read)."""
+def read_plan(path: Path) -> list[PlannedPoint]:
+    """The points of a sweep_plan.json ([] when there is none, or it cannot be read)."""
     try:
-        return list(json.loads(path.read_text(encoding="utf-8"))["points"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return read_planned_points(path)
+    except (OSError, ValueError):
         return []
 
 
 def extend_plan(path: Path, points: Sequence[GridPoint], run_dirs: Sequence[Path]) -> None:
     """Add points to sweep_plan.json, keeping the ones it holds (a continued Optuna study's earlier trials); a
     point whose run directory is already there replaces it."""
-    new = plan_entries(points, run_dirs, path.parent)
-    added = {e["run_dir"] for e in new}
-    atomic_write_json(path, {"points": [e for e in read_plan(path) if e.get("run_dir") not in added] + new})
+    new = planned(points, run_dirs, path.parent)
+    added = {p.run_dir for p in new}
+    _write_plan_file(path, [p for p in read_plan(path) if p.run_dir not in added] + new)
 
 
-def summarize(sweep_dir: Path, experiment: str, entries: Sequence[dict[str, Any]], run_dirs: Sequence[Path],
+def summarize(sweep_dir: Path, experiment: str, entries: Sequence[PlannedPoint], run_dirs: Sequence[Path],
               returns: dict[int, JobReturn], extra: dict[str, Any] | None = None) -> Counter:
     """sweep_summary.json and the sweep's last lines: each planned point's status (`entries` as the plan lists
     them, `run_dirs` where they are), a failure's reason from its result.json or, for a point with none, from the
@@ -82,36 +91,31 @@ def summarize(sweep_dir: Path, experiment: str, entries: Sequence[dict[str, Any]
     counts = Counter(status)
     rows: list[dict[str, Any]] = []
     for i, (entry, run_dir, s) in enumerate(zip(entries, run_dirs, status, strict=True)):
-        row = {"method": entry["method"], "lr": entry["lr"], "beta": entry["beta"], "seed": entry["seed"],
-               "status": s, "run_dir": str(run_dir)}
-        if entry.get("setting") is not None:
-            row["setting"] = entry["setting"]
+        row = {**dataclasses.replace(entry, run_dir=str(run_dir)).to_json(), "status": s}
         if s == FAILED:
             row["error"] = str((read_result(run_dir) or {}).get("error") or "")
-        elif s == "missing" and i in returns and returns[i].status == JobStatus.FAILED:
+        elif s == MISSING and i in returns and returns[i].status == JobStatus.FAILED:
             row["error"] = str(returns[i]._return_value).splitlines()[0]
         rows.append(row)
     atomic_write_json(sweep_dir / SWEEP_SUMMARY, {"experiment": experiment, "counts": dict(counts), "points": rows,
                                                   **(extra or {})})
     stopped = "".join(f"{counts[s]} {s}, " for s in STOP_STATUSES if counts[s])
-    print(f"[sweep] finished: {counts['ok']} ok, {stopped}{counts['diverged']} diverged, "
-          f"{counts['failed']} failed, {counts['missing']} missing of {len(entries)} -> {sweep_dir}", flush=True)
+    print(f"[sweep] finished: {counts[OK]} {OK}, {stopped}{counts[DIVERGED]} {DIVERGED}, "
+          f"{counts[FAILED]} {FAILED}, {counts[MISSING]} {MISSING} of {len(entries)} -> {sweep_dir}", flush=True)
     for row in rows:
-        if row["status"] in (FAILED, "missing"):
-            where = f"{row['setting']}: " if "setting" in row else ""
-            print(f"[sweep]   {row['status']}: {where}{row['method']} lr={row['lr']:g} beta={row['beta']} "
-                  f"seed={row['seed']} {row.get('error', '')} ({row['run_dir']})", flush=True)
+        if row["status"] in (FAILED, MISSING):
+            print(f"[sweep]   {row['status']}: {row['label']} {row.get('error', '')} ({row['run_dir']})", flush=True)
     return counts
 
 
 def statuses(run_dirs: Sequence[Path], since: float | None = None) -> list[str]:
-    """Status of each run: ok / diverged / failed, or "missing" (none yet, or older than `since`)."""
+    """Status of each run: its result's (RunStatus), or MISSING (none yet, or older than `since`)."""
     out = []
     for run_dir in run_dirs:
         path = Path(run_dir) / RESULT
         result = read_result(run_dir)
         if result is None or (since is not None and path.stat().st_mtime < since):
-            out.append("missing")
+            out.append(MISSING)
         else:
             out.append(result.get("status", FAILED))
     return out
@@ -144,8 +148,8 @@ class ProgressMonitor:
 
     def print_line(self) -> None:
         counts = Counter(statuses(self.run_dirs, since=self.started))
-        finished = len(self.run_dirs) - counts["missing"]
-        state = (finished, counts["diverged"], counts["failed"])
+        finished = len(self.run_dirs) - counts[MISSING]
+        state = (finished, counts[DIVERGED], counts[FAILED])
         if state == self._last:
             return
         self._last = state
@@ -154,7 +158,7 @@ class ProgressMonitor:
         eta = f", ETA {_fmt_duration(elapsed / finished * remaining)}" if finished and remaining else ""
         print(
             f"[sweep] {self.already_done + finished}/{self.total} done "
-            f"({counts['ok']} ok, {counts['diverged']} diverged, {counts['failed']} failed this run), "
+            f"({counts[OK]} {OK}, {counts[DIVERGED]} {DIVERGED}, {counts[FAILED]} {FAILED} this run), "
             f"elapsed {_fmt_duration(elapsed)}{eta}",
             flush=True,
         )

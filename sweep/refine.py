@@ -173,7 +173,7 @@ def refine(
         new = plan_round(scores, spec, seeds)
         if not new:
             log.append({"round": r, "brackets": before, "new_points": 0,
-                        "stopped": "no new point: every bracket within factor, on an edge, or its midpoints ran"})
+                        "ended": "no new point: every bracket within factor, on an edge, or its midpoints ran"})
             break
         run(new, "midpoints around the peaks")
         log.append({"round": r, "brackets": before, "new_points": len(new), "lrs": sorted({p.lr for p in new})})

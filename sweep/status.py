@@ -14,7 +14,6 @@ while its job reports progress, `lost` when its process is gone from this host w
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import socket
@@ -26,13 +25,17 @@ from pathlib import Path
 from typing import Any
 
 from trainers.runtime.run_dir import (
+    DIVERGED,
     FAILED,
     OK,
     PROGRESS,
+    PRUNED,
     RESULT,
     STOP_STATUSES,
+    STOPPED,
     SWEEP_PLAN,
     SWEEP_SUMMARY,
+    read_planned_points,
     read_progress,
     read_result,
     read_stop_request,
@@ -63,18 +66,12 @@ def planned_points(sweep_dir: Path) -> list[tuple[str, Path]]:
     (sweep.progress.plan_run_dir): a moved or copied sweep reads its own runs, never the original's."""
     for name in (SWEEP_PLAN, SWEEP_SUMMARY):
         try:
-            points = json.loads((sweep_dir / name).read_text(encoding="utf-8"))["points"]
-            return [(p.get("label") or _label(p), sweep_dir / p["run_dir"]) for p in points]  # relative: moved
-        except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
+            return [(p.label, sweep_dir / p.run_dir) for p in read_planned_points(sweep_dir / name)]
+        except (OSError, ValueError):
             continue
     found = sorted({p.parent for name in (RESULT, PROGRESS) for p in sweep_dir.rglob(name)
                     if "_prepare" not in p.parts})
     return [(str(d.relative_to(sweep_dir)), d) for d in found]
-
-
-def _label(point: dict[str, Any]) -> str:
-    beta = "" if point.get("beta") is None else f" β={point['beta']:g}"
-    return f"{point['method']} lr={point['lr']:g}{beta} seed={point['seed']}"
 
 
 def _alive(pid: int) -> bool:
@@ -144,7 +141,9 @@ def stopped_detail(result: dict[str, Any]) -> str:
     return detail
 
 
-ORDER = ("running", "pending", "lost", "failed", "diverged", "stopped", "pruned", "ok")
+# the view's own states of a point without a result (running, not started, gone without one), then the
+# run statuses: what needs a look first
+ORDER = ("running", "pending", "lost", FAILED, DIVERGED, STOPPED, PRUNED, OK)
 
 
 def render(sweep_dir: Path, statuses: list[PointStatus]) -> str:

@@ -18,7 +18,7 @@ import pytest
 from conftest import REPO_ROOT, _process_tree
 from sweep.status import point_status, render, sweep_status
 from synthetic_runs import write_run
-from trainers.runtime.run_dir import atomic_write_json, read_progress
+from trainers.runtime.run_dir import PlannedPoint, atomic_write_json, read_progress
 
 pytestmark = pytest.mark.slow  # sweeps of real (tiny) training jobs
 
@@ -123,11 +123,10 @@ def test_status_names_every_state_of_a_sweep(tiny_world, tmp_path):
     write_run(sweep_dir / "b", method="sft", lr=1e-1, status="diverged")
     write_run(sweep_dir / "c", method="sft", lr=3e-1, status="failed", error="SLURM: OUT_OF_MEMORY")
     live = sweep_dir / "live"
-    plan = [("sft lr=0.001 seed=0", sweep_dir / "a"), ("sft lr=0.1 seed=0", sweep_dir / "b"),
-            ("sft lr=0.3 seed=0", sweep_dir / "c"), ("sft lr=0.0003 seed=0", sweep_dir / "d"),
-            ("minor_sft lr=0.001 β=0.1 seed=0", live)]
-    atomic_write_json(sweep_dir / "sweep_plan.json",
-                      {"points": [{"label": label, "run_dir": str(d)} for label, d in plan]})
+    plan = [("sft", 1e-3, None, sweep_dir / "a"), ("sft", 1e-1, None, sweep_dir / "b"),
+            ("sft", 3e-1, None, sweep_dir / "c"), ("sft", 3e-4, None, sweep_dir / "d"), ("minor_sft", 1e-3, 0.1, live)]
+    atomic_write_json(sweep_dir / "sweep_plan.json", {"points": [
+        PlannedPoint(method, lr, beta, 0, str(d)).to_json() for method, lr, beta, d in plan]})
     job = start(["method=minor_sft", *common(tiny_world, tmp_path), "train.max_steps=100000", f"run_dir={live}",
                  f"paths.output_dir={tmp_path / 'outputs'}"])
     try:

@@ -43,7 +43,7 @@ from trainers.runtime.run_dir import (
     OK,
     PREDICTIONS,
     RESULT,
-    STOP_STATUSES,
+    RunStatus,
     atomic_write_json,
     read_jsonl,
     write_jsonl,
@@ -82,7 +82,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                              wall_s=time.perf_counter() - started, resumed_step=checkpoint_step(resume_from))
     if is_main_process():
         atomic_write_json(run_dir / RESULT, result)
-        if fit.status in (OK, *STOP_STATUSES):  # final: nothing will resume from them
+        if RunStatus(fit.status).is_final:  # a rerun skips it: nothing will resume from its checkpoints
             remove_checkpoints(cfg, Path(args.output_dir))
     log.info("Result: %s accuracy=%s (base %.4f) m_theta=%s -> %s",
              fit.status, result["accuracy"], prepared.base_accuracy, result["m_theta"], run_dir / RESULT)

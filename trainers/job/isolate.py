@@ -112,7 +112,8 @@ def _watch_launcher(conn: Connection, job_done: threading.Event) -> None:
 
 
 def _serve(conn: Connection) -> None:
-    """The runner: run each job it is sent, send back ("ok", result) or ("error", exception), until told to stop."""
+    """The runner: run each job it is sent, send back ("returned", result) or ("raised", exception), until told
+    to stop."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C in a terminal ends it with its parent
     # The job ends when its parent says so (it SIGKILLs the runner) or dies (PDEATHSIG), never by a
@@ -137,16 +138,16 @@ def _serve(conn: Connection) -> None:
             module, name = target.split(":")
             job = getattr(importlib.import_module(module), name)
             with quiet_console(quiet):
-                reply = ("ok", job(OmegaConf.create(resolved)))
+                reply = ("returned", job(OmegaConf.create(resolved)))
         except Exception as exc:  # the job recorded what it could; the parent re-raises
-            reply = ("error", exc)
+            reply = ("raised", exc)
         finally:
             job_done.set()
             watchdog.join()
         try:
             conn.send(reply)
         except Exception:  # a result or an exception that does not pickle
-            conn.send(("error", RuntimeError(f"{type(reply[1]).__name__}: {reply[1]}")))
+            conn.send(("raised", RuntimeError(f"{type(reply[1]).__name__}: {reply[1]}")))
 
 
 class _Runner:
@@ -173,7 +174,7 @@ class _Runner:
         child_conn.close()
 
     def run(self, task: tuple) -> tuple[str, Any]:
-        """("ok", result) or ("error", exception) from the child, or ("died", exit code) if it died."""
+        """("returned", result) or ("raised", exception) from the child, or ("died", exit code) if it died."""
         try:
             self.conn.send(task)
             return self.conn.recv()
@@ -226,11 +227,11 @@ def run_isolated(target: str, cfg: DictConfig, quiet: bool = False) -> Any:
             _runner.stop()
             _runner = None
             raise
-        if kind != "ok" and ending.is_set():
+        if kind != "returned" and ending.is_set():
             await_the_end()
-    if kind == "ok":
+    if kind == "returned":
         return payload
-    if kind == "error":
+    if kind == "raised":
         raise payload
     pid, _runner = _runner.process.pid, None
     reason = death_reason(payload)

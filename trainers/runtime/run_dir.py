@@ -22,6 +22,8 @@ import os
 import tempfile
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +36,104 @@ STOP_REQUEST = "stop_request.json"  # the one file a sweeper writes into a job's
 SWEEP_PLAN = "sweep_plan.json"  # in the sweep directory: every point the sweeper will run, before it runs it
 SWEEP_SUMMARY = "sweep_summary.json"  # in the sweep directory, written by the sweeper (grid or Optuna) at its end
 
-OK, DIVERGED, FAILED = "ok", "diverged", "failed"
-SCORED_STATUSES = (OK, DIVERGED)
-"""A run that scores: ok at its accuracy, diverged at the base model's (a failure at its point, not a gap).
-A failed run is missing data (trainers/data/selection.py run_score, analysis/estimate.py)."""
+class RunStatus(str, Enum):
+    """How a run ended: result.json's `status`, written as the value. A str, so that a status read back from
+    JSON compares, hashes and prints as the member does (f"{RunStatus.OK}" is "ok" on every Python).
 
-STOPPED, PRUNED = "stopped", "pruned"
-STOP_STATUSES = (STOPPED, PRUNED)
-"""How a job asked to stop ends: `stopped` by the grid's early stopping, `pruned` by an Optuna pruner.
-Neither ok nor failed: the run ended early on purpose, and is final (a rerun skips it unless asked)."""
+    ok        trained to its end; scored at its accuracy
+    diverged  its loss became non-finite; scored at the base model's accuracy (a failure at its point, not a gap)
+    failed    crashed, killed or lost: missing data (trainers/data/selection.py run_score, analysis/estimate.py)
+    stopped   ended early by the grid's early stopping (sweep/early_stop_monitor.py)
+    pruned    ended early by an Optuna pruner (sweep/pruning.py)
+    """
+
+    OK = "ok"
+    DIVERGED = "diverged"
+    FAILED = "failed"
+    STOPPED = "stopped"
+    PRUNED = "pruned"
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+    @property
+    def is_scored(self) -> bool:
+        """The run counts at its point: ok at its accuracy, diverged at the base model's."""
+        return self in (RunStatus.OK, RunStatus.DIVERGED)
+
+    @property
+    def ended_early(self) -> bool:
+        """A sweeper asked the job to stop: neither ok nor failed, the run ended early on purpose."""
+        return self in (RunStatus.STOPPED, RunStatus.PRUNED)
+
+    @property
+    def is_final(self) -> bool:
+        """A rerun of the sweep skips the point: ok, or ended early on purpose (unless the rerun asks for those
+        again). Failed and diverged points run again (docs/sweeps.md)."""
+        return self is RunStatus.OK or self.ended_early
+
+
+OK, DIVERGED, FAILED, STOPPED, PRUNED = RunStatus
+MISSING = "missing"
+"""sweep_summary.json's word for a planned point with no result.json (never run, or killed before it wrote one)."""
+SCORED_STATUSES = tuple(s for s in RunStatus if s.is_scored)
+STOP_STATUSES = tuple(s for s in RunStatus if s.ended_early)
+
+def point_label(method: str, lr: float, beta: float | None, seed: int, setting: str | None = None) -> str:
+    """How the sweep's lines and `make status` name a point: `[setting: ]method lr=… [β=…] seed=…`."""
+    where = f"{setting}: " if setting else ""
+    return f"{where}{method} lr={lr:g}{'' if beta is None else f' β={beta:g}'} seed={seed}"
+
+
+@dataclass(frozen=True)
+class PlannedPoint:
+    """One point of a sweep as its sweeper records it: an entry of sweep_plan.json's and sweep_summary.json's
+    `points`. Written and read only through this record (the sweepers, `make status`, the report).
+
+    `run_dir` is as recorded: relative to the sweep directory in the plan (a moved sweep reads its own runs),
+    absolute in the summary. `setting` is the grid.settings entry the point belongs to, None without settings.
+    A summary's entry also holds the point's `status` and a failure's `error` (sweep/progress.py)."""
+
+    method: str
+    lr: float
+    beta: float | None
+    seed: int
+    run_dir: str
+    setting: str | None = None
+
+    @property
+    def label(self) -> str:
+        return point_label(self.method, self.lr, self.beta, self.seed, self.setting)
+
+    def to_json(self) -> dict[str, Any]:
+        entry = {"method": self.method, "lr": self.lr, "beta": self.beta, "seed": self.seed, "label": self.label,
+                 "run_dir": self.run_dir}
+        return {**entry, "setting": self.setting} if self.setting is not None else entry
+
+    @classmethod
+    def from_json(cls, entry: dict[str, Any]) -> PlannedPoint:
+        """The record of one entry; ValueError naming what is wrong with a malformed one."""
+        try:
+            beta, setting = entry.get("beta"), entry.get("setting")
+            return cls(method=str(entry["method"]), lr=float(entry["lr"]),
+                       beta=None if beta is None else float(beta), seed=int(entry.get("seed", 0)),
+                       run_dir=str(entry["run_dir"]), setting=None if setting is None else str(setting))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"a planned point is malformed ({type(exc).__name__}: {exc}): {entry!r}") from None
+
+
+def read_planned_points(path: Path) -> list[PlannedPoint]:
+    """The points of a sweep_plan.json or sweep_summary.json; OSError where it cannot be read, ValueError where
+    it is not such a file."""
+    try:
+        entries = json.loads(Path(path).read_text(encoding="utf-8"))["points"]
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"{path} has no list of points ({type(exc).__name__}: {exc})") from None
+    if not isinstance(entries, list):
+        raise ValueError(f"{path}: `points` is not a list")
+    return [PlannedPoint.from_json(e) for e in entries]
+
+
 
 LATE_FRACTION = 0.25
 """result.json's train_m_theta, and analysis' train mθ of a run: the mean over the last quarter of its
@@ -164,7 +255,7 @@ def read_progress(run_dir: Path) -> dict[str, Any] | None:
 def request_stop(run_dir: Path, status: str, reason: str) -> None:
     """Ask the job running in `run_dir` to end at its next step boundary as `status` (stopped or pruned)."""
     if status not in STOP_STATUSES:
-        raise ValueError(f"a stop request ends a job as one of {STOP_STATUSES}, not {status!r}")
+        raise ValueError(f"a stop request ends a job as one of {', '.join(STOP_STATUSES)}, not {status!r}")
     atomic_write_json(Path(run_dir) / STOP_REQUEST, {"status": status, "reason": reason,
                                                      "requested_at": time.time()})
 
@@ -219,8 +310,18 @@ def config_hash(cfg: Any) -> str:
 
 
 def is_done(run_dir: Path, expected_hash: str, rerun_stopped: bool = False) -> bool:
-    """A job is done when its result.json says "ok" for the same config, or "stopped"/"pruned" (ended early
-    on purpose: final, unless `rerun_stopped` asks for it to run again)."""
+    """A job is done when its result.json has a final status (RunStatus.is_final) for the same config; a run
+    ended early on purpose runs again where `rerun_stopped` asks for it."""
     result = read_result(run_dir)
-    final = ("ok",) if rerun_stopped else ("ok", *STOP_STATUSES)
-    return bool(result) and result.get("status") in final and result.get("config_hash") == expected_hash
+    status = run_status(result)
+    if status is None or not status.is_final or (rerun_stopped and status.ended_early):
+        return False
+    return result.get("config_hash") == expected_hash
+
+
+def run_status(result: dict[str, Any] | None) -> RunStatus | None:
+    """A result's status as a RunStatus; None for no result, or a status this version does not know."""
+    try:
+        return RunStatus(result["status"]) if result else None
+    except (KeyError, ValueError):
+        return None
