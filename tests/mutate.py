@@ -59,6 +59,15 @@ MUTATIONS: tuple[Mutation, ...] = (
              "return -F.logsigmoid(policy_logps - ref_logps)", ("tests/test_losses.py",)),
     Mutation("kl_sft penalty without its -1 (k3 becomes exp(d) - d)", "trainers/model/losses.py",
              "k3 = torch.expm1(delta) - delta", "k3 = torch.exp(delta) - delta", ("tests/test_losses.py",)),
+    # the run-directory contract
+    Mutation("a diverged point is final: a rerun skips it", "trainers/runtime/run_dir.py",
+             "return self is RunStatus.OK or self.ended_early",
+             "return self in (RunStatus.OK, RunStatus.DIVERGED) or self.ended_early",
+             ("tests/test_run_dir_contract.py",
+              "tests/test_stop_request.py::test_a_stopped_or_pruned_point_is_final_for_a_rerun_unless_asked")),
+    Mutation("a diverged run does not score", "trainers/runtime/run_dir.py",
+             "return self in (RunStatus.OK, RunStatus.DIVERGED)", "return self is RunStatus.OK",
+             ("tests/test_run_dir_contract.py", "tests/test_analysis_tables.py")),
     # checkpoints
     Mutation("torn checkpoints kept", "trainers/job/checkpoints.py",
              "        else:\n            shutil.rmtree(path)", "        else:\n            pass",
@@ -114,7 +123,7 @@ MUTATIONS: tuple[Mutation, ...] = (
              ("tests/test_plan.py",)),
     # input checks
     Mutation("ceval's answerless test split accepted", "trainers/job/validate.py",
-             "if cfg.data.get(field) is not None and cfg.data[field] in withheld:", "if False:",
+             "if data.get(field) is not None and data[field] in withheld:", "if False:",
              ("tests/test_ceval_exam.py", "-k", "refused_in_one_line")),
     # peak rule
     Mutation("peak rule: ties go to the last candidate (higher lr or beta)", "trainers/data/selection.py",

@@ -70,9 +70,25 @@ def strategy_config(cfg: DictConfig) -> None:
 def validate_config(cfg: DictConfig, processes: int | None = None) -> None:
     """Raise ConfigError for the first invalid field of a job config (paths excluded: see validate_paths).
 
-    `processes` defaults to the processes the job's strategy asks for (`planned_world_size`).
+    `processes` defaults to the processes the job's strategy asks for (`planned_world_size`). The checks run
+    in the order of the groups below, each naming the field and a fix.
     """
     processes = planned_world_size(cfg) if processes is None else processes
+    _check_method(cfg)
+    strategy_config(cfg)
+    _check_steps_and_batches(cfg, processes)
+    validate_split_config(cfg.data)
+    if not 0 <= cfg.train.warmup_ratio < 1:
+        raise ConfigError(f"train.warmup_ratio={cfg.train.warmup_ratio} must be in [0, 1) (the paper uses 0.1)")
+    _check_data(cfg.data)
+    _check_saving(cfg.train)
+    _check_plan(cfg.get("plan") or {})
+    _check_reporting(cfg.train)
+    missing_packages(cfg)
+
+
+def _check_method(cfg: DictConfig) -> None:
+    """A known method, its spec as its file says, and a β it accepts."""
     method = cfg.method.name
     if method not in METHODS:
         raise ConfigError(
@@ -89,7 +105,11 @@ def validate_config(cfg: DictConfig, processes: int | None = None) -> None:
                               f"{' / '.join(f'method={m} method.beta={beta}' for m in sorted(BETA_METHODS))}")
         example = "method.beta=0.1; 0 is raw SFT" if METHODS[method].beta_may_be_zero else "method.beta=0.1"
         raise ConfigError(f"method.beta={beta} is invalid for {method}: {reason} (e.g. {example})")
-    strategy_config(cfg)
+
+
+def _check_steps_and_batches(cfg: DictConfig, processes: int) -> None:
+    """The learning rate, the batch sizes (the global one split evenly over processes and fitting the training
+    data) and the length of training."""
     t = cfg.train
     if not _positive(t.lr):
         raise ConfigError(f"train.lr={t.lr} is invalid: the learning rate must be a finite number > 0 "
@@ -113,30 +133,38 @@ def validate_config(cfg: DictConfig, processes: int | None = None) -> None:
     n_train = cfg.data.get("n_train")
     if isinstance(n_train, int) and not isinstance(n_train, bool) and n_train > 0:
         check_batch_fits(cfg, n_train, f"the data.n_train={n_train}", processes)
-    validate_split_config(cfg.data)
-    if not 0 <= t.warmup_ratio < 1:
-        raise ConfigError(f"train.warmup_ratio={t.warmup_ratio} must be in [0, 1) (the paper uses 0.1)")
-    world_seed = cfg.data.get("world_seed")
+
+
+def _check_data(data: DictConfig) -> None:
+    """The embedded world's seed, the eval size, and splits that have answers to train on and score."""
+    world_seed = data.get("world_seed")
     if world_seed is not None and (isinstance(world_seed, bool) or not isinstance(world_seed, int) or world_seed < 0):
         raise ConfigError(f"data.world_seed={world_seed} is invalid: the embedded world's seed is an integer >= 0 "
                           "(0: the default world)")
-    if cfg.data.get("n_eval") is not None and cfg.data.n_eval <= 0:
-        raise ConfigError(f"data.n_eval={cfg.data.n_eval} must be > 0 or null (all)")
-    withheld = list(cfg.data.get("withheld_answers") or [])
+    if data.get("n_eval") is not None and data.n_eval <= 0:
+        raise ConfigError(f"data.n_eval={data.n_eval} must be > 0 or null (all)")
+    withheld = list(data.get("withheld_answers") or [])
     for field in ("train_split", "eval_split"):
-        if cfg.data.get(field) is not None and cfg.data[field] in withheld:
-            others = ", ".join(f"{k}={cfg.data[k]}" for k in ("train_split", "eval_split") if k != field)
+        if data.get(field) is not None and data[field] in withheld:
+            others = ", ".join(f"{k}={data[k]}" for k in ("train_split", "eval_split") if k != field)
             raise ConfigError(
-                f"data.{field}={cfg.data[field]}: {cfg.data.name} withholds the answers of its {cfg.data[field]} "
+                f"data.{field}={data[field]}: {data.name} withholds the answers of its {data[field]} "
                 f"split (its files have no answer column), so it can neither train nor score; use another split "
                 f"({others}; data.eval_split=null carves the eval questions out of the training split)")
+
+
+def _check_saving(t: DictConfig) -> None:
+    """The exported model's precision and the periodic checkpoints' interval."""
     if t.get("save_model") is not None and t.save_model not in EXPORT_DTYPES:
         raise ConfigError(f"train.save_model={t.save_model} is not an export precision; use "
                           f"{' or '.join(EXPORT_DTYPES)} (or null: no model exported)")
     if not (t.get("checkpoint_every_min") in (0, None) or _positive(t.checkpoint_every_min)):
         raise ConfigError(f"train.checkpoint_every_min={t.checkpoint_every_min} must be >= 0 (0: no periodic "
                           "checkpoints)")
-    plan = cfg.get("plan") or {}
+
+
+def _check_plan(plan: DictConfig | dict) -> None:
+    """The resource plan's rates and fixed costs (trainers/job/plan.py)."""
     for key in ("write_gb_per_s", "periodic_save_min", "signal_delay_s"):
         if plan.get(key) is not None and not _positive(plan.get(key)):
             raise ConfigError(f"plan.{key}={plan.get(key)} must be > 0 (plan.write_gb_per_s=1.0, "
@@ -145,6 +173,10 @@ def validate_config(cfg: DictConfig, processes: int | None = None) -> None:
     if overhead is not None and not (overhead == 0 or _positive(overhead)):
         raise ConfigError(f"plan.job_overhead_s={overhead} must be >= 0 (seconds of a job's fixed cost on its GPUs; "
                           "plan.job_overhead_s=300 is the default)")
+
+
+def _check_reporting(t: DictConfig) -> None:
+    """How often a job reports its selection accuracy, and how long its ranks wait for each other."""
     report_steps = t.get("report_steps")
     if not (report_steps in (0, None) or (isinstance(report_steps, int) and _positive(report_steps))):
         raise ConfigError(f"train.report_steps={report_steps} must be a whole number of steps >= 0 (e.g. 25; 0: "
@@ -152,7 +184,6 @@ def validate_config(cfg: DictConfig, processes: int | None = None) -> None:
     if not _positive(t.get("ddp_timeout")):
         raise ConfigError(f"train.ddp_timeout={t.get('ddp_timeout')} must be a number of seconds > 0 (how long a "
                           "collective waits for the other ranks; HF's default is 1800)")
-    missing_packages(cfg)
 
 
 def missing_packages(cfg: DictConfig) -> None:
