@@ -74,7 +74,7 @@ def validate_config(cfg: DictConfig, processes: int | None = None) -> None:
     in the order of the groups below, each naming the field and a fix.
     """
     processes = planned_world_size(cfg) if processes is None else processes
-    _check_method(cfg)
+    _check_method(cfg.method)
     strategy_config(cfg)
     _check_steps_and_batches(cfg, processes)
     validate_split_config(cfg.data)
@@ -87,17 +87,17 @@ def validate_config(cfg: DictConfig, processes: int | None = None) -> None:
     missing_packages(cfg)
 
 
-def _check_method(cfg: DictConfig) -> None:
+def _check_method(method_cfg: DictConfig) -> None:
     """A known method, its spec as its file says, and a β it accepts."""
-    method = cfg.method.name
+    method = method_cfg.name
     if method not in METHODS:
         raise ConfigError(
             f"method={method!r} is not a known method; use one of {', '.join(sorted(METHODS))} "
             "(a new one is its loss function and a file in conf/method/ that names it: docs/losses.md)"
         )
-    if (reason := spec_error(OmegaConf.to_container(cfg.method, resolve=True))) is not None:
+    if (reason := spec_error(OmegaConf.to_container(method_cfg, resolve=True))) is not None:
         raise ConfigError(reason)
-    beta = cfg.method.get("beta")
+    beta = method_cfg.get("beta")
     if (reason := beta_error(method, beta)) is not None:
         if method not in BETA_METHODS:
             raise ConfigError(f"method.beta={beta} is invalid for {method}: {reason} (its loss never reads one); "
