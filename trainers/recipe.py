@@ -22,7 +22,7 @@ from transformers import PrinterCallback, TrainingArguments, set_seed
 
 from trainers.data.batching import TrainCollator
 from trainers.data.mcq import DataError
-from trainers.data.selection import assign_split, mark_splits
+from trainers.data.selection import assign_split, mark_splits, split_setting
 from trainers.job.arguments import shards_the_model, training_arguments
 from trainers.job.callbacks import ReportSelection, RunDirCallback, SaveOnRequest, StopOnRequest, mark_started
 from trainers.job.checkpoints import checkpoint_step, remove_checkpoints, start_or_resume
@@ -128,7 +128,7 @@ def build_trainer(cfg: DictConfig, args: TrainingArguments, model: torch.nn.Modu
         letter_ids=prepared.letter_ids,
         pad_id=prepared.pad_id,
         track_m_theta=bool(cfg.train.track_m_theta),
-        eval_splits=[assign_split(s.id, *split_setting(cfg)) for s in prepared.eval_samples],
+        eval_splits=[assign_split(s.id, *split_setting(cfg.data)) for s in prepared.eval_samples],
     )
     trainer.add_callback(ReportSelection(run_dir, cfg.train.get("report_steps") or 0, trainer.report_selection))
     if args.disable_tqdm:  # else the Trainer prints every log dict; they are in metrics.jsonl and W&B
@@ -166,16 +166,11 @@ def fit_and_evaluate(cfg: DictConfig, trainer: LossTrainer, run_dir: Path, resum
     return Fit(status, error, train_s, stop_reason=stop.get("reason") if stop else None)
 
 
-def split_setting(cfg: DictConfig) -> tuple[float, int]:
-    """(select_fraction, select_seed) of trainers.data.selection: the split of every evaluation, mid-run and final."""
-    return cfg.data.get("select_fraction", 0.5), cfg.data.get("select_seed", 0)
-
-
 def final_predictions(cfg: DictConfig, run_dir: Path, final: dict[str, Any] | None) -> list[dict]:
     """The final evaluation's rows with their select/report split marked; rank 0 writes predictions.jsonl."""
     if final is None:
         return []
-    predictions = mark_splits(final["predictions"], *split_setting(cfg))
+    predictions = mark_splits(final["predictions"], *split_setting(cfg.data))
     if is_main_process():
         write_jsonl(run_dir / PREDICTIONS, predictions)
     return predictions

@@ -22,15 +22,21 @@ from trainers.runtime.errors import ConfigError
 from trainers.runtime.run_dir import DIVERGED, OK
 
 SELECT, REPORT = "select", "report"
+SELECT_FRACTION, SELECT_SEED = 0.5, 0
+"""The split of a data config that leaves data.select_fraction or data.select_seed out (the shipped ones say so)."""
+
+
+def split_setting(data: Mapping[str, Any]) -> tuple[float, int]:
+    """(select_fraction, select_seed) of a data config: the split of every evaluation, mid-run and final."""
+    return data.get("select_fraction", SELECT_FRACTION), data.get("select_seed", SELECT_SEED)
 
 
 def validate_split_config(data: Mapping[str, Any]) -> None:
     """data.select_fraction must lie strictly between 0 and 1 (both splits non-empty)."""
-    f = data.get("select_fraction", 0.5)
+    f, s = split_setting(data)
     if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f < 1:
         raise ConfigError(f"data.select_fraction={f} must be a number in (0, 1), e.g. 0.5 (half the eval questions "
                           "choose lr and β, the other half score them)")
-    s = data.get("select_seed", 0)
     if isinstance(s, bool) or not isinstance(s, int):
         raise ConfigError(f"data.select_seed={s} must be an integer, e.g. 0")
 

@@ -34,6 +34,7 @@ from trainers.data.mcq import (
     split_train_eval,
 )
 from trainers.data.prompts import PromptFormat, Sample, encode_items, letter_token_ids
+from trainers.data.selection import SELECT_FRACTION, SELECT_SEED
 from trainers.job.validate import check_batch_fits, validate_paths
 from trainers.model.reference import (
     cached_scores,
@@ -144,7 +145,7 @@ def _data_files_stamp(path: str) -> list[list[Any]]:
 
 DATA_CHOICES = {
     "train_split": None, "eval_split": None, "subjects": None, "columns": None, "n_train": None, "n_eval": None,
-    "sample_seed": 0, "stratify_by_subject": False, "select_fraction": 0.5, "select_seed": 0,
+    "sample_seed": 0, "stratify_by_subject": False, "select_fraction": SELECT_FRACTION, "select_seed": SELECT_SEED,
     "prompt_template": None, "answer_template": None, "system_prompt": None, "max_length": None,
     "use_chat_template": True,
 }
