@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import method_name, method_sort_key
-from analysis.estimate import MIN_SEEDS, Estimates
+from analysis.estimate import MIN_SEEDS, Estimates, Peak
 from analysis.rundirs import Sweep
 from analysis.search import search_keys
 from analysis.stats import bootstrap_p, percentile_interval
@@ -142,79 +142,72 @@ def threshold_table(est: Estimates, sweep: Sweep) -> pd.DataFrame:
         base = est.points.loc[est.points["setting"] == setting, "base_accuracy"].mean()
         row: dict = {"setting": setting, "method": method_name(method), "base_accuracy": base}
         peak = est.peaks[(setting, method)]
-        missing, stopped = curve[curve["status"] == FAILED], curve[curve["status"] == STOPPED]
-        notes = []
-        if len(missing):
-            notes.append(f"lr {', '.join(map(fmt_lr, missing['lr']))}: every run failed (missing data, not "
-                         "a drop)")
-        if len(stopped):
-            where = ", ".join(f"{fmt_lr(r.lr)} at step {r.stop_step:.0f} (selection accuracy {r.stop_accuracy:.3f} "
-                              "then)" for r in stopped.itertuples())
-            notes.append(f"stopped early by the sweeper as past the threshold: lr {where}; no full-length accuracy, "
-                         "not scored")
+        notes = _gap_notes(curve)
         if peak is None:
             what = "every scored run diverged" if (curve["n_diverged"] > 0).any() else "no run was scored"
             row.update(note="; ".join([f"no threshold: {what}", *notes]), bracketed="not measured", n_seeds=0)
-            rows.append(row)
-            continue
-        p = est.points.loc[est.points["pid"] == peak.pid].iloc[0]
-        if peak.tied_lrs:
-            notes.append(
-                f"tie: lr {', '.join(map(fmt_lr, peak.tied_lrs))} reach the same accuracy; the lower lr is reported"
-            )
-        beta_tie = curve.loc[curve["lr"] == peak.lr, "beta_tie"].iloc[0]
-        if beta_tie:
-            notes.append(
-                f"tie: β {', '.join(f'{b:g}' for b in beta_tie)} reach the same accuracy; the lower β is reported"
-            )
-        if p["n_diverged"] or p["n_failed"]:
-            notes.append(f"at the peak {int(p['n_diverged'])} diverged and {int(p['n_failed'])} failed of "
-                         f"{int(p['n_runs'])} seeds")
-        if p["n_scored"] < MIN_SEEDS:
-            notes.append("one seed: the interval holds question noise only")
-        next_acc, drop = math.nan, math.nan
-        if peak.next_pid is not None:
-            nxt = est.points.loc[est.points["pid"] == peak.next_pid].iloc[0]
-            next_acc = float(nxt["report_accuracy"])
-            drop = peak.accuracy - next_acc
-        row.update(
-            threshold_lr=peak.lr,
-            beta=peak.beta,
-            bracket_low=peak.bracket_low,
-            bracket_high=peak.bracket_high,
-            vertex_lr=peak.vertex_lr,
-            lr_ci_low=peak.lr_ci_low,
-            lr_ci_high=peak.lr_ci_high,
-            p_argmax=peak.p_argmax,
-            select_accuracy=peak.select_accuracy,
-            accuracy=peak.accuracy,
-            ci_low=p["ci_low"],
-            ci_high=p["ci_high"],
-            ci_method=_ci_method(est, setting, int(p["n_scored"])),
-            n_seeds=int(p["n_scored"]),
-            next_lr=peak.next_lr,
-            accuracy_next_lr=next_acc,
-            drop=drop,
-            gain_over_base=peak.accuracy - base,
-            bracketed=peak.bracket or "yes",
-            note="; ".join(notes),
-        )
-        rows.append(row)
-    for row, key in zip(rows, est.curves, strict=True):
-        if key in searched:  # a search's lr curve pairs each lr with whatever β was sampled there
+        else:
+            p = est.points.loc[est.points["pid"] == peak.pid].iloc[0]
+            notes += _peak_notes(curve, peak, p)
+            row.update(_peak_fields(est, setting, peak, p, base), note="; ".join(notes))
+        if (setting, method) in searched:  # a search's lr curve pairs each lr with whatever β was sampled there
             row["note"] = "; ".join(x for x in (row.get("note"), SEARCH_NOTE) if x)
+        rows.append(row)
     df = pd.DataFrame(rows, columns=THRESHOLD_COLUMNS)
     if not sweep.is_complete and len(df):
-        df["note"] = (
-            df["note"]
-            .fillna("")
-            .map(
-                lambda n: "; ".join(
-                    x for x in (n, f"sweep incomplete ({len(sweep.incomplete)} run(s) unfinished)") if x
-                )
-            )
-        )
+        unfinished = f"sweep incomplete ({len(sweep.incomplete)} run(s) unfinished)"
+        df["note"] = df["note"].fillna("").map(lambda n: "; ".join(x for x in (n, unfinished) if x))
     return df
+
+
+def _gap_notes(curve: pd.DataFrame) -> list[str]:
+    """The lrs of a curve with no scored run: every run failed (missing data), or stopped early by the sweeper."""
+    missing, stopped = curve[curve["status"] == FAILED], curve[curve["status"] == STOPPED]
+    notes = []
+    if len(missing):
+        notes.append(f"lr {', '.join(map(fmt_lr, missing['lr']))}: every run failed (missing data, not "
+                     "a drop)")
+    if len(stopped):
+        where = ", ".join(f"{fmt_lr(r.lr)} at step {r.stop_step:.0f} (selection accuracy {r.stop_accuracy:.3f} "
+                          "then)" for r in stopped.itertuples())
+        notes.append(f"stopped early by the sweeper as past the threshold: lr {where}; no full-length accuracy, "
+                     "not scored")
+    return notes
+
+
+def _peak_notes(curve: pd.DataFrame, peak: Peak, p: pd.Series) -> list[str]:
+    """What qualifies a peak: ties in lr or β (the lower is reported), failures among its seeds, a single seed."""
+    notes = []
+    if peak.tied_lrs:
+        notes.append(f"tie: lr {', '.join(map(fmt_lr, peak.tied_lrs))} reach the same accuracy; the lower lr is "
+                     "reported")
+    beta_tie = curve.loc[curve["lr"] == peak.lr, "beta_tie"].iloc[0]
+    if beta_tie:
+        notes.append(f"tie: β {', '.join(f'{b:g}' for b in beta_tie)} reach the same accuracy; the lower β is reported")
+    if p["n_diverged"] or p["n_failed"]:
+        notes.append(f"at the peak {int(p['n_diverged'])} diverged and {int(p['n_failed'])} failed of "
+                     f"{int(p['n_runs'])} seeds")
+    if p["n_scored"] < MIN_SEEDS:
+        notes.append("one seed: the interval holds question noise only")
+    return notes
+
+
+def _peak_fields(est: Estimates, setting: str, peak: Peak, p: pd.Series, base: float) -> dict:
+    """A threshold row's numbers: the peak, its bracket and interval, and the drop to the next lr."""
+    next_acc, drop = math.nan, math.nan
+    if peak.next_pid is not None:
+        nxt = est.points.loc[est.points["pid"] == peak.next_pid].iloc[0]
+        next_acc = float(nxt["report_accuracy"])
+        drop = peak.accuracy - next_acc
+    return {
+        "threshold_lr": peak.lr, "beta": peak.beta, "bracket_low": peak.bracket_low,
+        "bracket_high": peak.bracket_high, "vertex_lr": peak.vertex_lr, "lr_ci_low": peak.lr_ci_low,
+        "lr_ci_high": peak.lr_ci_high, "p_argmax": peak.p_argmax, "select_accuracy": peak.select_accuracy,
+        "accuracy": peak.accuracy, "ci_low": p["ci_low"], "ci_high": p["ci_high"],
+        "ci_method": _ci_method(est, setting, int(p["n_scored"])), "n_seeds": int(p["n_scored"]),
+        "next_lr": peak.next_lr, "accuracy_next_lr": next_acc, "drop": drop, "gain_over_base": peak.accuracy - base,
+        "bracketed": peak.bracket or "yes",
+    }
 
 
 SEARCH_NOTE = (
