@@ -21,7 +21,7 @@ import pandas as pd
 
 from analysis import method_name
 from analysis.inputs import count_once, inputs_key, key_settings
-from trainers.runtime.run_dir import EVAL, METRICS, OK, PREDICTIONS, RESULT, STOP_STATUSES, RunStatus
+from trainers.runtime.run_dir import EVAL, METRICS, OK, PREDICTIONS, RESULT, STOP_STATUSES, RunStatus, run_status
 
 SPLITS = ("select", "report")
 """predictions.jsonl's `split`: best lr and β are chosen on "select" questions, scored on "report"."""
@@ -234,7 +234,7 @@ def parse_result(path: Path) -> dict:
     if not isinstance(data["method"], str) or not data["method"]:
         raise ValueError(f"'method' must be a non-empty string, got {data['method']!r}")
     status = data["status"]
-    if status not in tuple(RunStatus):
+    if run_status(data) is None:
         raise ValueError(f"'status' must be one of {', '.join(RunStatus)}, got {status!r}")
     row: dict = {"method": data["method"], "status": status}
     try:
